@@ -1,0 +1,122 @@
+"""Run profiles shared by every chapter and command line.
+
+A profile sets the scale of a run:
+
+* ``smoke`` -- tiny sizes; every chapter runs in seconds (used by the tests).
+* ``cpu``   -- meaningful small-scale results; the whole book within 25 minutes on 2 cores.
+* ``gpu``   -- paper-scale sizes where they fit one GPU.
+
+The default is ``gpu`` when CUDA is available, else ``cpu``.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+__all__ = ["PROFILES", "OFFLINE_ENV", "Run", "default_profile", "resolve_profile", "setup", "pick", "set_offline", "cache_dir"]
+
+PROFILES = ("smoke", "cpu", "gpu")
+
+# Without these, transformers/datasets retry a missing network for 20-50 s before failing.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def set_offline(environ: dict | None = None) -> dict:
+    """Set the Hugging Face offline switches in ``environ`` (default: ``os.environ``)."""
+    env = os.environ if environ is None else environ
+    for k, v in OFFLINE_ENV.items():
+        env.setdefault(k, v)
+    return env
+
+
+def default_profile() -> str:
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_profile(profile: str | None) -> str:
+    """Return ``profile`` (or the default when None), raising on an unknown name."""
+    if profile is None or profile == "":
+        return default_profile()
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; valid profiles are {', '.join(PROFILES)}")
+    return profile
+
+
+def resolve_device(device: str | None, profile: str) -> torch.device:
+    if device is None or device == "":
+        device = "cuda" if (profile == "gpu" and torch.cuda.is_available()) else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
+    return dev
+
+
+def pick(profile: str, choices: Mapping[str, Any]) -> Any:
+    """Select the value for ``profile`` from a ``{"smoke": ..., "cpu": ..., "gpu": ...}`` mapping."""
+    missing = [p for p in PROFILES if p not in choices]
+    extra = [p for p in choices if p not in PROFILES]
+    if missing or extra:
+        raise ValueError(f"profile table must have exactly the keys {PROFILES}; missing {missing}, unknown {extra}")
+    return choices[resolve_profile(profile)]
+
+
+@dataclass(frozen=True)
+class Run:
+    """The resolved settings of one chapter run."""
+
+    profile: str
+    seed: int
+    device: torch.device
+
+    def pick(self, **choices: Any) -> Any:
+        """``run.pick(smoke=..., cpu=..., gpu=...)`` -> the value for this run's profile."""
+        return pick(self.profile, choices)
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A CPU ``torch.Generator`` seeded from the run's seed (plus ``offset``)."""
+        return torch.Generator().manual_seed(self.seed + offset)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def setup(profile: str | None = None, seed: int = 0, device: str | None = None, **unknown: Any) -> Run:
+    """Validate a chapter's parameters, seed every RNG and return the resolved :class:`Run`.
+
+    Raises ``ValueError`` for an unknown profile or parameter, listing the valid ones.
+    """
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {sorted(unknown)}; valid parameters are profile, seed, device"
+        )
+    prof = resolve_profile(profile)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    dev = resolve_device(device, prof)
+    seed_everything(seed)
+    if dev.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    set_offline()
+    return Run(profile=prof, seed=seed, device=dev)
+
+
+def cache_dir(*parts: str) -> "os.PathLike[str]":
+    """Directory for expensive artifacts chapters may share (a trained vocabulary, a pretrained model).
+
+    ``$BERTREPRO_CACHE_DIR`` (the book runner sets it to ``book/_build/cache``), else ``./.bertrepro_cache``
+    beside a standalone chapter. Each chapter rebuilds what it needs when the cache is empty.
+    """
+    from pathlib import Path
+
+    root = Path(os.environ.get("BERTREPRO_CACHE_DIR") or ".bertrepro_cache")
+    path = root.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
