@@ -1,0 +1,583 @@
+"""Run the whole book: execute every chapter, collect the scorecard, render the HTML.
+
+Examples::
+
+    python -m bertrepro.book                          # default profile (gpu with CUDA, else cpu)
+    python -m bertrepro.book --profile smoke          # every chapter in seconds
+    python -m bertrepro.book --chapters 03 05 --no-html
+    python -m bertrepro.book --profile gpu --online   # let chapters reach the Hugging Face Hub
+
+Each ``notebooks/NN_slug.ipynb`` runs in order, alone, in a fresh ``python3`` kernel (papermill),
+with the parameters ``profile`` (and ``seed`` / ``device`` when given) injected after its cell
+tagged ``parameters``. What the runner writes under the output folder (default ``book/_build``):
+
+* ``executed/NN_slug.ipynb`` -- the executed chapter (kept, partially executed, when a cell fails);
+* ``work/NN_slug/`` -- the chapter's working directory, emptied before each run, so a chapter sees
+  the same empty folder it would see forked on its own;
+* ``records/NN_slug.json`` -- its :func:`bertrepro.report.record` calls (``$BERTREPRO_RECORDS_DIR``);
+* ``cache/`` -- artifacts chapters share (``$BERTREPRO_CACHE_DIR``), kept between runs;
+* ``timings.json`` -- wall time per chapter; ``summary.md`` -- times and scorecard for a CI summary;
+* ``scorecard.json`` -- every record plus counts by status; ``scorecard.md`` -- its book page;
+* ``src/`` and ``html/`` -- the assembled Jupyter Book source and its HTML (``html/index.html``).
+
+Unless ``--online`` is given the kernels run with the Hugging Face offline switches
+(:data:`bertrepro.profiles.OFFLINE_ENV`) set, and the HTML is built with execution off, offline.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from . import report
+from .profiles import OFFLINE_ENV, PROFILES, resolve_profile
+
+__all__ = [
+    "ROOT",
+    "NOTEBOOKS_DIR",
+    "BOOK_DIR",
+    "BUILD_DIR",
+    "KERNEL",
+    "CACHE_ENV",
+    "ChapterError",
+    "BookBuildError",
+    "ChapterResult",
+    "BookResult",
+    "find_chapters",
+    "select_chapters",
+    "notebook_parameters",
+    "validate_parameters",
+    "pairing_differences",
+    "run_chapter",
+    "assemble_source",
+    "build_html",
+    "build",
+    "main",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = ROOT / "notebooks"
+BOOK_DIR = ROOT / "book"
+BUILD_DIR = BOOK_DIR / "_build"
+KERNEL = "python3"
+CACHE_ENV = "BERTREPRO_CACHE_DIR"
+CHAPTER_GLOB = "[0-9][0-9]_*.ipynb"
+_CHAPTER_RE = re.compile(r"^\d\d_[A-Za-z0-9_\-]+$")
+
+
+class ChapterError(RuntimeError):
+    """A chapter failed: names the chapter, the cell and the exception, and where the notebook is kept."""
+
+    def __init__(self, chapter: str, executed: Path, ename: str, evalue: str,
+                 cell_index: int | None = None, exec_count: int | None = None, first_line: str | None = None):
+        self.chapter, self.executed, self.ename, self.evalue = chapter, executed, ename, evalue
+        self.cell_index, self.exec_count, self.first_line = cell_index, exec_count, first_line
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = "" if self.cell_index is None else f" in cell index {self.cell_index}"
+        if self.exec_count is not None:
+            where += f" (In [{self.exec_count}])"
+        if self.first_line is not None:
+            where += f": {self.first_line}"
+        return (f"chapter {self.chapter} failed{where}\n  {self.ename}: {self.evalue}\n"
+                f"  partially executed notebook kept at {self.executed}")
+
+
+class BookBuildError(RuntimeError):
+    """The HTML build (Jupyter Book / Sphinx) failed."""
+
+
+@dataclass
+class ChapterResult:
+    """One executed chapter."""
+
+    chapter: str
+    source: Path
+    executed: Path
+    seconds: float
+    records: list[report.Record] = field(default_factory=list)
+
+
+@dataclass
+class BookResult:
+    """One run of the book."""
+
+    profile: str
+    chapters: list[ChapterResult]
+    records: list[report.Record]
+    output: Path
+    html_index: Path | None
+
+
+# ----------------------------------------------------------------------------------------------
+# Chapters and their parameters
+# ----------------------------------------------------------------------------------------------
+
+
+def find_chapters(notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR) -> list[Path]:
+    """Every ``NN_slug.ipynb`` in ``notebooks_dir``, in chapter order.
+
+    Raises ``ValueError`` when a ``NN_slug.py`` has no ``.ipynb`` pair (run ``make sync``).
+    """
+    d = Path(notebooks_dir)
+    if not d.is_dir():
+        raise ValueError(f"notebooks folder {d} does not exist")
+    chapters = sorted(d.glob(CHAPTER_GLOB))
+    unpaired = [p.name for p in sorted(d.glob("[0-9][0-9]_*.py")) if not p.with_suffix(".ipynb").exists()]
+    if unpaired:
+        raise ValueError(f"{unpaired} in {d} have no paired .ipynb; create it with `make sync` "
+                         "(jupytext --sync notebooks/NN_slug.py)")
+    bad = [p.name for p in chapters if not _CHAPTER_RE.match(p.stem)]
+    if bad:
+        raise ValueError(f"chapter file names {bad} are not NN_slug.ipynb (letters, digits, '_' or '-')")
+    return chapters
+
+
+def select_chapters(chapters: Sequence[Path], wanted: Sequence[str] | None) -> list[Path]:
+    """Keep the chapters named in ``wanted`` (``"03"``, ``"03_positional_encoding"`` or its file name)."""
+    if not wanted:
+        return list(chapters)
+    picked: list[Path] = []
+    for w in wanted:
+        name = Path(w).stem
+        hits = [p for p in chapters if p.stem == name or p.stem[:2] == name.zfill(2)]
+        if len(hits) != 1:
+            avail = ", ".join(p.stem for p in chapters) or "(none)"
+            raise ValueError(f"chapter {w!r} matches {len(hits)} notebooks; available chapters: {avail}")
+        if hits[0] not in picked:
+            picked.append(hits[0])
+    return sorted(picked)
+
+
+def _read_notebook(path: Path):
+    import nbformat
+
+    return nbformat.read(str(path), as_version=4)
+
+
+def notebook_parameters(path: str | os.PathLike) -> dict[str, Any]:
+    """The parameters of the notebook's first cell tagged ``parameters``: ``{name: default}``.
+
+    A parameter is a top-level assignment of a literal (``profile = None``, ``seed = 0``); other
+    lines of the cell (``run = profiles.setup(...)``) are not parameters. The cell is read with
+    :mod:`ast` rather than papermill's line parser, which glues a following non-assignment line
+    onto the previous default.
+
+    Raises ``ValueError`` when the notebook has no such cell, or the cell is not valid Python.
+    """
+    path = Path(path)
+    nb = _read_notebook(path)
+    cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None or cell.cell_type != "code":
+        raise ValueError(
+            f"{path.name} has no code cell tagged 'parameters'; its first code cell should be "
+            "`# %% tags=[\"parameters\"]` holding `profile = None`, `seed = 0`, `device = None`"
+        )
+    try:
+        tree = ast.parse(cell.source)
+    except SyntaxError as e:
+        raise ValueError(f"{path.name}: the parameters cell is not valid Python: {e}") from e
+    params: dict[str, Any] = {}
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        if len(targets) != 1 or not isinstance(targets[0], ast.Name) or node.value is None:
+            continue
+        try:
+            params[targets[0].id] = ast.literal_eval(node.value)
+        except (ValueError, TypeError, SyntaxError):
+            continue  # not a literal: computed from the parameters, not one of them
+    return params
+
+
+def validate_parameters(path: str | os.PathLike, parameters: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` when ``parameters`` holds a name the notebook does not declare, or a bad profile."""
+    declared = notebook_parameters(path)
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown} for {Path(path).name}; "
+                         f"valid parameters are {', '.join(sorted(declared))}")
+    if "profile" in parameters and parameters["profile"] not in PROFILES:
+        raise ValueError(f"unknown profile {parameters['profile']!r}; valid profiles are {', '.join(PROFILES)}")
+
+
+def _cells(nb) -> list[tuple[str, str, tuple[str, ...]]]:
+    return [(c.cell_type, c.source.strip(), tuple(c.get("metadata", {}).get("tags", []))) for c in nb.cells]
+
+
+def pairing_differences(py_path: str | os.PathLike, ipynb_path: str | os.PathLike) -> list[str]:
+    """How a jupytext ``.py`` and its ``.ipynb`` differ, cell by cell (empty list: same cells and tags).
+
+    Also reports outputs or execution counts stored in the ``.ipynb`` (it is committed without them).
+    """
+    import jupytext
+
+    py_nb, ip_nb = jupytext.read(str(py_path)), jupytext.read(str(ipynb_path))
+    a, b = _cells(py_nb), _cells(ip_nb)
+    diffs = []
+    if len(a) != len(b):
+        diffs.append(f"{len(a)} cells in {Path(py_path).name} but {len(b)} in {Path(ipynb_path).name}")
+    for i, (ca, cb) in enumerate(zip(a, b)):
+        if ca != cb:
+            first = (ca[1].splitlines() or [""])[0]
+            diffs.append(f"cell {i} differs ({ca[0]} {ca[2]} vs {cb[0]} {cb[2]}), starting {first!r}")
+    for i, c in enumerate(ip_nb.cells):
+        if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count") is not None):
+            diffs.append(f"cell {i} of {Path(ipynb_path).name} stores outputs or an execution count")
+    return diffs
+
+
+# ----------------------------------------------------------------------------------------------
+# Running one chapter
+# ----------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _environ(updates: Mapping[str, str | None]) -> Iterator[None]:
+    """Set (str) or unset (None) environment variables for the kernels started inside the block."""
+    saved = {k: os.environ.get(k) for k in updates}
+    try:
+        for k, v in updates.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _kernel_env(chapter: str, records_dir: Path | None, cache_dir: Path | None, online: bool) -> dict[str, str | None]:
+    env: dict[str, str | None] = {
+        report.CHAPTER_ENV: chapter,
+        report.RECORDS_ENV: None if records_dir is None else str(records_dir),
+        CACHE_ENV: None if cache_dir is None else str(cache_dir),
+        "PYTHONHASHSEED": "0",  # same set/dict iteration order in every run
+    }
+    # profiles.setup() only *defaults* the offline switches, so --online must set them to "0".
+    env.update({k: ("0" if online else v) for k, v in OFFLINE_ENV.items()})
+    return env
+
+
+def _locate_failure(executed: Path, source_nb, exc: Exception, chapter: str) -> ChapterError:
+    """Turn a papermill / nbclient exception into a :class:`ChapterError` naming the cell."""
+    src_cells = [c.source for c in source_nb.cells]
+    source = getattr(exc, "source", None)
+    ename = getattr(exc, "ename", None) or type(exc).__name__
+    evalue = getattr(exc, "evalue", None)
+    if evalue is None:
+        evalue = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+    exec_count = getattr(exc, "exec_count", None)
+    if source is None and executed.exists():
+        # A timeout or a dead kernel: the failing cell is the last one papermill started.
+        with contextlib.suppress(Exception):
+            started = [c for c in _read_notebook(executed).cells
+                       if c.cell_type == "code" and c.get("metadata", {}).get("papermill", {}).get("start_time")]
+            if started:
+                source, exec_count = started[-1].source, started[-1].get("execution_count")
+    cell_index = src_cells.index(source) if source in src_cells else None
+    first_line = None
+    if source is not None:
+        lines = [ln.strip() for ln in source.splitlines() if ln.strip()]
+        # The first line of code names the cell best; a cell of comments falls back to its first line.
+        first_line = next((ln for ln in lines if not ln.startswith("#")), lines[0] if lines else "")
+    return ChapterError(chapter, executed, ename, evalue, cell_index=cell_index, exec_count=exec_count,
+                        first_line=first_line)
+
+
+def run_chapter(path: str | os.PathLike, profile: str | None, out_dir: str | os.PathLike,
+                parameters: Mapping[str, Any] | None = None, *, cwd: str | os.PathLike | None = None,
+                records_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+                online: bool = False, kernel_name: str = KERNEL, timeout: float | None = None) -> ChapterResult:
+    """Execute one chapter notebook in a fresh kernel and return its wall time and records.
+
+    Args:
+        path: the chapter's ``.ipynb``; its stem (``03_positional_encoding``) is the chapter id.
+        profile: ``smoke``, ``cpu`` or ``gpu`` (None: :func:`bertrepro.profiles.default_profile`).
+        out_dir: folder for the executed notebook (same file name as ``path``).
+        parameters: more parameters to inject (``seed``, ``device``); each must be declared in the
+            notebook's ``parameters`` cell.
+        cwd: the kernel's working directory (default: the notebook's own folder, as in Jupyter).
+        records_dir: ``$BERTREPRO_RECORDS_DIR`` for the kernel; None unsets it, so records go to
+            ``<cwd>/records`` exactly as for a chapter run on its own.
+        cache_dir: ``$BERTREPRO_CACHE_DIR`` for the kernel; None unsets it (``<cwd>/.bertrepro_cache``).
+        online: leave the Hugging Face offline switches off.
+        kernel_name: the Jupyter kernel (``python3``).
+        timeout: per-cell time limit in seconds (None: no limit).
+
+    Returns:
+        :class:`ChapterResult` with the chapter's records from this run.
+
+    Raises:
+        ValueError: unknown parameter or profile (listing the valid ones), missing notebook.
+        ChapterError: a cell raised; names the chapter, the cell and the exception. The partially
+            executed notebook is kept in ``out_dir``.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    path = Path(path).resolve()
+    if path.suffix != ".ipynb" or not path.is_file():
+        raise ValueError(f"chapter notebook {path} does not exist or is not an .ipynb")
+    chapter = path.stem
+    params = {"profile": resolve_profile(profile), **dict(parameters or {})}
+    validate_parameters(path, params)
+    cwd = path.parent if cwd is None else Path(cwd).resolve()
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = out_dir / path.name
+    rdir = Path(records_dir).resolve() if records_dir is not None else cwd / report.DEFAULT_RECORDS_DIR
+    cdir = Path(cache_dir).resolve() if cache_dir is not None else None
+    # Stale records of an earlier run must not survive into this one.
+    report.chapter_file(chapter, rdir).unlink(missing_ok=True)
+
+    from traitlets.config import Config
+
+    # IPC sockets: the kernel talks only to this machine (and ipykernel does not warn about plain TCP).
+    engine_kwargs: dict[str, Any] = {"config": Config({"KernelManager": {"transport": "ipc"}})}
+    if timeout is not None:
+        engine_kwargs["execution_timeout"] = timeout
+    start = time.perf_counter()
+    with _environ(_kernel_env(chapter, None if records_dir is None else rdir, cdir, online)):
+        try:
+            papermill.execute_notebook(
+                str(path), str(executed), parameters=params, kernel_name=kernel_name, language="python",
+                progress_bar=False, log_output=False, cwd=str(cwd), **engine_kwargs,
+            )
+        except PapermillExecutionError as e:
+            raise _locate_failure(executed, _read_notebook(path), e, chapter) from None
+        except Exception as e:  # timeout, dead kernel, kernel that cannot start
+            raise _locate_failure(executed, _read_notebook(path), e, chapter) from e
+    seconds = time.perf_counter() - start
+    return ChapterResult(chapter=chapter, source=path, executed=executed, seconds=seconds,
+                         records=report.collect(rdir, chapters=[chapter]))
+
+
+# ----------------------------------------------------------------------------------------------
+# The HTML
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_config(book_dir: Path) -> None:
+    import yaml
+
+    cfg_path = book_dir / "_config.yml"
+    if not cfg_path.is_file():
+        raise ValueError(f"{cfg_path} is missing")
+    cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+    mode = (cfg.get("execute") or {}).get("execute_notebooks")
+    if mode != "off":
+        raise ValueError(f"{cfg_path}: execute.execute_notebooks is {mode!r}; it must be 'off' "
+                         "(the runner executes the chapters; the HTML build only renders them)")
+    if (book_dir / "_toc.yml").exists():
+        raise ValueError(f"{book_dir / '_toc.yml'} exists, but the table of contents is generated from "
+                         "notebooks/ by the runner; delete the file")
+
+
+def _toc_yaml(chapters: Sequence[str]) -> str:
+    lines = ["# Generated by python -m bertrepro.book: intro, the chapters, the scorecard, the glossary.",
+             "format: jb-book", "root: intro", "parts:"]
+    if chapters:
+        lines += ["- caption: Chapters", "  chapters:"] + [f"  - file: {c}" for c in chapters]
+    lines += ["- caption: Results and reference", "  chapters:", "  - file: scorecard", "  - file: glossary"]
+    return "\n".join(lines) + "\n"
+
+
+def assemble_source(book_dir: str | os.PathLike, src_dir: str | os.PathLike, executed: Sequence[Path],
+                    scorecard_md: str) -> Path:
+    """Build the Jupyter Book source folder: ``book/`` files, executed chapters, scorecard, ``_toc.yml``."""
+    book_dir, src_dir = Path(book_dir), Path(src_dir)
+    _check_config(book_dir)
+    if src_dir.exists():
+        shutil.rmtree(src_dir)
+    src_dir.mkdir(parents=True)
+    for item in book_dir.iterdir():
+        if item.name == "_build":
+            continue
+        if item.is_dir():
+            shutil.copytree(item, src_dir / item.name)
+        else:
+            shutil.copy2(item, src_dir / item.name)
+    for nb in executed:
+        shutil.copy2(nb, src_dir / nb.name)
+    report.atomic_write_text(src_dir / "scorecard.md", scorecard_md)
+    report.atomic_write_text(src_dir / "_toc.yml", _toc_yaml([nb.stem for nb in executed]))
+    return src_dir
+
+
+def build_html(src_dir: str | os.PathLike, html_dir: str | os.PathLike, online: bool = False,
+               log: Callable[[str], None] = print) -> Path:
+    """Render ``src_dir`` with Jupyter Book (execution off) into ``html_dir``; return its ``index.html``.
+
+    Sphinx warnings are printed; a failed build raises :class:`BookBuildError` with its output.
+    """
+    src_dir, html_dir = Path(src_dir).resolve(), Path(html_dir).resolve()
+    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
+           "build", str(src_dir), "--path-output", str(src_dir), "--builder", "html", "--quiet"]
+    env = dict(os.environ)
+    if not online:
+        env.update(OFFLINE_ENV)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    output = proc.stdout + proc.stderr
+    built = src_dir / "_build" / "html"
+    if proc.returncode != 0 or not (built / "index.html").is_file():
+        tail = "\n".join(output.strip().splitlines()[-40:])
+        raise BookBuildError(f"jupyter-book build of {src_dir} failed (exit {proc.returncode}):\n{tail}")
+    warnings = [ln for ln in output.splitlines() if "WARNING" in ln or "ERROR" in ln]
+    for ln in warnings:
+        log(f"  sphinx: {ln.strip()}")
+    if html_dir.exists():
+        shutil.rmtree(html_dir)
+    shutil.move(str(built), str(html_dir))
+    return html_dir / "index.html"
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole book
+# ----------------------------------------------------------------------------------------------
+
+
+def _write_json(path: Path, data: Any) -> None:
+    report.atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+
+
+def build(profile: str | None = None, chapters: Sequence[str] | None = None, seed: int | None = None,
+          device: str | None = None, online: bool = False, html: bool = True,
+          output: str | os.PathLike = BUILD_DIR, notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
+          book_dir: str | os.PathLike = BOOK_DIR, log: Callable[[str], None] = print) -> BookResult:
+    """Run the chapters in order, write timings and the scorecard, and render the HTML.
+
+    The scorecard and the HTML hold exactly the chapters of this run. Everything is checked before
+    the first chapter starts (chapter names, parameters, pairs, the book config), so a mistake fails
+    in seconds, not after the first hour.
+
+    Raises:
+        ValueError: a bad chapter name, parameter or profile, an unpaired notebook, a bad book config.
+        ChapterError: a chapter failed (timings and summary are still written).
+        BookBuildError: the HTML build failed.
+    """
+    prof = resolve_profile(profile)
+    output = Path(output).resolve()
+    selected = select_chapters(find_chapters(notebooks_dir), chapters)
+    extra: dict[str, Any] = {}
+    if seed is not None:
+        extra["seed"] = seed
+    if device is not None:
+        extra["device"] = device
+    for nb in selected:
+        validate_parameters(nb, {"profile": prof, **extra})
+        py = nb.with_suffix(".py")
+        if py.exists():
+            diffs = pairing_differences(py, nb)
+            if diffs:
+                raise ValueError(f"{py.name} and {nb.name} are out of sync ({diffs[0]}); run `make sync`")
+    if html:
+        _check_config(Path(book_dir))
+
+    dirs = {k: output / k for k in ("executed", "records", "cache", "work")}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, Any] = {"profile": prof, "chapters": {}}
+    results: list[ChapterResult] = []
+    n = len(selected)
+    log(f"bertrepro book: {n} chapter(s), profile {prof}" + (", online" if online else ", offline")
+        + f", output {output}")
+    failure: ChapterError | None = None
+    for i, nb in enumerate(selected, 1):
+        work = dirs["work"] / nb.stem
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        print(f"[{i:02d}/{n:02d}] {nb.stem} ...", end=" ", flush=True)
+        start = time.perf_counter()
+        try:
+            res = run_chapter(nb, prof, dirs["executed"], extra, cwd=work, records_dir=dirs["records"],
+                              cache_dir=dirs["cache"], online=online)
+        except ChapterError as e:
+            secs = time.perf_counter() - start
+            print(f"FAILED after {secs:.1f} s", flush=True)
+            timings["chapters"][nb.stem] = {"seconds": round(secs, 3), "status": "failed"}
+            failure = e
+            break
+        print(f"{res.seconds:.1f} s" + (f", {len(res.records)} record(s)" if res.records else ""), flush=True)
+        timings["chapters"][nb.stem] = {"seconds": round(res.seconds, 3), "status": "ok"}
+        results.append(res)
+        _write_json(output / "timings.json", timings)
+
+    timings["total_seconds"] = round(sum(t["seconds"] for t in timings["chapters"].values()), 3)
+    records = report.collect(dirs["records"], chapters=[r.chapter for r in results])
+    report.write_scorecard(records, output / "scorecard.json", profile=prof)
+    scorecard_md = report.render_scorecard(records, profile=prof)
+    report.atomic_write_text(output / "scorecard.md", scorecard_md)
+
+    html_index = None
+    if failure is None and html:
+        print("[html] jupyter-book build ...", end=" ", flush=True)
+        start = time.perf_counter()
+        src = assemble_source(book_dir, output / "src", [r.executed for r in results], scorecard_md)
+        html_index = build_html(src, output / "html", online=online, log=log)
+        timings["html_seconds"] = round(time.perf_counter() - start, 3)
+        print(f"{timings['html_seconds']:.1f} s -> {html_index}", flush=True)
+    _write_json(output / "timings.json", timings)
+    summary = report.render_summary(records, timings, profile=prof,
+                                    failure=None if failure is None else " — ".join(
+                                        ln.strip() for ln in str(failure).splitlines()[:2]))
+    report.atomic_write_text(output / "summary.md", summary)
+    if failure is not None:
+        raise failure
+    counts = report.count_statuses(records)
+    log("scorecard: " + ", ".join(f"{v} {k}" for k, v in counts.items())
+        + f"; total chapter time {timings['total_seconds']:.1f} s")
+    return BookResult(profile=prof, chapters=results, records=records, output=output, html_index=html_index)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bertrepro.book", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", choices=PROFILES, default=None,
+                   help="run scale (default: gpu when CUDA is available, else cpu)")
+    p.add_argument("--chapters", nargs="+", metavar="NN", help="run only these chapters (e.g. 01 03)")
+    p.add_argument("--seed", type=int, default=None, help="seed passed to every chapter (default: its own, 0)")
+    p.add_argument("--device", default=None, help="torch device passed to every chapter (e.g. cuda:0)")
+    p.add_argument("--online", action="store_true", help="do not set the Hugging Face offline switches")
+    p.add_argument("--no-html", dest="html", action="store_false", help="skip the Jupyter Book HTML build")
+    p.add_argument("--output", type=Path, default=BUILD_DIR, help=f"output folder (default {BUILD_DIR})")
+    p.add_argument("--notebooks", type=Path, default=NOTEBOOKS_DIR,
+                   help=f"folder of NN_slug.ipynb chapters (default {NOTEBOOKS_DIR})")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry; returns the exit status (0 ok, 1 a chapter or the HTML failed, 2 bad input)."""
+    args = _parser().parse_args(argv)
+    try:
+        build(profile=args.profile, chapters=args.chapters, seed=args.seed, device=args.device,
+              online=args.online, html=args.html, output=args.output, notebooks_dir=args.notebooks)
+    except ChapterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except BookBuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,515 @@
+r"""The scorecard: every claim the book checks, next to the paper's number.
+
+A chapter calls :func:`record` for each number it compares with the paper (BERT §3–§5, Tables 1, 5, 6).
+Each call appends one record to a JSON file per chapter; at the end of a book run :func:`collect`
+gathers them into ``book/_build/scorecard.json``, a Scorecard page for the book and a short
+``summary.md`` for the CI job summary.
+
+Where records go:
+
+* ``$BERTREPRO_RECORDS_DIR/<chapter>.json`` -- the book runner sets this to ``book/_build/records``
+  and ``$BERTREPRO_CHAPTER`` to the chapter's file stem (``03_positional_encoding``).
+* ``./records/standalone.json`` -- a chapter run by itself (in Jupyter, or forked into another
+  folder) writes beside where it runs; nothing else is needed.
+
+Seeded CPU runs are deterministic, so every record must come out the same when a chapter runs
+again with the same seed; measurements of the machine (seconds, tokens/s) go under keys starting
+with ``timing.``, the only ones exempt.
+
+Every write goes to a temporary file first and then ``os.replace``-s the old one, so an interrupted
+run never leaves half a file.
+
+Example, in a chapter::
+
+    from bertrepro.report import record
+    record("params.base.total", n_params, paper=109_482_240, tolerance=0,
+           note="BertModel parameters, BERT-base (§3)")                  # -> status "exact"
+    record("mlm.masked_fraction", frac, paper=0.15, tolerance=0.005)      # -> "reproduced" or not
+    record("glue.sst2.accuracy", acc, paper=93.5, status="qualitatively reproduced",
+           note="tiny model, 1 epoch: above chance, far below the paper")
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+__all__ = [
+    "STATUSES",
+    "RECORDS_ENV",
+    "CHAPTER_ENV",
+    "STANDALONE_CHAPTER",
+    "DEFAULT_RECORDS_DIR",
+    "TIMING_PREFIX",
+    "Record",
+    "PaperTable",
+    "PAPER_TABLES",
+    "record",
+    "make_record",
+    "derive_status",
+    "records_dir",
+    "current_chapter",
+    "chapter_file",
+    "collect",
+    "count_statuses",
+    "paper_value",
+    "format_value",
+    "scorecard_json",
+    "write_scorecard",
+    "render_scorecard",
+    "render_summary",
+    "atomic_write_text",
+]
+
+#: The four verdicts, strongest first.
+STATUSES = ("exact", "reproduced", "qualitatively reproduced", "not reproduced at this scale")
+
+RECORDS_ENV = "BERTREPRO_RECORDS_DIR"
+CHAPTER_ENV = "BERTREPRO_CHAPTER"
+STANDALONE_CHAPTER = "standalone"
+DEFAULT_RECORDS_DIR = "records"
+#: Keys under this prefix (wall times, throughput) depend on the machine; every other record must be
+#: identical when a chapter is re-run on CPU with the same seed (tests/test_notebooks.py checks it).
+TIMING_PREFIX = "timing."
+
+# Keys and chapter ids become file names and table cells: keep them to a safe alphabet.
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,119}$")
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing records
+# ----------------------------------------------------------------------------------------------
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _check_name(name: Any, what: str, example: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(
+            f"{what} must be 1-120 characters of letters, digits, '.', '_' or '-' starting with a letter "
+            f"or digit (e.g. {example!r}); got {name!r}"
+        )
+    return name
+
+
+def _to_scalar(x: Any, what: str, allow_none: bool) -> Any:
+    """Convert numpy / torch scalars to Python ones; accept only JSON numbers, strings and bools."""
+    if x is None:
+        if allow_none:
+            return None
+        raise ValueError(f"{what} is None; record a number, a string or a bool")
+    # numpy scalars and 0-d numpy arrays / torch tensors all have ndim == 0 and .item().
+    if not isinstance(x, (bool, int, float, str)) and getattr(x, "ndim", None) == 0 and hasattr(x, "item"):
+        x = x.item()
+    if isinstance(x, (bool, str)):
+        return x
+    if isinstance(x, int):
+        return int(x)
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            raise ValueError(f"{what} is {x!r}; a record must be finite (a NaN or inf result is a bug to fix, not a number to report)")
+        return float(x)
+    shape = getattr(x, "shape", None)
+    hint = f" with shape {tuple(shape)}; pass a single element (e.g. x.item())" if shape is not None else ""
+    raise ValueError(f"{what} must be a JSON number, string or bool, got {type(x).__name__}{hint}")
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def derive_status(value: Any, paper: Any, tolerance: float | None) -> str | None:
+    """The status implied by ``|value - paper|`` and ``tolerance`` (None when not derivable).
+
+    ``|value - paper| == 0`` -> ``"exact"``; ``<= tolerance`` -> ``"reproduced"``;
+    otherwise ``"not reproduced at this scale"``.
+    """
+    if paper is None or tolerance is None:
+        return None
+    if not (_is_number(value) and _is_number(paper)):
+        raise ValueError(
+            f"tolerance needs numeric value and paper, got value={value!r}, paper={paper!r}; "
+            "drop tolerance= and pass status= instead"
+        )
+    diff = abs(value - paper)
+    if diff == 0:
+        return "exact"
+    if diff <= tolerance:
+        return "reproduced"
+    return "not reproduced at this scale"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One checked claim: our ``value`` beside the ``paper``'s, with its verdict ``status``."""
+
+    key: str
+    value: Any
+    paper: Any
+    tolerance: float | None
+    note: str
+    status: str
+    chapter: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str = "record") -> "Record":
+        """Rebuild and re-validate a record read from disk."""
+        fields = ("key", "value", "paper", "tolerance", "note", "status", "chapter")
+        missing = [f for f in fields if f not in d]
+        extra = [f for f in d if f not in fields]
+        if missing or extra:
+            raise ValueError(f"{source}: malformed record {dict(d)!r}; missing fields {missing}, unknown fields {extra}")
+        rec = make_record(d["key"], d["value"], paper=d["paper"], tolerance=d["tolerance"], note=d["note"],
+                          status=d["status"], chapter=d["chapter"])
+        return rec
+
+
+def make_record(key: str, value: Any, paper: Any = None, tolerance: float | None = None, note: str = "",
+                status: str | None = None, chapter: str = STANDALONE_CHAPTER) -> Record:
+    """Validate the arguments of :func:`record` and return the :class:`Record` (no I/O)."""
+    _check_name(key, "record key", "params.base.total")
+    _check_name(chapter, "chapter id", "03_positional_encoding")
+    value = _to_scalar(value, f"value of {key!r}", allow_none=False)
+    paper = _to_scalar(paper, f"paper value of {key!r}", allow_none=True)
+    if tolerance is not None:
+        tolerance = _to_scalar(tolerance, f"tolerance of {key!r}", allow_none=False)
+        if not _is_number(tolerance) or tolerance < 0:
+            raise ValueError(f"tolerance of {key!r} must be a non-negative number, got {tolerance!r}")
+        if paper is None:
+            raise ValueError(f"tolerance={tolerance!r} given for {key!r} without paper=; pass the paper's value too")
+    if not isinstance(note, str):
+        raise ValueError(f"note of {key!r} must be a string, got {type(note).__name__}")
+    if status is not None and status not in STATUSES:
+        raise ValueError(f"unknown status {status!r} for {key!r}; valid statuses are {', '.join(map(repr, STATUSES))}")
+    derived = derive_status(value, paper, tolerance)
+    if status is None:
+        if derived is None:
+            raise ValueError(
+                f"cannot derive a status for {key!r}: pass paper= and tolerance= (numbers), or status= "
+                f"(one of {', '.join(map(repr, STATUSES))})"
+            )
+        status = derived
+    elif derived is not None and status != derived:
+        raise ValueError(
+            f"status {status!r} for {key!r} contradicts the numbers: |{value!r} - {paper!r}| = {abs(value - paper)!r} "
+            f"with tolerance {tolerance!r} gives {derived!r}; drop status= to use the derived one"
+        )
+    return Record(key=key, value=value, paper=paper, tolerance=tolerance, note=note, status=status, chapter=chapter)
+
+
+def records_dir() -> Path:
+    """``$BERTREPRO_RECORDS_DIR`` when set (the book runner), else ``./records`` (a standalone chapter)."""
+    return Path(os.environ.get(RECORDS_ENV) or DEFAULT_RECORDS_DIR)
+
+
+def current_chapter() -> str:
+    """``$BERTREPRO_CHAPTER`` when set (the book runner), else ``"standalone"``."""
+    return _check_name(os.environ.get(CHAPTER_ENV) or STANDALONE_CHAPTER, f"${CHAPTER_ENV}", "03_positional_encoding")
+
+
+def chapter_file(chapter: str, directory: str | os.PathLike | None = None) -> Path:
+    """The JSON file holding ``chapter``'s records."""
+    return Path(records_dir() if directory is None else directory) / f"{_check_name(chapter, 'chapter id', '03_positional_encoding')}.json"
+
+
+def _read_chapter_file(path: Path) -> list[Record]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read records file {path}: {e}; delete it and re-run its chapter") from e
+    if not isinstance(data, dict) or not isinstance(data.get("records"), list) or data.get("chapter") != path.stem:
+        raise ValueError(
+            f"records file {path} is malformed: expected {{'chapter': {path.stem!r}, 'records': [...]}}; "
+            "delete it and re-run its chapter"
+        )
+    out = [Record.from_dict(d, source=str(path)) if isinstance(d, dict) else None for d in data["records"]]
+    if any(r is None or r.chapter != path.stem for r in out):
+        raise ValueError(f"records file {path} holds records of another chapter or non-objects; delete it and re-run its chapter")
+    return out
+
+
+def record(key: str, value: Any, paper: Any = None, tolerance: float | None = None, note: str = "",
+           status: str | None = None) -> Any:
+    """Record one claim on the scorecard and return ``value`` unchanged.
+
+    Args:
+        key: a stable id such as ``"params.base.total"`` (letters, digits, ``. _ -``).
+        value: our number (int, float, bool, str; numpy / torch scalars are converted).
+        paper: the paper's value, when it gives one.
+        tolerance: absolute tolerance; with ``paper`` the status is derived:
+            equal -> ``"exact"``, within -> ``"reproduced"``, outside -> ``"not reproduced at this scale"``.
+        note: one line on what is compared (shown on the Scorecard page).
+        status: one of :data:`STATUSES`; required when it cannot be derived, and must agree when it can.
+
+    Returns:
+        ``value``, as passed, so a cell can end with ``record(...)``.
+
+    Raises:
+        ValueError: bad key, value, tolerance or status, with the values and the fix.
+
+    Re-recording a key in the same chapter replaces the earlier record (re-running a cell is safe).
+    """
+    chapter = current_chapter()
+    rec = make_record(key, value, paper=paper, tolerance=tolerance, note=note, status=status, chapter=chapter)
+    path = chapter_file(chapter)
+    existing = _read_chapter_file(path) if path.exists() else []
+    merged = [rec if r.key == key else r for r in existing]
+    if not any(r.key == key for r in existing):
+        merged.append(rec)
+    payload = {"chapter": chapter, "records": [r.to_dict() for r in merged]}
+    atomic_write_text(path, json.dumps(payload, indent=1) + "\n")
+    print(_summary_line(rec))
+    return value
+
+
+def _summary_line(rec: Record) -> str:
+    paper = ""
+    if rec.paper is not None:
+        paper = f" | paper {format_value(rec.paper)}"
+        if rec.tolerance is not None:
+            paper += f" ± {format_value(rec.tolerance)}"
+    return f"[record] {rec.key} = {format_value(rec.value)}{paper} | {rec.status}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Collecting and rendering
+# ----------------------------------------------------------------------------------------------
+
+
+def collect(directory: str | os.PathLike | None = None, chapters: Iterable[str] | None = None) -> list[Record]:
+    """All records under ``directory`` (default :func:`records_dir`), by chapter then in recording order.
+
+    ``chapters`` keeps only those chapter ids. Raises ``ValueError`` naming a malformed file.
+    """
+    root = records_dir() if directory is None else Path(directory)
+    wanted = None if chapters is None else set(chapters)
+    out: list[Record] = []
+    if not root.is_dir():
+        return out
+    for path in sorted(root.glob("*.json")):
+        if wanted is not None and path.stem not in wanted:
+            continue
+        out.extend(_read_chapter_file(path))
+    return out
+
+
+def count_statuses(records: Iterable[Record]) -> dict[str, int]:
+    """``{status: number of records}`` for every status, in :data:`STATUSES` order."""
+    counts = dict.fromkeys(STATUSES, 0)
+    for r in records:
+        counts[r.status] += 1
+    return counts
+
+
+def format_value(x: Any) -> str:
+    """Human-readable number: thousands separators for counts, 4 significant digits otherwise."""
+    if x is None:
+        return "–"
+    if isinstance(x, bool) or isinstance(x, str):
+        return str(x)
+    if isinstance(x, int):
+        return f"{x:,}"
+    if isinstance(x, float):
+        if x.is_integer() and abs(x) < 1e15:
+            return f"{x:,.0f}" if abs(x) >= 1e4 else f"{x:.1f}"
+        if abs(x) >= 1e4:
+            return f"{x:,.1f}"
+        return f"{x:.4g}"
+    return str(x)
+
+
+def _cell(text: str) -> str:
+    """Escape a string for a Markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def scorecard_json(records: Sequence[Record], profile: str | None = None) -> dict[str, Any]:
+    """The machine-readable scorecard: counts by status plus every record."""
+    return {
+        "profile": profile,
+        "counts": count_statuses(records),
+        "records": [r.to_dict() for r in records],
+    }
+
+
+def write_scorecard(records: Sequence[Record], path: str | os.PathLike, profile: str | None = None) -> Path:
+    """Write :func:`scorecard_json` to ``path`` atomically."""
+    return atomic_write_text(path, json.dumps(scorecard_json(records, profile), indent=1) + "\n")
+
+
+def _claims_table(records: Sequence[Record], link_chapters: bool) -> str:
+    lines = ["| Claim | Paper | Ours | Status | Chapter |", "|---|---|---|---|---|"]
+    for r in records:
+        claim = f"`{r.key}`" + (f" — {_cell(r.note)}" if r.note else "")
+        paper = format_value(r.paper)
+        if r.paper is not None and r.tolerance is not None:
+            paper += f" ± {format_value(r.tolerance)}"
+        chapter = f"[{r.chapter}]({r.chapter}.ipynb)" if link_chapters else r.chapter
+        lines.append(f"| {claim} | {_cell(paper)} | {_cell(format_value(r.value))} | {r.status} | {chapter} |")
+    return "\n".join(lines)
+
+
+def _counts_line(records: Sequence[Record]) -> str:
+    counts = count_statuses(records)
+    return ", ".join(f"{n} {s}" for s, n in counts.items()) + f" ({len(records)} claims)"
+
+
+# ----------------------------------------------------------------------------------------------
+# The paper's own tables (BERT, Devlin et al. 2018)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PaperTable:
+    """A table of the paper, as data: ``rows`` are ``(label, values)`` with one value per column."""
+
+    name: str
+    caption: str
+    label_header: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, tuple[float, ...]], ...]
+
+    def value(self, row: str, column: str) -> float:
+        """One cell; ``ValueError`` lists the valid rows / columns."""
+        labels = [r for r, _ in self.rows]
+        if row not in labels:
+            raise ValueError(f"{self.name}: unknown row {row!r}; valid rows are {labels}")
+        if column not in self.columns:
+            raise ValueError(f"{self.name}: unknown column {column!r}; valid columns are {list(self.columns)}")
+        return dict(self.rows)[row][self.columns.index(column)]
+
+    def to_markdown(self) -> str:
+        head = f"| {self.label_header} | " + " | ".join(self.columns) + " |"
+        rule = "|---" * (len(self.columns) + 1) + "|"
+        body = [f"| {label} | " + " | ".join(str(v) for v in values) + " |" for label, values in self.rows]
+        return "\n".join([f"**{self.caption}**", "", head, rule, *body])
+
+
+PAPER_TABLES: dict[str, PaperTable] = {
+    "table1": PaperTable(
+        name="table1",
+        caption="Table 1 — GLUE test results (MNLI matched / mismatched; F1 for QQP and MRPC, "
+                "Spearman for STS-B, Matthews for CoLA, accuracy otherwise). Avg excludes WNLI.",
+        label_header="System",
+        columns=("MNLI-m", "MNLI-mm", "QQP", "QNLI", "SST-2", "CoLA", "STS-B", "MRPC", "RTE", "Avg"),
+        rows=(
+            ("OpenAI GPT", (82.1, 81.4, 70.3, 87.4, 91.3, 45.4, 80.0, 82.3, 56.0, 75.1)),
+            ("BERT-base", (84.6, 83.4, 71.2, 90.5, 93.5, 52.1, 85.8, 88.9, 66.4, 79.6)),
+            ("BERT-large", (86.7, 85.9, 72.1, 92.7, 94.9, 60.5, 86.5, 89.3, 70.1, 82.1)),
+        ),
+    ),
+    "table5": PaperTable(
+        name="table5",
+        caption="Table 5 — Ablation of the pre-training tasks (dev sets, BERT-base architecture).",
+        label_header="Tasks",
+        columns=("MNLI-m", "QNLI", "MRPC", "SST-2", "SQuAD F1"),
+        rows=(
+            ("BERT-base", (84.4, 88.4, 86.7, 92.7, 88.5)),
+            ("No NSP", (83.9, 84.9, 86.5, 92.6, 87.9)),
+            ("LTR & No NSP", (82.1, 84.3, 77.5, 92.1, 77.8)),
+            ("+ BiLSTM", (82.1, 84.1, 75.7, 91.6, 84.9)),
+        ),
+    ),
+    "table6": PaperTable(
+        name="table6",
+        caption="Table 6 — Model size (dev accuracy, mean of 5 fine-tuning restarts; "
+                "LM ppl = held-out masked-LM perplexity).",
+        label_header="L/H/A",
+        columns=("LM ppl", "MNLI-m", "MRPC", "SST-2"),
+        rows=(
+            ("3/768/12", (5.84, 77.9, 79.8, 88.4)),
+            ("6/768/3", (5.24, 80.6, 82.2, 90.7)),
+            ("6/768/12", (4.68, 81.9, 84.8, 91.3)),
+            ("12/768/12", (3.99, 84.4, 86.7, 92.9)),
+            ("12/1024/16", (3.54, 85.7, 86.9, 93.3)),
+            ("24/1024/16", (3.23, 86.6, 87.8, 93.7)),
+        ),
+    ),
+}
+
+
+def paper_value(table: str, row: str, column: str) -> float:
+    """A number from the paper's tables, e.g. ``paper_value("table1", "BERT-base", "SST-2") == 93.5``."""
+    if table not in PAPER_TABLES:
+        raise ValueError(f"unknown paper table {table!r}; valid tables are {sorted(PAPER_TABLES)}")
+    return PAPER_TABLES[table].value(row, column)
+
+
+_STATUS_HELP = """\
+* **exact** — our number equals the paper's.
+* **reproduced** — within the stated tolerance of the paper's number.
+* **qualitatively reproduced** — the effect the paper reports shows up (direction, ordering, rough size),
+  at this run's much smaller scale.
+* **not reproduced at this scale** — the effect does not show up at this profile's scale."""
+
+
+def render_scorecard(records: Sequence[Record], profile: str | None = None) -> str:
+    """The book's Scorecard page (MyST Markdown): every claim, then the paper's Tables 1, 5 and 6."""
+    parts = [
+        "# Scorecard",
+        "",
+        "Every number in the *Ours* column was computed while this book ran"
+        + (f" at the `{profile}` profile" if profile else "")
+        + ". Each row is a call to `bertrepro.report.record` in the chapter it names; "
+        "the status is derived from the tolerance where one is given.",
+        "",
+        _STATUS_HELP,
+        "",
+        f"**Totals:** {_counts_line(records)}.",
+        "",
+        "## Claims",
+        "",
+        _claims_table(records, link_chapters=True) if records else "*No chapter recorded a claim in this run.*",
+        "",
+        "## The paper's tables",
+        "",
+        "For reference, the results of Devlin et al. (2018) that the chapters compare against.",
+        "",
+    ]
+    for t in PAPER_TABLES.values():
+        parts += [t.to_markdown(), ""]
+    return "\n".join(parts)
+
+
+def render_summary(records: Sequence[Record], timings: Mapping[str, Any], profile: str | None = None,
+                   failure: str | None = None) -> str:
+    """A short Markdown summary (for ``$GITHUB_STEP_SUMMARY``): wall times, status counts, claims."""
+    chapters = timings.get("chapters", {})
+    lines = ["## bertrepro book" + (f" — profile `{profile}`" if profile else ""), ""]
+    if failure:
+        lines += ["**FAILED:** " + _cell(failure), ""]
+    lines += ["| Chapter | Wall time (s) | Result |", "|---|---:|---|"]
+    for name, t in chapters.items():
+        lines.append(f"| {name} | {t['seconds']:.1f} | {t['status']} |")
+    total = sum(t["seconds"] for t in chapters.values())
+    lines += [f"| **total** | **{total:.1f}** | |", ""]
+    if "html_seconds" in timings:
+        lines += [f"HTML build: {timings['html_seconds']:.1f} s.", ""]
+    lines += [f"**Scorecard:** {_counts_line(records)}.", ""]
+    if records:
+        lines += [_claims_table(records, link_chapters=False), ""]
+    return "\n".join(lines)

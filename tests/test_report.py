@@ -1,0 +1,232 @@
+"""The scorecard: record(), status derivation, atomic writes, collection, rendering, the paper's tables."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from bertrepro import report
+from bertrepro.report import PAPER_TABLES, STATUSES, collect, paper_value, record
+
+
+@pytest.fixture
+def records_dir(tmp_path, monkeypatch):
+    d = tmp_path / "records"
+    monkeypatch.setenv(report.RECORDS_ENV, str(d))
+    monkeypatch.setenv(report.CHAPTER_ENV, "03_demo")
+    return d
+
+
+def _file(d, chapter="03_demo"):
+    return json.loads((d / f"{chapter}.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "value, paper, tol, expected",
+    [
+        (109_482_240, 109_482_240, 0, "exact"),
+        (0.5, 0.5, 0.1, "exact"),
+        (0.149, 0.15, 0.005, "reproduced"),
+        (0.1 + 0.2, 0.3, 1e-12, "reproduced"),
+        (0.16, 0.15, 0.005, "not reproduced at this scale"),
+        (3, 5, 2, "reproduced"),
+        (3, 5, 1.999, "not reproduced at this scale"),
+    ],
+)
+def test_derive_status(value, paper, tol, expected):
+    assert report.derive_status(value, paper, tol) == expected
+
+
+def test_record_writes_returns_and_prints(records_dir, capsys):
+    out = record("params.base.total", 109_482_240, paper=109_482_240, tolerance=0, note="BertModel, base")
+    assert out == 109_482_240
+    line = capsys.readouterr().out.strip()
+    assert line == "[record] params.base.total = 109,482,240 | paper 109,482,240 ± 0 | exact"
+    data = _file(records_dir)
+    assert data == {"chapter": "03_demo", "records": [{
+        "key": "params.base.total", "value": 109_482_240, "paper": 109_482_240, "tolerance": 0,
+        "note": "BertModel, base", "status": "exact", "chapter": "03_demo"}]}
+
+
+def test_rerecording_replaces_in_place(records_dir):
+    record("a", 1, status="qualitatively reproduced")
+    record("b", 2, status="qualitatively reproduced")
+    record("a", 3, paper=3, tolerance=0)
+    recs = collect(records_dir)
+    assert [(r.key, r.value, r.status) for r in recs] == [("a", 3, "exact"), ("b", 2, "qualitatively reproduced")]
+
+
+def test_numpy_and_torch_scalars_are_converted(records_dir):
+    t = torch.tensor(0.25)
+    assert record("t", t, paper=np.float64(0.25), tolerance=np.float32(0.0)) is t
+    record("n", np.int64(7), status="exact")
+    record("b", np.bool_(True), status="qualitatively reproduced")
+    values = {r["key"]: r["value"] for r in _file(records_dir)["records"]}
+    assert values == {"t": 0.25, "n": 7, "b": True}
+    assert [type(v) for v in values.values()] == [float, int, bool]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(key="has space", value=1, status="exact"), "record key must be"),
+        (dict(key="", value=1, status="exact"), "record key must be"),
+        (dict(key="../x", value=1, status="exact"), "record key must be"),
+        (dict(key="k", value=1, status="done"), "unknown status 'done'.*'exact', 'reproduced'"),
+        (dict(key="k", value=1), "cannot derive a status.*pass paper= and tolerance="),
+        (dict(key="k", value=1, paper=1), "cannot derive a status"),
+        (dict(key="k", value=1, tolerance=0.1), "without paper="),
+        (dict(key="k", value=1, paper=1, tolerance=-1), "non-negative"),
+        (dict(key="k", value=float("nan"), status="exact"), "must be finite"),
+        (dict(key="k", value=float("inf"), status="exact"), "must be finite"),
+        (dict(key="k", value=None, status="exact"), "is None"),
+        (dict(key="k", value=[1, 2], status="exact"), "JSON number, string or bool, got list"),
+        (dict(key="k", value=torch.ones(2), status="exact"), r"shape \(2,\)"),
+        (dict(key="k", value="abc", paper="abc", tolerance=0), "tolerance needs numeric"),
+        (dict(key="k", value=1.0, paper=2.0, tolerance=0.5, status="reproduced"), "contradicts the numbers"),
+        (dict(key="k", value=1, note=3, status="exact"), "note of 'k' must be a string"),
+    ],
+)
+def test_bad_input_raises_clear_errors(records_dir, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        record(**kwargs)
+    assert not (records_dir / "03_demo.json").exists(), "a rejected record must not be written"
+
+
+def test_bad_chapter_env(records_dir, monkeypatch):
+    monkeypatch.setenv(report.CHAPTER_ENV, "a/b")
+    with pytest.raises(ValueError, match="BERTREPRO_CHAPTER"):
+        record("k", 1, status="exact")
+
+
+def test_standalone_defaults(tmp_path, monkeypatch):
+    monkeypatch.delenv(report.RECORDS_ENV, raising=False)
+    monkeypatch.delenv(report.CHAPTER_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    record("k", "yes", status="qualitatively reproduced")
+    data = json.loads((tmp_path / "records" / "standalone.json").read_text())
+    assert data["chapter"] == "standalone" and data["records"][0]["value"] == "yes"
+
+
+def test_write_is_atomic(records_dir, monkeypatch):
+    record("k", 1, status="exact")
+    before = (records_dir / "03_demo.json").read_bytes()
+
+    def boom(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(report.os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        record("k2", 2, status="exact")
+    monkeypatch.undo()
+    assert (records_dir / "03_demo.json").read_bytes() == before
+    assert os.listdir(records_dir) == ["03_demo.json"], "the temporary file must be removed"
+
+
+def test_collect_orders_filters_and_validates(tmp_path, monkeypatch):
+    d = tmp_path / "r"
+    monkeypatch.setenv(report.RECORDS_ENV, str(d))
+    for chapter, key in [("02_b", "y"), ("01_a", "x"), ("01_a", "w")]:
+        monkeypatch.setenv(report.CHAPTER_ENV, chapter)
+        record(key, 1, status="exact")
+    assert [(r.chapter, r.key) for r in collect(d)] == [("01_a", "x"), ("01_a", "w"), ("02_b", "y")]
+    assert [r.key for r in collect(d, chapters=["02_b"])] == ["y"]
+    assert collect(tmp_path / "missing") == []
+    (d / "03_c.json").write_text("{not json")
+    with pytest.raises(ValueError, match="03_c.json"):
+        collect(d)
+    (d / "03_c.json").write_text(json.dumps({"chapter": "03_c", "records": [{"key": "z"}]}))
+    with pytest.raises(ValueError, match=r"03_c.json: malformed record.*missing fields"):
+        collect(d)
+    (d / "03_c.json").write_text(json.dumps({"chapter": "01_a", "records": []}))
+    with pytest.raises(ValueError, match="malformed"):
+        collect(d)
+
+
+def test_collected_records_are_revalidated(tmp_path):
+    d = tmp_path / "r"
+    d.mkdir()
+    rec = {"key": "k", "value": 1.0, "paper": 2.0, "tolerance": 0.1, "note": "", "status": "exact", "chapter": "01_a"}
+    (d / "01_a.json").write_text(json.dumps({"chapter": "01_a", "records": [rec]}))
+    with pytest.raises(ValueError, match="contradicts"):
+        collect(d)
+
+
+def _sample_records():
+    return [
+        report.make_record("params.total", 109_482_240, paper=109_482_240, tolerance=0, chapter="01_a"),
+        report.make_record("mlm.fraction", 0.1498, paper=0.15, tolerance=0.005, note="masked | chosen", chapter="01_a"),
+        report.make_record("glue.sst2", 81.2, paper=93.5, status="qualitatively reproduced", chapter="02_b"),
+        report.make_record("nsp.acc", 0.51, paper=0.975, status="not reproduced at this scale", chapter="02_b"),
+    ]
+
+
+def test_counts_and_scorecard_json(tmp_path):
+    recs = _sample_records()
+    assert report.count_statuses(recs) == dict(zip(STATUSES, [1, 1, 1, 1]))
+    path = report.write_scorecard(recs, tmp_path / "scorecard.json", profile="smoke")
+    data = json.loads(path.read_text())
+    assert data["profile"] == "smoke" and data["counts"]["exact"] == 1
+    assert [r["key"] for r in data["records"]] == ["params.total", "mlm.fraction", "glue.sst2", "nsp.acc"]
+
+
+def test_render_scorecard():
+    md = report.render_scorecard(_sample_records(), profile="cpu")
+    assert md.startswith("# Scorecard")
+    assert "| `params.total` | 109,482,240 ± 0 | 109,482,240 | exact | [01_a](01_a.ipynb) |" in md
+    assert "masked \\| chosen" in md, "a | in a note must be escaped in the table"
+    assert "`cpu` profile" in md
+    for t in PAPER_TABLES.values():
+        assert t.caption in md
+    assert "| BERT-base | 84.6 | 83.4 | 71.2 | 90.5 | 93.5 | 52.1 | 85.8 | 88.9 | 66.4 | 79.6 |" in md
+    assert "No chapter recorded" in report.render_scorecard([])
+
+
+def test_render_summary():
+    timings = {"chapters": {"01_a": {"seconds": 1.24, "status": "ok"}, "02_b": {"seconds": 3.0, "status": "failed"}},
+               "html_seconds": 2.0}
+    md = report.render_summary(_sample_records(), timings, profile="cpu", failure="chapter 02_b failed")
+    assert "| 01_a | 1.2 | ok |" in md
+    assert "| 02_b | 3.0 | failed |" in md
+    assert "| **total** | **4.2** | |" in md
+    assert "HTML build: 2.0 s." in md
+    assert "**FAILED:** chapter 02_b failed" in md
+    assert "1 exact, 1 reproduced, 1 qualitatively reproduced, 1 not reproduced at this scale (4 claims)" in md
+
+
+@pytest.mark.parametrize("x, s", [(109_482_240, "109,482,240"), (0.14987, "0.1499"), (3.0, "3.0"),
+                                  (12345.678, "12,345.7"), (True, "True"), ("ok", "ok"), (None, "–")])
+def test_format_value(x, s):
+    assert report.format_value(x) == s
+
+
+# The paper's tables, checked against themselves: typos in the transcription show up here.
+def test_table1_average_is_the_mean_of_its_nine_scores():
+    t = PAPER_TABLES["table1"]
+    for label, values in t.rows:
+        scores, avg = values[:-1], values[-1]
+        assert len(scores) == 9
+        assert round(sum(scores) / 9, 1) == avg, f"{label}: mean {sum(scores) / 9:.3f} vs Avg {avg}"
+
+
+def test_table6_trends_and_agreement_with_table5():
+    t6 = PAPER_TABLES["table6"]
+    ppl = [v[0] for _, v in t6.rows]
+    assert ppl == sorted(ppl, reverse=True), "LM perplexity falls as the model grows"
+    for col in ("MNLI-m", "MRPC", "SST-2"):
+        acc = [t6.value(label, col) for label, _ in t6.rows]
+        assert acc == sorted(acc), f"{col} accuracy rises with size"
+    # Table 5's BERT-base row is Table 6's 12/768/12 model on MNLI-m and MRPC.
+    for col in ("MNLI-m", "MRPC"):
+        assert paper_value("table5", "BERT-base", col) == paper_value("table6", "12/768/12", col)
+    assert paper_value("table1", "BERT-large", "MNLI-m") == 86.7
+
+
+def test_paper_value_errors_list_valid_names():
+    with pytest.raises(ValueError, match=r"valid tables are \['table1', 'table5', 'table6'\]"):
+        paper_value("table9", "BERT-base", "SST-2")
+    with pytest.raises(ValueError, match="valid rows are"):
+        paper_value("table1", "BERT-huge", "SST-2")
+    with pytest.raises(ValueError, match="valid columns are"):
+        paper_value("table1", "BERT-base", "SQuAD")
