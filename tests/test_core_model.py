@@ -57,6 +57,8 @@ def test_pretraining_heads_match_transformers(cfg):
     hf = _hf(transformers.BertForPreTraining, cfg)
     ours = from_hf(hf)
     assert isinstance(ours, BertForPreTraining)
+    assert ours.cls.predictions.decoder.weight is ours.bert.embeddings.word_embeddings.weight  # still tied
+    assert ours.cls.predictions.decoder.bias is ours.cls.predictions.bias
     ids, tt, am = _batch(cfg)
     labels = torch.full_like(ids, IGNORE_INDEX)
     labels[0, 2], labels[1, 5], labels[2, 7], labels[3, 1] = 5, 6, 7, 8

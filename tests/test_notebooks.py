@@ -45,12 +45,16 @@ def test_pairing(py):
 @pytest.mark.parametrize("py", NOTEBOOKS, ids=IDS)
 def test_parameters_cell_comes_first(py):
     nb = nbformat.read(str(_ipynb(py)), as_version=4)
-    first = next(c for c in nb.cells if c.cell_type == "code")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    first = code[0]
     assert "parameters" in first.metadata.get("tags", []), "the first code cell must be tagged 'parameters'"
     params = notebook_parameters(_ipynb(py))
     defaults = {k: params[k] for k in ("profile", "seed", "device") if k in params}
     assert defaults == {"profile": None, "seed": 0, "device": None}, params
-    assert "setup(" in first.source, "the parameters cell must call bertrepro.profiles.setup(...)"
+    # papermill injects the run's values in a cell *after* the parameters cell, so setup() must
+    # be called in the next cell, never in the parameters cell itself (it would see the defaults).
+    assert "setup(" not in first.source, "call profiles.setup(...) after the parameters cell, not inside it"
+    assert len(code) > 1 and "setup(" in code[1].source, "the cell after the parameters cell must call setup(...)"
 
 
 def _run_alone(py, tmp_path, **kwargs):
