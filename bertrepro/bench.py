@@ -424,6 +424,13 @@ BENCHMARKS: list[Callable[..., dict[str, Any]]] = [bench_model_forward, bench_ma
 
 PRESETS: dict[str, Callable[[], BertConfig]] = {"base": BertConfig.base, "large": BertConfig.large, "tiny": BertConfig.tiny}
 
+# Each benchmark's own workload: (config preset, batch, sequence length). --config/--batch/--seq override.
+DEFAULTS: dict[str, tuple[str, int, int]] = {
+    "model_forward": ("base", 8, 128),  # BERT-base forward, 8 x 128, fp32
+    "masking": ("base", 256, 128),  # one 256 x 128 batch with BERT's 30,522-piece vocabulary
+    "train_step": ("tiny", 32, 128),  # one optimizer step of L2/H128/A2 BertForPreTraining
+}
+
 
 def _bench_name(fn: Callable) -> str:
     return fn.__name__.removeprefix("bench_")
@@ -459,22 +466,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", action="append", choices=names, metavar="NAME",
                    help=f"run only this benchmark (repeatable); one of {', '.join(names)}")
-    p.add_argument("--repeats", type=int, default=10, help="timed repeats per side (default 10)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats per side (default 5)")
     p.add_argument("--warmup", type=int, default=2, help="untimed warm-up runs per side (default 2)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--config", choices=sorted(PRESETS), default="base", help="model size preset (default base)")
-    p.add_argument("--batch", type=int, default=8, help="sequences per batch (default 8)")
-    p.add_argument("--seq", type=int, default=128, help="tokens per sequence (default 128)")
+    p.add_argument("--config", choices=sorted(PRESETS), default=None,
+                   help="model size preset for every benchmark (default: each benchmark's own, see DEFAULTS)")
+    p.add_argument("--batch", type=int, default=None, help="sequences per batch (default: each benchmark's own)")
+    p.add_argument("--seq", type=int, default=None, help="tokens per sequence (default: each benchmark's own)")
     p.add_argument("--peak-gflops", type=float, default=None,
                    help="the device's fp32 peak in GFLOP/s; measured with a large torch.mm when omitted")
     args = p.parse_args(argv)
     for flag, value, low in (("--repeats", args.repeats, 1), ("--warmup", args.warmup, 0),
                              ("--batch", args.batch, 1), ("--seq", args.seq, 1)):
-        if value < low:
+        if value is not None and value < low:
             p.error(f"{flag} must be >= {low}, got {value}")
-    config = PRESETS[args.config]()
-    if args.seq > config.max_position_embeddings:
-        p.error(f"--seq {args.seq} exceeds max_position_embeddings={config.max_position_embeddings}")
+    if args.seq is not None and args.seq > 512:
+        p.error(f"--seq {args.seq} exceeds max_position_embeddings=512")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error(f"--device {args.device} requested but CUDA is not available")
@@ -482,9 +489,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     peak = args.peak_gflops if args.peak_gflops else matmul_peak_gflops(device)
     env = {
         "device": str(device),
-        "config": args.config,
-        "batch": args.batch,
-        "seq": args.seq,
+        "config": args.config or "per benchmark",
+        "batch": args.batch or "per benchmark",
+        "seq": args.seq or "per benchmark",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "platform": platform.platform(),
@@ -496,8 +503,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     selected = [f for f in BENCHMARKS if not args.only or _bench_name(f) in args.only]
     results = []
     for fn in selected:
-        print(f"running {_bench_name(fn)} ...", flush=True)
-        results.append(fn(config, args.batch, args.seq, repeats=args.repeats, warmup=args.warmup,
+        preset, batch, seq = DEFAULTS[_bench_name(fn)]
+        config = PRESETS[args.config or preset]()
+        batch, seq = args.batch or batch, args.seq or seq
+        print(f"running {_bench_name(fn)} ({args.config or preset}, {batch} x {seq}) ...", flush=True)
+        results.append(fn(config, batch, seq, repeats=args.repeats, warmup=args.warmup,
                           device=device, peak_gflops=peak))
     print()
     print(format_table(results))

@@ -22,7 +22,7 @@ __all__ = [
     "BertEmbeddings", "BertSelfOutput", "BertAttention", "BertIntermediate", "BertOutput", "BertLayer",
     "BertEncoder", "BertPooler", "BertModel", "BertModelOutput", "BertPredictionHeadTransform",
     "BertLMPredictionHead", "BertPreTrainingHeads", "BertForPreTraining", "BertForPreTrainingOutput",
-    "BertForSequenceClassification", "init_weights", "activation",
+    "BertForSequenceClassification", "init_weights", "truncated_normal_", "activation",
 ]
 
 IGNORE_INDEX = -100  # label of positions that are not predicted (cross_entropy's ignore_index)
@@ -40,7 +40,7 @@ def activation(name: str):
 
 
 class BertEmbeddings(nn.Module):
-    """Input representation (§3.2, Figure 2): token + segment + learned position, then LayerNorm, dropout."""
+    """Input representation (§3 "Input/Output Representations", Figure 2): token + segment + learned position, then LayerNorm, dropout."""
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
@@ -159,11 +159,29 @@ class BertPooler(nn.Module):
 
 
 @torch.no_grad()
+def truncated_normal_(t: torch.Tensor, std: float) -> torch.Tensor:
+    """N(0, std²) truncated at ±2 std, drawn as TensorFlow does: redraw the values that fall outside.
+
+    Same distribution as ``nn.init.trunc_normal_`` (which inverts the CDF with erfinv), many times faster.
+    """
+    t.normal_(0.0, std)
+    if t.is_meta:  # shapes only: nothing to redraw
+        return t
+    flat = t.view(-1)
+    idx = (flat.abs() > 2 * std).nonzero().squeeze(1)  # ~4.6 % of the entries
+    while idx.numel():
+        redraw = torch.empty(idx.numel(), dtype=t.dtype, device=t.device).normal_(0.0, std)
+        flat[idx] = redraw
+        idx = idx[redraw.abs() > 2 * std]
+    return t
+
+
+@torch.no_grad()
 def init_weights(module: nn.Module, initializer_range: float) -> None:
     """The original initialiser: truncated normal (±2σ) weights, zero biases, identity LayerNorms."""
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.trunc_normal_(m.weight, std=initializer_range, a=-2 * initializer_range, b=2 * initializer_range)
+            truncated_normal_(m.weight, initializer_range)
             if isinstance(m, nn.Linear) and m.bias is not None:
                 m.bias.zero_()
             if isinstance(m, nn.Embedding) and m.padding_idx is not None:

@@ -1,4 +1,4 @@
-r"""Positional information (Vaswani et al. 2017 §3.5; BERT §3.2).
+r"""Positional information (Vaswani et al. 2017 §3.5; BERT §3, "Input/Output Representations").
 
 The original Transformer adds a fixed sinusoidal table,
 :math:`PE_{pos,2i} = \sin(pos / 10000^{2i/d})` and :math:`PE_{pos,2i+1} = \cos(pos / 10000^{2i/d})`.
