@@ -1,0 +1,389 @@
+"""The ablations of chapter 11 (BERT §5.1 Table 5, §5.2 Table 6).
+
+* the LTR arm is causal through the pre-training code path, and its labels are the next tokens;
+* the cloze test, for bidirectional and left-to-right models, against naive one-item computations
+  on a hand-made vocabulary;
+* equal compute: the three arms' configurations differ only in the objective; the size grid is valid;
+* the probe / fine-tuning loops agree with bertrepro.finetune's curves; the paired statistics and the
+  ordering verdicts on hand-made numbers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from bertrepro import ablation as ab
+from bertrepro import pretrain as pt
+from bertrepro.config import BertConfig
+from bertrepro.finetune import ARM_LABELS, Arm, Encoded, FinetuneConfig, TopicTask, finetune_curve, probe_curve
+from bertrepro.model import IGNORE_INDEX, BertForPreTraining, BertModel
+from bertrepro.params import count_parameters
+from bertrepro.tokenization import SPECIAL_TOKENS, WordPieceTokenizer
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+def synthetic_corpus(n_train: int = 40, n_valid: int = 12, seed: int = 0) -> dict[str, list[list[str]]]:
+    rng = random.Random(seed)
+    animals = ["cat", "dog", "fox", "owl", "bee", "cow"]
+    food = dict(zip(animals, ["fish", "bones", "hens", "mice", "honey", "grass"]))
+    colours = ["red", "blue", "green", "brown"]
+
+    def document() -> list[str]:
+        a = rng.choice(animals)
+        return [f"the {a} likes {food[a]} and {colours[(i + len(a)) % 4]} things today ." for i in range(6)]
+
+    return {"train": [document() for _ in range(n_train)], "validation": [document() for _ in range(n_valid)]}
+
+
+CORPUS = synthetic_corpus()
+
+
+def tiny(**overrides) -> pt.PretrainConfig:
+    kw = dict(vocab_size=100, max_seq_length=32, batch_size=8, total_steps=3, warmup_steps=1, log_every=1,
+              checkpoint_every=100, dropout=0.0, eval_batch_size=64, num_threads=1)
+    kw.update(overrides)
+    return pt.PretrainConfig.for_profile("smoke", **kw)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("vocab-cache")
+
+
+@pytest.fixture(scope="module")
+def ltr_run(tmp_path_factory, cache):
+    return pt.pretrain(tiny(objective="ltr"), tmp_path_factory.mktemp("ltr"), corpus=CORPUS, cache_dir=cache,
+                       progress=False)
+
+
+@pytest.fixture(scope="module")
+def mlm_run(tmp_path_factory, cache):
+    return pt.pretrain(tiny(objective="mlm_nsp"), tmp_path_factory.mktemp("mlm"), corpus=CORPUS, cache_dir=cache,
+                       progress=False)
+
+
+def hand_tokenizer(tmp_path) -> WordPieceTokenizer:
+    pieces = [*SPECIAL_TOKENS, "the", "cat", "sat", "on", "mat", ".", "##s", "a", "big", "7"]
+    path = tmp_path / "vocab.txt"
+    path.write_text("\n".join(pieces) + "\n")
+    return WordPieceTokenizer.from_vocab(path)
+
+
+def tiny_bert(vocab_size: int, seed: int = 0) -> BertForPreTraining:
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return BertForPreTraining(cfg).eval()
+
+
+# ----------------------------------------------------------------------------- the LTR arm
+
+def test_ltr_labels_are_next_tokens(ltr_run):
+    data, cfg = ltr_run.data, ltr_run.config
+    ex = pt.epoch_examples(data, cfg, 0).select(slice(0, 6))
+    batch = pt.make_batch(ex, data, cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(batch["input_ids"], ex.input_ids)  # the LTR model reads the text unmasked
+    for b in range(len(ex)):  # naive reference: label[t] = token[t+1] while t+1 is a real token
+        n = int(ex.attention_mask[b].sum())
+        want = [int(ex.input_ids[b, t + 1]) if t + 1 < n else IGNORE_INDEX for t in range(cfg.max_seq_length)]
+        assert batch["labels"][b].tolist() == want
+
+
+def test_ltr_pretrain_forward_is_causal(ltr_run):
+    """The forward pass the training loop runs for objective="ltr": outputs at positions <= t do not
+    move when tokens after t change (and the bidirectional pass does move, so the test can fail)."""
+    model, data, cfg = ltr_run.model, ltr_run.data, ltr_run.config
+    ex = pt.validation_examples(data, cfg).select(slice(0, 4))
+    t = 8
+    changed = ex.input_ids.clone()
+    changed[:, t + 1:] = torch.where(ex.attention_mask[:, t + 1:].bool(), data.mask_token_id, data.pad_token_id)
+    outs = {}
+    for causal in (True, False):
+        for name, ids in (("orig", ex.input_ids), ("changed", changed)):
+            labels = pt.ltr_labels(ids, ex.attention_mask)
+            labels[:, t + 1:] = IGNORE_INDEX  # keep only the positions 0..t
+            o = model(ids, ex.token_type_ids, ex.attention_mask, labels=labels, is_causal=causal)
+            outs[causal, name] = o.prediction_logits
+    assert_close(outs[True, "orig"], outs[True, "changed"])
+    assert not torch.allclose(outs[False, "orig"], outs[False, "changed"])
+
+
+def test_left_to_right_encoder(ltr_run):
+    enc = ltr_run.model.bert
+    causal = ab.left_to_right(enc)
+    assert isinstance(causal, BertModel) and causal is not enc
+    ids = torch.tensor([[2, 10, 11, 12, 3, 0, 0], [2, 13, 14, 15, 16, 17, 3]])
+    mask = (torch.arange(7)[None] < torch.tensor([[5], [7]])).long()
+    out = causal(ids, None, mask)
+    ref = enc(ids, None, mask, is_causal=True)
+    assert_close(out.last_hidden_state, ref.last_hidden_state)
+    last = ref.last_hidden_state[torch.arange(2), torch.tensor([4, 6])]  # the [SEP] of each row
+    assert_close(out.pooler_output, torch.tanh(enc.pooler.dense(last)))
+    # padding changes nothing, and position 0 ([CLS]) is not the sentence vector under a causal mask
+    short = causal(ids[:1, :5], None, mask[:1, :5])
+    assert_close(short.pooler_output, out.pooler_output[:1])
+    assert not torch.allclose(out.pooler_output, ref.pooler_output)
+    with pytest.raises(ValueError, match="causal"):
+        causal(ids, None, mask, is_causal=False)
+
+
+# ----------------------------------------------------------------------------- the cloze test
+
+def test_cloze_items_hand_made(tmp_path):
+    tok = hand_tokenizer(tmp_path)
+    v = tok.vocab
+    # "the cat ##s sat on the mat . a big 7 cat ." : "cat" before "##s" is not a whole word, "." and "7" not words
+    doc = [[v["the"], v["cat"], v["##s"], v["sat"], v["on"], v["the"], v["mat"], v["."]],
+           [v["a"], v["big"], v["7"], v["cat"], v["."]]]
+    items = ab.make_cloze_items([doc], tok, max_seq_length=16, num_items=100, min_context=2, seed=0)
+    # window: [CLS] the cat ##s sat on the mat . a big 7 cat . [SEP] (positions 0..14); blanks need 2 pieces each side
+    words = {1: "the", 4: "sat", 5: "on", 6: "the", 7: "mat", 9: "a", 10: "big", 12: "cat"}
+    eligible = {p for p in words if 3 <= p <= 15 - 2 - 2}
+    assert sorted(items.position.tolist()) == sorted(eligible)
+    assert (items.target == items.input_ids[torch.arange(len(items)), items.position]).all()
+    assert tok.convert_ids_to_tokens(items.target) == [words[p] for p in items.position.tolist()]
+    again = ab.make_cloze_items([doc], tok, 16, 100, 2, seed=0)
+    assert torch.equal(again.position, items.position)
+    few = ab.make_cloze_items([doc], tok, 16, 3, 2, seed=1)
+    assert len(few) == 3 and set(few.position.tolist()) <= eligible
+    with pytest.raises(ValueError, match="cannot hold"):
+        ab.make_cloze_items([doc], tok, 6, 10, 2, seed=0)
+
+
+def test_cloze_inputs(tmp_path):
+    tok = hand_tokenizer(tmp_path)
+    v = tok.vocab
+    doc = [[v["the"], v["cat"], v["sat"], v["on"], v["the"], v["mat"], v["."]]]
+    items = ab.make_cloze_items([doc], tok, 12, 1, 2, seed=0)
+    t = int(items.position[0])
+    special = (tok.mask_token_id, tok.sep_token_id, tok.pad_token_id)
+    ids, mask, read = ab.cloze_inputs(items, "bidirectional", *special)
+    assert (ids[0] == tok.mask_token_id).nonzero().flatten().tolist() == [t] and int(read[0]) == t
+    assert torch.equal(mask, items.attention_mask)
+    ids_l, mask_l, read_l = ab.cloze_inputs(items, "left_only", *special)
+    n = t + 2
+    assert ids_l[0, :t].tolist() == items.input_ids[0, :t].tolist()
+    assert ids_l[0, t:n].tolist() == [tok.mask_token_id, tok.sep_token_id]
+    assert (ids_l[0, n:] == tok.pad_token_id).all() and mask_l[0].tolist() == [1] * n + [0] * (12 - n)
+    ids_r, _, read_r = ab.cloze_inputs(items, "left_to_right", *special)
+    assert torch.equal(ids_r, ids) and int(read_r[0]) == t - 1
+    with pytest.raises(ValueError, match="unknown cloze mode"):
+        ab.cloze_inputs(items, "right_to_left", *special)
+
+
+def test_cloze_scores_match_naive_one_item_computation(tmp_path):
+    tok = hand_tokenizer(tmp_path)
+    v = tok.vocab
+    docs = [[[v[w] for w in "the cat sat on the mat . a big cat sat on a mat .".split()]]]
+    items = ab.make_cloze_items(docs, tok, 20, 6, 2, seed=3)
+    model = tiny_bert(tok.vocab_size)
+    scores = {m: ab.cloze_scores(model, items, m, tok, batch_size=4) for m in ab.CLOZE_MODES}
+    word, _ = ab.word_token_mask(tok)
+    words_only = ab.cloze_scores(model, items, "bidirectional", tok, candidates=word)
+    assert_close(words_only.log_prob, scores["bidirectional"].log_prob)  # the probabilities do not change
+    for i in range(len(items)):
+        t, n = int(items.position[i]), int(items.attention_mask[i].sum())
+        x = items.input_ids[i, :n].clone()
+        target = int(items.target[i])
+        masked = x.clone()
+        masked[t] = tok.mask_token_id
+        with torch.no_grad():
+            # bidirectional: the whole window, blank masked, logits at the blank
+            bi = model(masked[None]).prediction_logits[0, t].log_softmax(-1)
+            # left only: [CLS] w_1 .. w_{t-1} [MASK] [SEP], nothing padded
+            left = torch.cat([x[:t], torch.tensor([tok.mask_token_id, tok.sep_token_id])])
+            lo = model(left[None]).prediction_logits[0, t].log_softmax(-1)
+            # left to right: a causal model reads the prefix [CLS] w_1 .. w_{t-1} ALONE; its last output predicts w_t
+            ltr = model(x[None, :t], is_causal=True).prediction_logits[0, -1].log_softmax(-1)
+        for mode, ref in (("bidirectional", bi), ("left_only", lo), ("left_to_right", ltr)):
+            s = scores[mode]
+            assert_close(s.log_prob[i], ref[target].double(), atol=1e-5, rtol=1e-5)
+            assert int(s.prediction[i]) == int(ref.argmax())
+        best_word = max((p for p in range(tok.vocab_size) if word[p]), key=lambda p: float(bi[p]))  # a loop over pieces
+        assert int(words_only.prediction[i]) == best_word
+        assert tok.convert_ids_to_tokens([best_word])[0].isalpha()
+    # the LTR blank does not see the blank or the right context: changing them changes nothing
+    future = items.input_ids.clone()
+    pos = torch.arange(future.shape[1])[None]
+    future = torch.where((pos >= items.position[:, None]) & items.attention_mask.bool(), v["big"], future)
+    other = dataclasses.replace(items, input_ids=future)
+    assert_close(ab.cloze_scores(model, other, "left_to_right", tok).log_prob, scores["left_to_right"].log_prob)
+    assert not torch.allclose(ab.cloze_scores(model, other, "bidirectional", tok).log_prob,
+                              scores["bidirectional"].log_prob)
+    acc = scores["bidirectional"].accuracy(items.target)
+    assert acc == pytest.approx(float((scores["bidirectional"].prediction == items.target).double().mean()))
+
+
+def test_ltr_cloze_through_pretrained_model(ltr_run):
+    """On the model pre-trained with objective="ltr": the causal cloze equals its next-token prediction."""
+    data, model = ltr_run.data, ltr_run.model
+    items = ab.make_cloze_items(data.validation_documents, data.tokenizer, 32, 20, 3, seed=0)
+    s = ab.cloze_scores(model, items, "left_to_right", data.tokenizer)
+    for i in range(3):
+        t = int(items.position[i])
+        with torch.no_grad():
+            lp = model(items.input_ids[i:i + 1, :t], is_causal=True).prediction_logits[0, -1].log_softmax(-1)
+        assert_close(s.log_prob[i], lp[items.target[i]].double(), atol=1e-5, rtol=1e-5)
+
+
+def test_masked_lm_nll_matches_pretrain_evaluate(mlm_run):
+    data, cfg, model = mlm_run.data, mlm_run.config, mlm_run.model
+    valid = pt.validation_examples(data, cfg)
+    nll = ab.masked_lm_nll(model, valid, data, cfg, batch_size=7)
+    ev = pt.evaluate(model, valid, data, cfg)
+    assert nll.numel() == ev["mlm_predictions"]
+    assert float(nll.mean().exp()) == pytest.approx(ev["mlm_perplexity"], rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- equal compute and the grid
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
+def test_arms_differ_only_in_the_objective(profile):
+    s = ab.settings_for(profile)
+    cfgs = {o: ab.pretrain_config(s, o, seed=3) for o in ab.OBJECTIVE_ARMS}
+    for o in ("mlm", "ltr"):
+        assert ab.differing_fields(cfgs["mlm_nsp"], cfgs[o]) == {"objective"}
+    for c in cfgs.values():
+        assert (c.total_steps, c.warmup_steps, c.max_steps, c.stop_step) == (s.steps, s.warmup_steps, None, s.steps)
+        assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads) == s.arm_shape
+        assert c.intermediate_size == 4 * c.hidden_size and c.seed == 3
+        base = pt.PretrainConfig.for_profile(profile)
+        assert (c.batch_size, c.max_seq_length, c.learning_rate, c.vocab, c.vocab_size) == \
+            (base.batch_size, base.max_seq_length, base.learning_rate, base.vocab, base.vocab_size)
+    assert [c.objective for c in cfgs.values()] == ["mlm_nsp", "mlm", "ltr"]
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
+def test_size_grid_is_valid(profile):
+    s = ab.settings_for(profile)
+    arm = ab.pretrain_config(s, "mlm_nsp")
+    counts = []
+    for L, H, A in s.sizes:
+        assert H % A == 0 and min(L, H, A) >= 1
+        c = ab.pretrain_config(s, "mlm_nsp", (L, H, A))
+        assert ab.differing_fields(arm, c) <= {"num_hidden_layers", "hidden_size", "num_attention_heads",
+                                               "intermediate_size"}
+        counts.append(count_parameters(c.bert_config(c.vocab_size)))
+    # small to large (the number of heads does not change the count: 6/768/3 and 6/768/12 tie, as in the paper)
+    assert counts == sorted(counts) and counts[0] < counts[-1], counts
+    runs = ab.planned_runs(s)
+    assert len(runs) == 3 + len(s.sizes) - 1  # the Table 5 BERT arm is also a grid point
+    assert ab.run_name("mlm_nsp", s.arm_shape) in runs
+
+
+def test_settings_reject_bad_values():
+    good = ab.settings_for("smoke")
+    with pytest.raises(ValueError, match="A must divide H"):
+        dataclasses.replace(good, sizes=((1, 30, 4), good.arm_shape))
+    with pytest.raises(ValueError, match="must contain"):
+        dataclasses.replace(good, sizes=((1, 16, 2), (2, 64, 4)))
+    with pytest.raises(ValueError, match="pretrain_overrides"):
+        dataclasses.replace(good, pretrain_overrides=(("objective", "mlm"),))
+    with pytest.raises(ValueError, match="warmup"):
+        dataclasses.replace(good, warmup_steps=good.steps)
+    with pytest.raises(ValueError, match="unknown profile"):
+        ab.settings_for("tpu")
+
+
+# ----------------------------------------------------------------------------- topic task loops
+
+def synthetic_task(n_per_class: int = 6, classes: int = 3) -> TopicTask:
+    def split(n):
+        labels = torch.arange(classes).repeat(n)
+        return {"titles": [f"t{i}" for i in range(len(labels))], "texts": ["x"] * len(labels), "labels": labels}
+
+    return TopicTask(tuple(f"c{i}" for i in range(classes)), split(n_per_class), split(2), split(4))
+
+
+def test_probe_rows_agree_with_probe_curve():
+    task = synthetic_task()
+    g = torch.Generator().manual_seed(0)
+    feats = {}
+    for arm in ("a", "b"):
+        feats[arm] = {s: torch.randn(len(task.split(s)["labels"]), 8, generator=g)
+                      + task.split(s)["labels"][:, None].float() for s in ("pool", "dev", "test")}
+    mine = ab.probe_rows(feats, task, (1, 3, "all"), 2, (1e-2, 1.0), progress=False)
+    ref = probe_curve(feats, task, (1, 3, "all"), 2, (1e-2, 1.0), progress=False)
+    for m, r in zip(mine, ref, strict=True):
+        assert {k: m[k] for k in r} == r
+        assert len(m["correct"]) == len(task.test["labels"])
+        assert m["accuracy"] == pytest.approx(sum(m["correct"]) / len(m["correct"]))
+    assert len({m["accuracy"] for m in mine}) > 1  # not a constant: the features separate the classes
+
+
+def test_finetune_rows_agree_with_finetune_curve():
+    task = synthetic_task(n_per_class=4)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    encoder = BertModel(cfg).eval()
+    g = torch.Generator().manual_seed(1)
+
+    def enc(n):
+        ids = torch.randint(5, 30, (n, 8), generator=g)
+        ids[:, 0] = 2
+        return Encoded(ids, torch.zeros_like(ids), torch.ones_like(ids))
+
+    encoded = {s: enc(len(task.split(s)["labels"])) for s in ("pool", "dev", "test")}
+    ft = FinetuneConfig(batch_size=4, epochs=1, min_steps=3, max_seq_length=8)
+    mine = ab.finetune_rows({"pretrained": encoder}, encoded, task, (2,), 2, (1e-3, 1e-2), ft, progress=False)
+    arm = Arm("pretrained", encoder, None, ARM_LABELS["pretrained"])
+    ref = finetune_curve({"pretrained": arm}, {"pretrained": encoded}, task, {"pretrained": (2,)}, 2,
+                         {"pretrained": (1e-3, 1e-2)}, ft, progress=False)
+    for m, r in zip(mine, ref, strict=True):
+        for k in ("arm", "size", "seed", "choice", "n_train", "steps"):
+            assert m[k] == r[k], k
+        for k in ("dev_accuracy", "accuracy"):
+            assert m[k] == pytest.approx(r[k], abs=1e-6), k
+    # the LTR encoder stays causal inside the classifier: a different model, same loop
+    causal = ab.finetune_rows({"ltr": ab.left_to_right(encoder)}, encoded, task, (2,), 1, (1e-3,), ft, progress=False)
+    assert len(causal) == 1 and len(causal[0]["correct"]) == len(task.test["labels"])
+
+
+# ----------------------------------------------------------------------------- statistics and claims
+
+def test_paired_difference_by_hand():
+    a = [[1, 1, 0, 1], [1, 0, 0, 1]]
+    b = [[0, 1, 0, 0], [1, 0, 1, 0]]
+    d = ab.paired_difference(a, b)
+    per_seed = [0.5, 0.0]  # mean of a - b in each seed
+    assert d["difference"] == pytest.approx(0.25)
+    se_seeds = (torch.tensor(per_seed, dtype=torch.float64).std() / 2 ** 0.5).item()
+    var_items = [torch.tensor(r, dtype=torch.float64).var().item() for r in ([1, 0, 0, 1], [0, 0, -1, 1])]
+    se_items = (sum(var_items) / 2 / 4) ** 0.5
+    assert d["se_seeds"] == pytest.approx(se_seeds) and d["se_items"] == pytest.approx(se_items)
+    assert d["se"] == pytest.approx((se_seeds ** 2 + se_items ** 2) ** 0.5)
+    one = ab.paired_difference([1.0, 0.0, 1.0], [0.0, 0.0, 1.0])
+    assert one["seeds"] == 1 and one["se_seeds"] == 0.0 and one["difference"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="equal"):
+        ab.paired_difference([[1, 0]], [[1, 0, 1]])
+
+
+def test_ordering_verdicts():
+    def m(diff, se):
+        return {"difference": diff, "se": se}
+
+    yes = ab.ordering_claim("k.a", "A beats B", [m(3.0, 1.0)], 2.0, "points")
+    assert (yes["verdict"], yes["status"], yes["value"]) == ("reproduced", "qualitatively reproduced", 3.0)
+    noise = ab.ordering_claim("k.b", "A beats B", [m(1.0, 1.0)], 2.0, "points")
+    assert (noise["verdict"], noise["status"]) == ("within noise", "not reproduced at this scale")
+    rev = ab.ordering_claim("k.c", "A beats B", [m(-3.0, 1.0)], 2.0, "points")
+    assert (rev["verdict"], rev["status"]) == ("reversed", "not reproduced at this scale")
+    mono = ab.ordering_claim("k.d", "rises at every step", [m(5.0, 1.0), m(0.5, 1.0)], 7.0, "points",
+                             overall=m(5.5, 1.2))
+    assert mono["verdict"] == "within noise" and mono["value"] == 5.5
+    with pytest.raises(ValueError, match="overall"):
+        ab.ordering_claim("k.e", "x", [m(1, 1), m(1, 1)], None, "points")
+    for c, word in ((yes, "qualitatively reproduced"), (rev, "opposite"), (noise, "cannot tell")):
+        assert word in ab.claim_sentence(c)
+
+
+def test_paper_differences():
+    # Table 5: No NSP - LTR & No NSP over MNLI-m, QNLI, MRPC, SST-2 = (1.8 + 0.6 + 9.0 + 0.5) / 4
+    assert ab.paper_difference("table5", "No NSP", "LTR & No NSP", ab.PAPER_TABLE5_COLUMNS) == pytest.approx(2.975)
+    assert ab.paper_difference("table5", "BERT-base", "No NSP", ab.PAPER_TABLE5_COLUMNS) == pytest.approx(1.075)
+    assert ab.paper_difference("table6", "3/768/12", "24/1024/16", ("LM ppl",)) == pytest.approx(2.61)
