@@ -12,6 +12,7 @@ Oracles: cross-entropy recomputed by hand from the full-vocabulary logits, ``F.c
 with ``ignore_index``, transformers' ``BertForPreTraining`` with copied weights, and corpora whose
 token ids spell out their document and position.
 """
+import copy
 import math
 import random
 
@@ -189,10 +190,18 @@ def test_nsp_label_not_swallowed_by_ignore_index(model):
     assert_close(out.nsp_loss.double(), by_hand, rtol=1e-5, atol=1e-6)
     out.nsp_loss.backward()
     assert (logits.grad.abs().sum(1) > 0).all(), "an example with zero NSP gradient was ignored"
+    # A freshly initialised head scores both classes about equally; give it a preference so that
+    # relabelling an example must move the loss.
+    biased = copy.deepcopy(model)
     with torch.no_grad():
-        flipped = model(inputs, types, attn, next_sentence_label=1 - nsp_labels).nsp_loss
-        all_not_next = model(inputs, types, attn, next_sentence_label=torch.full_like(nsp_labels, NOT_NEXT)).nsp_loss
-    assert not torch.isclose(flipped, out.nsp_loss.detach())
+        biased.cls.seq_relationship.bias.copy_(torch.tensor([1.0, -1.0]))
+        before = biased(inputs, types, attn, next_sentence_label=nsp_labels).nsp_loss
+        # relabel only the NotNext examples: if they were ignored, the loss could not change
+        flipped = biased(inputs, types, attn, next_sentence_label=torch.full_like(nsp_labels, IS_NEXT)).nsp_loss
+        all_not_next = biased(inputs, types, attn, next_sentence_label=torch.full_like(nsp_labels, NOT_NEXT)).nsp_loss
+        all_is_next = biased(inputs, types, attn, next_sentence_label=torch.full_like(nsp_labels, IS_NEXT)).nsp_loss
+    assert not torch.isclose(flipped, before, rtol=1e-3)
+    assert all_not_next > all_is_next + 1.0  # NotNext labels are scored, against a head that prefers IsNext
     assert torch.isfinite(all_not_next) and all_not_next > 0  # a swallowed label would give nan (nothing to average)
     # The data side: pairs come labelled 0 / 1, never with the MLM's ignore index.
     docs = [[[d * 100 + s * 10 + t for t in range(1, 6)] for s in range(4)] for d in range(1, 30)]

@@ -131,5 +131,5 @@ def test_workflow_jobs():
         assert "GITHUB_STEP_SUMMARY" in runs(job) and "book/_build/summary.md" in runs(job)
         uploads = [s for s in jobs[job]["steps"] if s.get("uses", "").startswith("actions/upload-artifact")]
         assert any(s["with"]["path"] == "book/_build/html" for s in uploads)
-    assert "torchrun --nproc_per_node 2 -m bertrepro.pretrain" in runs("multi-gpu")
+    assert "torchrun --nproc_per_node=gpu -m bertrepro.pretrain" in runs("multi-gpu")
     assert "workflow_dispatch" in jobs["multi-gpu"]["if"]
