@@ -249,7 +249,7 @@ def train_or_load(name: str, config, out_dir: str | Path, progress: bool = True)
     evals = read_metrics(out_dir / "eval.jsonl")
     complete = all((model_dir / f).is_file() for f in ("config.json", "model.safetensors", "vocab.txt"))
     if complete and evals and evals[-1].get("step") == config.total_steps:
-        model = load_pretrained(model_dir, target="BertForPreTraining").eval()
+        model = load_pretrained(model_dir, target="BertForPreTraining").to(config.device or "cpu").eval()
         return TrainedRun(name, config, model, evals[-1], None, model_dir, read_metrics(out_dir / "metrics.jsonl"))
     result = pretrain(config, out_dir, resume=latest_checkpoint(out_dir) is not None, progress=progress)
     return TrainedRun(name, result.config, result.model.eval(), result.evaluation, result.train_time_s, model_dir,
@@ -965,16 +965,19 @@ def plot_table6(summary: Sequence[Mapping[str, Any]], probe_key: str, paper=None
                 marker="o", capsize=3, label="ours (held-out MLM)")
     for r in summary:
         ax.annotate(r["shape"], (r["parameters"], r["perplexity"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    handles, labels = ax.get_legend_handles_labels()
     if paper:
         ax2 = ax.twinx()
-        ax2.plot([p for p, _ in paper], [v for _, v in paper], "s--", color="tab:red", label="paper (right axis)")
+        ax2.plot([p for p, _ in paper], [v for _, v in paper], "s--", color="tab:red", label="paper, Table 6 (right axis)")
         ax2.set_ylabel("paper LM ppl", color="tab:red", fontsize=8)
         ax2.set_xscale("log")
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
     ax.set_xscale("log")
     ax.set_xlabel("parameters (BertModel)")
     ax.set_ylabel("held-out MLM perplexity")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(handles, labels, fontsize=7, loc="lower center")
     ax = axes[1]
     ax.errorbar(n, [100 * r[probe_key][0] for r in summary], yerr=[100 * sigmas * r[probe_key][1] for r in summary],
                 marker="o", capsize=3, color="tab:green")

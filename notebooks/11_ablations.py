@@ -28,7 +28,7 @@
 #   perplexity and fine-tuning accuracy both improve at every step up the grid, even on the small
 #   MRPC data set.
 #
-# This chapter re-runs both at a scale a laptop can afford: every pre-training run gets the **same
+# This chapter re-runs both at the scale of the book's profiles: every pre-training run gets the **same
 # compute** (the same number of steps, batch, sequence length and, in Table 5, model), and is scored
 # on held-out text and on the book's topic-classification task (chapter 10). The numbers are far from
 # the paper's; the question is whether its **orderings** survive, and every verdict below is computed
@@ -58,7 +58,7 @@ from bertrepro import ablation
 from bertrepro.attention import scaled_dot_product_attention
 from bertrepro.config import BertConfig
 from bertrepro.params import count_parameters
-from bertrepro.pretrain import OBJECTIVES, flops_per_token, ltr_labels
+from bertrepro.pretrain import EVAL_SEED, flops_per_token, ltr_labels, prepare_data
 from bertrepro.report import PAPER_TABLES, paper_value, record
 
 settings = ablation.settings_for(run.profile)
@@ -122,7 +122,6 @@ print(ltr_labels(ids, mask))
 configs = {o: ablation.pretrain_config(settings, o, seed=run.seed) for o in ablation.OBJECTIVE_ARMS}
 for o in ("mlm", "ltr"):
     assert ablation.differing_fields(configs["mlm_nsp"], configs[o]) == {"objective"}, o
-assert set(configs) <= set(OBJECTIVES)
 c = configs["mlm_nsp"]
 tokens_seen = c.total_steps * c.batch_size * c.max_seq_length
 paper_tokens = 1_000_000 * 256 * 512  # §A.2: 1M steps of 256 sequences (90 % of them at 128 tokens; an upper bound)
@@ -140,27 +139,30 @@ pd.DataFrame({
 }).set_index("objective")
 
 # %%
+size_ratio = count_parameters(BertConfig.base()) / count_parameters(arm_cfg)
 print(f"each run reads {tokens_seen:,} tokens; BERT-base read at most {paper_tokens:,} "
-      f"({paper_tokens / tokens_seen:,.0f}x more) with a {count_parameters(BertConfig.base()) / count_parameters(arm_cfg):,.0f}x larger model")
+      f"({paper_tokens / tokens_seen:,.0f}x more) with a {size_ratio:,.0f}x larger model")
 
 # %% [markdown]
 # ## Pre-training the runs
 #
 # The runs are the three Table 5 arms and the rest of the Table 6 grid, whose point with the arms'
-# shape **is** the MLM + NSP arm (same configuration, one run). Each
-# is trained by `bertrepro.pretrain.pretrain` with its `objective`; the models and a JSON of every
+# shape **is** the MLM + NSP arm (same configuration, one run). Each is trained by
+# `bertrepro.pretrain.pretrain` with its `objective`; the models and a JSON of every
 # measurement are cached under `profiles.cache_dir("ablation", profile, f"seed{seed}")`, so a second
 # book run only reads them. One pre-training seed per run: the error bars below measure the
 # evaluation's randomness, not the spread between pre-training runs.
 
 # %%
 results = ablation.run_ablation(settings, seed=run.seed, device=run.device)
+seconds = results["seconds"]
 print("read from the cache" if results["cached"] else
-      f"built in {results['seconds']['pretraining']:.0f} s of pre-training + {results['seconds']['evaluation']:.0f} s of evaluation")
+      f"built in {seconds['pretraining']:.0f} s of pre-training + {seconds['evaluation']:.0f} s of evaluation")
 pd.DataFrame([{"run": name, "objective": r["objective"], "L/H/A": "/".join(map(str, r["shape"])),
                "parameters": r["parameters"], "steps": r["steps"],
                "train s": None if r["train_seconds"] is None else round(r["train_seconds"], 1),
-               "held-out accuracy of its own objective": round(r["evaluation"].get("mlm_accuracy", r["evaluation"].get("lm_accuracy")), 4)}
+               "held-out accuracy of its own objective":
+                   round(r["evaluation"].get("mlm_accuracy", r["evaluation"].get("lm_accuracy")), 4)}
               for name, r in results["runs"].items()]).set_index("run")
 
 # %% [markdown]
@@ -175,7 +177,7 @@ pd.DataFrame([{"run": name, "objective": r["objective"], "L/H/A": "/".join(map(s
 # output head:
 #
 # * **bidirectional** (MLM + NSP, MLM): $w_t$ is replaced by `[MASK]` and the model predicts it at
-#   position $t$ from both sides, $p(w_t \mid x_{<t}, x_{>t})$ — exactly its pre-training task;
+#   position $t$ from both sides, $p(w_t \mid x_{<t}, x_{>t})$ — its pre-training task, with one mask;
 # * **left-to-right**: the model reads the same input through its causal mask and predicts $w_t$ at
 #   position $t-1$, as in pre-training: $p(w_t \mid x_{<t})$. The causal mask hides $w_t$ (or its
 #   `[MASK]`) and everything after it, so nothing leaks, and nothing that it could use is withheld.
@@ -193,8 +195,6 @@ pd.DataFrame([{"run": name, "objective": r["objective"], "L/H/A": "/".join(map(s
 # not even padding).
 
 # %%
-from bertrepro.pretrain import EVAL_SEED, prepare_data
-
 arms = {o: ablation.load_run(settings, ablation.run_name(o, settings.arm_shape), run.seed, str(run.device), progress=False)
         for o in ablation.OBJECTIVE_ARMS}
 data = prepare_data(configs["mlm_nsp"])
@@ -215,11 +215,12 @@ for o, r in arms.items():
     mode = ablation.ARM_CLOZE_MODE[o]
     ids_in, mask_in, read = ablation.cloze_inputs(one, mode, tok.mask_token_id, tok.sep_token_id, tok.pad_token_id)
     with torch.no_grad():
-        h = r.model.bert(ids_in.to(run.device), None, mask_in.to(run.device), is_causal=mode == "left_to_right").last_hidden_state
-        probs = r.model.cls.predictions(h[0, int(read[0])]).float().softmax(-1)
+        h = r.model.bert(ids_in.to(run.device), None, mask_in.to(run.device),
+                         is_causal=mode == "left_to_right").last_hidden_state  # (1, T, H)
+        probs = r.model.cls.predictions(h[0, int(read[0])]).float().softmax(-1)  # (V,)
     top = probs.topk(5)
-    print(f"{ablation.ARM_LABELS[o]:>18} ({mode}): "
-          + ", ".join(f"{w} {p:.3f}" for w, p in zip(tok.convert_ids_to_tokens(top.indices.cpu()), top.values.tolist())))
+    guesses = zip(tok.convert_ids_to_tokens(top.indices.cpu()), top.values.tolist())
+    print(f"{ablation.ARM_LABELS[o]:>18} ({mode}): " + ", ".join(f"{w} {p:.3f}" for w, p in guesses))
 
 # %%
 x = items.input_ids[i, :n].clone()
@@ -227,19 +228,21 @@ masked = x.clone()
 masked[t] = tok.mask_token_id
 with torch.no_grad():
     bi_naive = arms["mlm"].model(masked[None].to(run.device)).prediction_logits[0, t].float().log_softmax(-1)
-    ltr_naive = arms["ltr"].model(x[None, :t].to(run.device), is_causal=True).prediction_logits[0, -1].float().log_softmax(-1)
+    prefix = x[None, :t].to(run.device)  # [CLS] w_1 .. w_{t-1}: no blank, no right context
+    ltr_naive = arms["ltr"].model(prefix, is_causal=True).prediction_logits[0, -1].float().log_softmax(-1)
 bi = ablation.cloze_scores(arms["mlm"].model, one, "bidirectional", tok, device=run.device)
 ltr = ablation.cloze_scores(arms["ltr"].model, one, "left_to_right", tok, device=run.device)
 target = int(items.target[i])
-assert_close(bi.log_prob[0], bi_naive[target].double().cpu(), atol=1e-4, rtol=1e-4)
-assert_close(ltr.log_prob[0], ltr_naive[target].double().cpu(), atol=1e-4, rtol=1e-4)
+tol = 1e-4 if run.device.type == "cpu" else 5e-2  # on CUDA the evaluation runs in bf16 autocast
+assert_close(bi.log_prob[0], bi_naive[target].double().cpu(), atol=tol, rtol=tol)
+assert_close(ltr.log_prob[0], ltr_naive[target].double().cpu(), atol=tol, rtol=tol)
 print(f"log p(answer): MLM {bi.log_prob[0]:.4f} (by hand {bi_naive[target]:.4f}), "
       f"LTR {ltr.log_prob[0]:.4f} (prefix alone {ltr_naive[target]:.4f})")
 # the evaluation behind the tables scored the same blank the same way
 for key, s in (("mlm:bidirectional", bi), ("ltr:left_to_right", ltr)):
     # (float32 sums in another order: a batch of 256 blanks there, one blank here)
     assert_close(torch.tensor(results["cloze"]["scores"][key]["log_prob"][i], dtype=torch.float64), s.log_prob[0],
-                 atol=1e-4, rtol=1e-4)
+                 atol=tol, rtol=tol)
 
 # %% [markdown]
 # ## Table 5 analog
@@ -269,8 +272,9 @@ table5 = pd.DataFrame([{
     **{f"paper {col}": paper_value("table5", r["paper_row"], col) for col in ablation.PAPER_TABLE5_COLUMNS + ("SQuAD F1",)},
 } for r in summary5]).set_index("pre-training")
 base = results["cloze"]["baseline"]
+base_accuracy = 100 * sum(base["correct"]) / len(base["correct"])
 print(f"{results['cloze']['items']} cloze blanks, >= {settings.cloze_context} pieces of context on each side; "
-      f"always guessing the most frequent word ({base['token']!r}) scores {100 * sum(base['correct']) / len(base['correct']):.1f} %")
+      f"always guessing the most frequent word ({base['token']!r}) scores {base_accuracy:.1f} %")
 print(f"topic task: test articles per topic {results['topic']['counts']['test']}; accuracies in %, mean ± 1 SE")
 table5
 
