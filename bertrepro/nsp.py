@@ -22,6 +22,18 @@ sentence" (§3), so with ``balanced=True`` (our default) a one-sentence chunk th
 cut at a token boundary -- preferably not inside a word -- into A and B. Labels are then 50/50
 again. ``balanced=False`` reproduces the original, random draw for random draw.
 
+**Lengths give the original's label away, and ``balanced`` fixes that too.** The original fills a
+random B up to the chunk's target length, while a true B ends where its chunk (often its whole
+article) ends. On short articles NotNext pairs are therefore longer, and a classifier that sees
+only the lengths of A and B -- no words -- beats chance (:func:`length_baseline`: 53 % balanced
+accuracy at 64 tokens, 56 % at 128, on the embedded corpus). Cutting lone sentences for IsNext
+alone makes it worse: their Bs are short, and lengths then predicted 64 % of labels at 64 tokens.
+A model can learn that shortcut instead of whether B follows A. Balanced mode builds the true B first, then, for NotNext, replaces it by a window of
+exactly the same number of tokens from another document; like a true B, the window ends where a
+sentence ends and does not start inside a word. The lengths of A and B then have the same
+distribution under both labels (a two-sample test in tests/test_nsp.py) and the length-only
+baseline is at chance. Only the text itself tells IsNext from NotNext.
+
 The same rule tilts the original even on long documents: the short target length is drawn once
 per document, and when it is below a typical sentence's length every chunk of that document is a
 single sentence, hence NotNext. On synthetic documents of 150-250 sentences this alone moves the
@@ -38,9 +50,10 @@ Shape legend: N instances, T = ``max_seq_length``.
 """
 from __future__ import annotations
 
+import bisect
 import random
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -49,7 +62,7 @@ from .model import IS_NEXT, NOT_NEXT
 from .tokenization import truncate_seq_pair
 
 __all__ = ["IS_NEXT", "NOT_NEXT", "Instance", "create_instances_from_document", "create_instances",
-           "pack_instances", "create_pretraining_examples"]
+           "pack_instances", "create_pretraining_examples", "length_baseline"]
 
 
 @dataclass
@@ -108,6 +121,53 @@ def _other_document(all_documents: Sequence, document_index: int, rng: random.Ra
     return j + 1 if j >= document_index else j
 
 
+def _random_window(all_documents: Sequence, offsets: Sequence[Sequence[int]] | None, document_index: int,
+                   length: int, rng: random.Random, continuation: Any) -> tuple[int, int, tuple[int, int], list]:
+    """A NotNext B for balanced mode: ``length`` tokens of another document that end a sentence.
+
+    Like a true B, the window ends where a sentence of its document ends, and it does not start
+    inside a word (when ``continuation`` is given). Up to 10 documents other than A's are tried for
+    such a window; if none has one, the last one tried gives its longest run of whole sentences
+    from its start (shorter than ``length`` only on corpora of very short documents).
+
+    Returns:
+        ``(b_doc, start offset in the flattened document, (first, last + 1) sentence, tokens)``.
+    """
+    for _ in range(10):
+        b_doc = _other_document(all_documents, document_index, rng)
+        document = all_documents[b_doc]
+        doc_offsets = offsets[b_doc] if offsets is not None else _offsets(document)
+        ends = [k for k in range(1, len(doc_offsets)) if doc_offsets[k] >= length]
+        if continuation is not None:
+            flat_at = _token_at(document, doc_offsets)
+            ends = [k for k in ends if flat_at(doc_offsets[k] - length) not in continuation]
+        if ends:
+            end = ends[rng.randint(0, len(ends) - 1)]
+            start = doc_offsets[end] - length
+            first = bisect.bisect_right(doc_offsets, start) - 1
+            tokens: list = []
+            for k in range(first, end):
+                tokens.extend(document[k])
+            tokens = tokens[start - doc_offsets[first]:]
+            return b_doc, start, (first, end), tokens
+    tokens = []
+    end = 0
+    for k, sentence in enumerate(document):  # whole sentences from the start, at least one
+        if k and len(tokens) + len(sentence) > length:
+            break
+        tokens.extend(sentence)
+        end = k + 1
+    return b_doc, 0, (0, end), tokens
+
+
+def _token_at(document: Sequence[Sequence[Any]], doc_offsets: Sequence[int]):
+    """``flat(document)[t]`` without flattening the document."""
+    def at(t: int) -> Any:
+        k = bisect.bisect_right(doc_offsets, t) - 1
+        return document[k][t - doc_offsets[k]]
+    return at
+
+
 def create_instances_from_document(all_documents: Sequence[Sequence[Sequence[Any]]], document_index: int,
                                    max_seq_length: int, short_seq_prob: float, rng: random.Random, *,
                                    balanced: bool = True, continuation: Any = None,
@@ -121,7 +181,8 @@ def create_instances_from_document(all_documents: Sequence[Sequence[Sequence[Any
         max_seq_length: the packed length; A and B share ``max_seq_length - 3`` tokens.
         short_seq_prob: probability of a random shorter target length in [2, max_seq_length - 3].
         rng: the only source of randomness.
-        balanced: cut one-sentence chunks for IsNext (see the module docstring); False: the original.
+        balanced: cut one-sentence chunks for IsNext and give a random B the true B's length (see
+            the module docstring); False: the original.
         continuation: optional container of tokens that continue a word (``##`` pieces); the
             balanced cut avoids landing before one of them when it can.
         offsets: precomputed sentence offsets per document (:func:`create_instances` passes them).
@@ -159,39 +220,55 @@ def create_instances_from_document(all_documents: Sequence[Sequence[Sequence[Any
                 a_sentences = (chunk_start, chunk_start + a_end)
                 tokens_b: list = []
 
-                if len(current_chunk) == 1:
-                    # The original always draws a random B here; balanced mode draws the label first.
-                    is_random_next = True if not balanced else (rng.random() < 0.5 or len(tokens_a) < 2)
+                if not balanced:  # the original, draw for draw
+                    is_random_next = len(current_chunk) == 1 or rng.random() < 0.5
+                    if is_random_next:
+                        target_b_length = target_seq_length - len(tokens_a)
+                        b_doc = _other_document(all_documents, document_index, rng)
+                        random_document = all_documents[b_doc]
+                        random_start = rng.randint(0, len(random_document) - 1)
+                        j = random_start
+                        for j in range(random_start, len(random_document)):
+                            tokens_b.extend(random_document[j])
+                            if len(tokens_b) >= target_b_length:
+                                break
+                        b_start_tok = (offsets[b_doc] if offsets is not None
+                                       else _offsets(random_document))[random_start]
+                        b_sentences = (random_start, j + 1)
+                    else:
+                        for j in range(a_end, len(current_chunk)):
+                            tokens_b.extend(current_chunk[j])
+                        b_doc = document_index
+                        b_start_tok = doc_offsets[chunk_start + a_end]
+                        b_sentences = (chunk_start + a_end, chunk_start + len(current_chunk))
+                elif len(current_chunk) == 1 and len(tokens_a) < 2:
+                    # A one-token chunk cannot be cut: NotNext, filled as in the original (rare).
+                    is_random_next = True
+                    b_doc, b_start_tok, b_sentences, tokens_b = _random_window(
+                        all_documents, offsets, document_index, target_seq_length - len(tokens_a), rng, continuation)
                 else:
+                    # Balanced: draw the label, build the true B, and for NotNext replace it by a random
+                    # window of the same length, so that lengths say nothing about the label.
                     is_random_next = rng.random() < 0.5
-
+                    if len(current_chunk) == 1:  # cut the lone sentence into A | B
+                        cut = _split_point(tokens_a, rng, continuation)
+                        tokens_b = tokens_a[cut:]
+                        del tokens_a[cut:]
+                        b_doc = document_index
+                        b_start_tok = a_start_tok + cut
+                        b_sentences = a_sentences
+                    else:
+                        for j in range(a_end, len(current_chunk)):
+                            tokens_b.extend(current_chunk[j])
+                        b_doc = document_index
+                        b_start_tok = doc_offsets[chunk_start + a_end]
+                        b_sentences = (chunk_start + a_end, chunk_start + len(current_chunk))
+                    if is_random_next:
+                        b_doc, b_start_tok, b_sentences, tokens_b = _random_window(
+                            all_documents, offsets, document_index, len(tokens_b), rng, continuation)
                 if is_random_next:
-                    target_b_length = target_seq_length - len(tokens_a)
-                    b_doc = _other_document(all_documents, document_index, rng)
-                    random_document = all_documents[b_doc]
-                    random_start = rng.randint(0, len(random_document) - 1)
-                    j = random_start
-                    for j in range(random_start, len(random_document)):
-                        tokens_b.extend(random_document[j])
-                        if len(tokens_b) >= target_b_length:
-                            break
-                    b_start_tok = (offsets[b_doc] if offsets is not None else _offsets(random_document))[random_start]
-                    b_sentences = (random_start, j + 1)
                     num_unused_segments = len(current_chunk) - a_end
                     i -= num_unused_segments  # the chunk's unused sentences go back
-                elif len(current_chunk) == 1:  # balanced: cut the lone sentence into A | B
-                    cut = _split_point(tokens_a, rng, continuation)
-                    tokens_b = tokens_a[cut:]
-                    del tokens_a[cut:]
-                    b_doc = document_index
-                    b_start_tok = a_start_tok + cut
-                    b_sentences = a_sentences
-                else:
-                    for j in range(a_end, len(current_chunk)):
-                        tokens_b.extend(current_chunk[j])
-                    b_doc = document_index
-                    b_start_tok = doc_offsets[chunk_start + a_end]
-                    b_sentences = (chunk_start + a_end, chunk_start + len(current_chunk))
 
                 a_front, a_back, b_front, b_back = truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
                 if not tokens_a or not tokens_b:
@@ -340,3 +417,48 @@ def create_pretraining_examples(documents: Sequence[Sequence[Any]], max_seq_leng
                                  shuffle=shuffle)
     return pack_instances(instances, max_seq_length, cls_token_id=cls_token_id, sep_token_id=sep_token_id,
                           pad_token_id=pad_token_id)
+
+
+def length_baseline(train: Mapping[str, torch.Tensor], held_out: Mapping[str, torch.Tensor],
+                    bucket: int = 4) -> dict[str, float]:
+    """Balanced NSP accuracy of a classifier that sees only lengths, not words.
+
+    It predicts the label under which the ``train`` pairs' (total length, length of B) cell, both
+    in buckets of ``bucket`` tokens, is more frequent, each label's count divided by that label's
+    number of pairs (the rule that maximises balanced accuracy, so an unbalanced corpus does not
+    hide the cue behind its majority label). With the original rule on short articles a NotNext B
+    is filled up to the target length from another document while an IsNext B ends with its
+    article, so lengths alone predict the label well above chance; balanced mode gives a NotNext B
+    the true B's length, and this baseline falls to chance.
+
+    Args:
+        train, held_out: packed pairs (:func:`pack_instances`' dict, or anything with its
+            ``attention_mask``, ``token_type_ids`` and ``next_sentence_label``).
+
+    Returns:
+        ``nsp_length_baseline`` (balanced accuracy on ``held_out``: the mean of the two recalls)
+        and the per-class recalls ``nsp_length_baseline_is_next`` / ``_not_next``.
+    """
+    if bucket < 1:
+        raise ValueError(f"bucket must be >= 1, got {bucket}")
+
+    def keys(ex: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        total = ex["attention_mask"].sum(1)  # (N,)
+        b = (ex["token_type_ids"] * ex["attention_mask"]).sum(1)  # (N,) B and its [SEP]
+        return (total // bucket) * (max_len // bucket + 1) + b // bucket
+
+    max_len = max(int(train["attention_mask"].shape[1]), int(held_out["attention_mask"].shape[1]))
+    size = (max_len // bucket + 1) ** 2
+    k_train = keys(train)
+    y_train = train["next_sentence_label"]
+    counts = torch.stack([torch.bincount(k_train[y_train == label], minlength=size)
+                          for label in (IS_NEXT, NOT_NEXT)])  # (2, K)
+    n = counts.sum(1, keepdim=True).clamp(min=1)  # (2, 1) pairs per label
+    share = counts / n  # (2, K) P(cell | label)
+    guess = torch.where(share[1] >= share[0], NOT_NEXT, IS_NEXT)  # (K,) ties and unseen: NotNext
+    pred = guess[keys(held_out)]
+    gold = held_out["next_sentence_label"]
+    recall = [((pred == label) & (gold == label)).sum().item() / max(int((gold == label).sum()), 1)
+              for label in (IS_NEXT, NOT_NEXT)]
+    return {"nsp_length_baseline": sum(recall) / 2, "nsp_length_baseline_is_next": recall[0],
+            "nsp_length_baseline_not_next": recall[1]}

@@ -224,7 +224,7 @@ def test_create_pretraining_examples_from_text_and_ids():
     for k in a:
         assert torch.equal(a[k], b[k])
     assert torch.equal(a["input_ids"][:, 0], torch.full((len(a["input_ids"]),), 101))
-    assert a["input_ids"].shape[1] == 64 and c["input_ids"].shape == a["input_ids"].shape
+    assert a["input_ids"].shape[1] == 64 and c["input_ids"].shape[1] == 64  # c: no word-piece info, other draws
     d = create_pretraining_examples(ids, 64, random.Random(1), tokenizer=tok)
     assert not torch.equal(a["input_ids"], d["input_ids"])
     with pytest.raises(ValueError, match="special ids"):
@@ -242,3 +242,93 @@ def test_bad_corpora_raise():
     x[0].tokens_a.append("word")
     with pytest.raises(ValueError, match="integer token ids"):
         pack_instances(x, 32, cls_token_id=1, sep_token_id=2, pad_token_id=0)
+
+
+def test_a_random_b_has_the_true_b_s_length_and_ends_a_sentence():
+    # Doc 0: 30 + 20 tokens, one chunk at target 61: A = the 30, the true B = the 20 that follow.
+    # Doc 1 (flattened offsets 0, 50, 65, 105): 20-token windows that end a sentence start at 30, 45, 85.
+    docs = [[list(range(30)), list(range(100, 120))],
+            [list(range(1000, 1050)), list(range(2000, 2015)), list(range(3000, 3040))]]
+    flat1 = [t for s in docs[1] for t in s]
+    windows, seen = {30: (0, 1), 45: (0, 2), 85: (2, 3)}, set()
+    for seed in range(200):
+        for x in create_instances_from_document(docs, 0, 64, 0.0, random.Random(seed)):
+            if x.is_random_next and x.a_sentences == (0, 1):  # (the unused 20 then form a chunk of their own)
+                assert len(x.tokens_a) == 30 and len(x.tokens_b) == 20 and x.num_truncated == 0
+                assert x.b_doc == 1 and x.b_span[0] in windows
+                assert x.tokens_b == flat1[x.b_span[0]:x.b_span[1]]
+                assert x.b_sentences == windows[x.b_span[0]]
+                seen.add(x.b_span[0])
+    assert seen == set(windows)  # every admissible window is drawn
+
+
+def test_a_random_b_never_starts_inside_a_word():
+    # The true B is 3 tokens; in doc 1 the windows ending a sentence start at 2 (a "##" piece, 91) or 5.
+    docs = [[[1, 2], [3, 4, 5]], [[10, 11, 91, 12, 13], [14, 15, 16]]]
+    starts = set()
+    for seed in range(200):
+        for x in create_instances_from_document(docs, 0, 16, 0.0, random.Random(seed), continuation={91}):
+            if x.is_random_next and x.a_sentences == (0, 1):
+                assert len(x.tokens_b) == 3
+                starts.add(x.b_span[0])
+    assert starts == {5}
+
+
+def _packed(docs, seq, seed, balanced, cont):
+    from bertrepro.nsp import pack_instances
+    xs = create_instances(docs, seq, random.Random(seed), balanced=balanced, continuation=cont)
+    return xs, pack_instances(xs, seq, cls_token_id=101, sep_token_id=102, pad_token_id=0)
+
+
+@pytest.mark.parametrize("seq", [64, 128])
+def test_balanced_lengths_say_nothing_about_the_label(corpus_ids, seq):
+    """The original rule gives NotNext pairs longer Bs; balanced mode gives both labels the same lengths."""
+    from scipy.stats import ks_2samp
+
+    from bertrepro.nsp import length_baseline
+
+    tok, docs = corpus_ids
+    cont = frozenset(i for p, i in tok.vocab.items() if p.startswith("##"))
+    p = {}
+    for balanced in (False, True):
+        xs, train = _packed(docs, seq, 1, balanced, cont)
+        lb = {lab: [len(x.tokens_b) for x in xs if x.label == lab] for lab in (IS_NEXT, NOT_NEXT)}
+        la = {lab: [len(x.tokens_a) for x in xs if x.label == lab] for lab in (IS_NEXT, NOT_NEXT)}
+        p[balanced] = ks_2samp(lb[IS_NEXT], lb[NOT_NEXT]).pvalue, ks_2samp(la[IS_NEXT], la[NOT_NEXT]).pvalue
+    assert p[False][0] < 1e-6  # the original: |B| depends on the label
+    held = tok.encode_corpus(load_corpus()["validation"]["sentences"])
+    _, test = _packed(held, seq, 2, False, cont)
+    _, train = _packed(docs, seq, 1, False, cont)
+    acc_original = length_baseline(train, test)["nsp_length_baseline"]
+    assert acc_original > 0.52  # 0.53 at 64 tokens, 0.56 at 128 (its NotNext share is 64 %; see the docstring)
+    assert min(p[True]) > 1e-3  # balanced: the same distribution of |A| and of |B| for both labels
+    _, test = _packed(held, seq, 2, True, cont)
+    _, train = _packed(docs, seq, 1, True, cont)
+    acc = length_baseline(train, test)["nsp_length_baseline"]
+    print(f"seq {seq}: KS p-values (|B|, |A|) original {p[False]}, balanced {p[True]}; "
+          f"length-only accuracy original {acc_original:.3f}, balanced {acc:.3f}")
+    assert abs(acc - 0.5) < 0.03 and acc < acc_original - 0.02
+
+
+def test_length_baseline_against_a_hand_lookup():
+    from bertrepro.nsp import length_baseline
+
+    def ex(rows):  # rows of (|A|, |B|, label) -> packed-like tensors, T = 16
+        am = torch.zeros(len(rows), 16, dtype=torch.long)
+        tt = torch.zeros_like(am)
+        for i, (a, b, _) in enumerate(rows):
+            am[i, : a + b + 3] = 1
+            tt[i, a + 2: a + b + 3] = 1
+        return {"attention_mask": am, "token_type_ids": tt,
+                "next_sentence_label": torch.tensor([r[2] for r in rows])}
+
+    train = ex([(3, 3, IS_NEXT), (3, 3, IS_NEXT), (3, 3, NOT_NEXT), (5, 8, NOT_NEXT), (5, 8, NOT_NEXT),
+                (2, 2, NOT_NEXT)])
+    test = ex([(3, 3, IS_NEXT), (3, 3, NOT_NEXT), (5, 8, NOT_NEXT), (1, 1, IS_NEXT)])
+    got = length_baseline(train, test, bucket=1)
+    # Shares: (3,3) is 2/2 of IsNext and 1/4 of NotNext -> IsNext; (5,8) -> NotNext; (1,1) unseen -> NotNext.
+    assert got["nsp_length_baseline_is_next"] == pytest.approx(1 / 2)
+    assert got["nsp_length_baseline_not_next"] == pytest.approx(1 / 2)
+    assert got["nsp_length_baseline"] == pytest.approx(1 / 2)
+    with pytest.raises(ValueError, match="bucket"):
+        length_baseline(train, test, bucket=0)
