@@ -121,6 +121,17 @@ def _other_document(all_documents: Sequence, document_index: int, rng: random.Ra
     return j + 1 if j >= document_index else j
 
 
+def _rest_of_chunk(chunk: Sequence[Sequence[Any]], a_end: int, chunk_start: int, doc_offsets: Sequence[int],
+                   document_index: int) -> tuple[list, int, int, tuple[int, int]]:
+    """The true B of a chunk of two or more sentences: its sentences after A.
+
+    Returns:
+        ``(tokens, b_doc, start offset in the flattened document, (first, last + 1) sentence)``.
+    """
+    tokens = [t for sentence in chunk[a_end:] for t in sentence]
+    return tokens, document_index, doc_offsets[chunk_start + a_end], (chunk_start + a_end, chunk_start + len(chunk))
+
+
 def _random_window(all_documents: Sequence, offsets: Sequence[Sequence[int]] | None, document_index: int,
                    length: int, rng: random.Random, continuation: Any) -> tuple[int, int, tuple[int, int], list]:
     """A NotNext B for balanced mode: ``length`` tokens of another document that end a sentence.
@@ -236,11 +247,8 @@ def create_instances_from_document(all_documents: Sequence[Sequence[Sequence[Any
                                        else _offsets(random_document))[random_start]
                         b_sentences = (random_start, j + 1)
                     else:
-                        for j in range(a_end, len(current_chunk)):
-                            tokens_b.extend(current_chunk[j])
-                        b_doc = document_index
-                        b_start_tok = doc_offsets[chunk_start + a_end]
-                        b_sentences = (chunk_start + a_end, chunk_start + len(current_chunk))
+                        tokens_b, b_doc, b_start_tok, b_sentences = _rest_of_chunk(
+                            current_chunk, a_end, chunk_start, doc_offsets, document_index)
                 elif len(current_chunk) == 1 and len(tokens_a) < 2:
                     # A one-token chunk cannot be cut: NotNext, filled as in the original (rare).
                     is_random_next = True
@@ -258,11 +266,8 @@ def create_instances_from_document(all_documents: Sequence[Sequence[Sequence[Any
                         b_start_tok = a_start_tok + cut
                         b_sentences = a_sentences
                     else:
-                        for j in range(a_end, len(current_chunk)):
-                            tokens_b.extend(current_chunk[j])
-                        b_doc = document_index
-                        b_start_tok = doc_offsets[chunk_start + a_end]
-                        b_sentences = (chunk_start + a_end, chunk_start + len(current_chunk))
+                        tokens_b, b_doc, b_start_tok, b_sentences = _rest_of_chunk(
+                            current_chunk, a_end, chunk_start, doc_offsets, document_index)
                     if is_random_next:
                         b_doc, b_start_tok, b_sentences, tokens_b = _random_window(
                             all_documents, offsets, document_index, len(tokens_b), rng, continuation)

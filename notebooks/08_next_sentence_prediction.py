@@ -279,13 +279,13 @@ from scipy.stats import ks_2samp
 from bertrepro.nsp import length_baseline
 
 held_docs = [d for d in ([s for s in d if s] for d in tok.encode_corpus(corpus["validation"]["sentences"])) if d]
+special = dict(cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id, pad_token_id=tok.pad_token_id)
 length_only, b_lengths, ks_p = {}, {}, {}
 for mode in (False, True):
     pairs = create_instances(docs_kept, max_seq_length, random.Random(run.seed), short_seq_prob=short_seq_prob,
                              dupe_factor=dupe_factor, balanced=mode, continuation=continuation)
     held_pairs = create_instances(held_docs, max_seq_length, random.Random(run.seed + 1), dupe_factor=dupe_factor,
                                   short_seq_prob=short_seq_prob, balanced=mode, continuation=continuation)
-    special = dict(cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id, pad_token_id=tok.pad_token_id)
     length_only[mode] = length_baseline(pack_instances(pairs, max_seq_length, **special),
                                         pack_instances(held_pairs, max_seq_length, **special))
     b_lengths[mode] = {label: [len(x.tokens_b) for x in pairs if x.label == label] for label in (IS_NEXT, NOT_NEXT)}
