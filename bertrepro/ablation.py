@@ -533,7 +533,7 @@ def finetune_rows(encoders: Mapping[str, BertModel], encoded: Mapping[str, Any],
     A :class:`LeftToRightBertModel` encoder stays causal inside the classifier (its sentence vector
     is the last token's); ``encoded`` holds the shared ``pool``/``dev``/``test`` encodings.
     """
-    from tqdm.auto import tqdm
+    from .progress import bar as tqdm
 
     from .finetune import accuracy, classifier_from_encoder, fine_tune, predict, select_by_dev, training_indices
 

@@ -264,7 +264,7 @@ def extract_features(encoder: BertModel, data: Encoded, poolings: Sequence[str] 
         raise ValueError(f"unknown pooling(s) {bad}; choose from {POOLINGS}")
     if "pooler" in poolings and encoder.pooler is None:
         raise ValueError("pooling 'pooler' needs an encoder with a pooling layer (add_pooling_layer=True)")
-    from tqdm.auto import tqdm
+    from .progress import bar as tqdm
 
     was_training = encoder.training
     encoder.eval().to(device)
@@ -457,7 +457,7 @@ def fine_tune(model: BertForSequenceClassification, data: Encoded, labels: torch
     if len(data) != labels.shape[0]:
         raise ValueError(f"data has {len(data)} rows but labels has {labels.shape[0]}")
     _check_xy(torch.empty(len(data), 0), labels, model.num_labels)
-    from tqdm.auto import tqdm
+    from .progress import bar as tqdm
 
     n, B = len(data), config.batch_size
     steps = config.num_steps(n)
@@ -496,7 +496,7 @@ def fine_tune(model: BertForSequenceClassification, data: Encoded, labels: torch
 def predict(model: BertForSequenceClassification, data: Encoded, batch_size: int = 128,
             device: torch.device | str = "cpu", progress: bool = False) -> torch.Tensor:
     """Logits (N, num_labels) of ``model`` in eval mode, on the CPU."""
-    from tqdm.auto import tqdm
+    from .progress import bar as tqdm
 
     was_training = model.training
     model.eval().to(device)
@@ -785,7 +785,7 @@ def probe_curve(features: Mapping[str, Mapping[str, torch.Tensor]], task: TopicT
     point (every seed would draw the same articles, and the probe is deterministic). Returns one row
     per (arm, size, seed) with ``accuracy`` on the test set.
     """
-    from tqdm.auto import tqdm
+    from .progress import bar as tqdm
 
     y = {s: task.split(s)["labels"] for s in ("pool", "dev", "test")}
     rows = []
@@ -819,7 +819,7 @@ def finetune_curve(arms: Mapping[str, Arm], encoded: Mapping[str, Mapping[str, E
     the others (the paper chooses it once per task, §4.1). ``encoded[arm]`` holds the arm's
     ``"pool"``, ``"dev"`` and ``"test"`` encodings; ``seeds`` is one count or one per arm.
     """
-    from tqdm.auto import tqdm
+    from .progress import bar as tqdm
 
     y = {s: task.split(s)["labels"] for s in ("pool", "dev", "test")}
     n_seeds = {a: seeds if isinstance(seeds, int) else seeds[a] for a in arms}

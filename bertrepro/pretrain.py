@@ -1259,7 +1259,7 @@ def pretrain(config: PretrainConfig, output_dir: str | os.PathLike, *, corpus: C
 def _pretrain(config: PretrainConfig, output_dir: Path, corpus: CorpusLike | None, resume: bool,
               cache_dir: str | os.PathLike | None, progress: bool, device: torch.device,
               dist_info: DistInfo) -> PretrainResult:
-    from tqdm.auto import tqdm
+    from .progress import bar as tqdm
 
     rank, world, main = dist_info.rank, dist_info.world_size, dist_info.is_main
     if dist_info.enabled:

@@ -224,7 +224,7 @@ def measure_attention_patterns(
         ``{pattern: (L, nh)}``, means over every non-padding query of every batch, and ``"tokens"``,
         the number of queries measured (0-d).
     """
-    from tqdm.auto import tqdm
+    from .progress import bar as tqdm
 
     was_training = model.training
     model.eval()

@@ -552,7 +552,7 @@ class WordPieceTokenizer:
         batch = 4096
         starts = range(0, len(flat), batch)
         if progress:
-            from tqdm.auto import tqdm
+            from .progress import bar as tqdm
 
             starts = tqdm(starts, desc="tokenize", unit="batch")
         ids: list[list[int]] = []
