@@ -6,7 +6,11 @@ so a released configuration loads unchanged.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 __all__ = ["BertConfig", "ACTIVATIONS"]
@@ -43,16 +47,23 @@ class BertConfig:
                 f"BertConfig.hidden_size ({self.hidden_size}) must be divisible by "
                 f"num_attention_heads ({self.num_attention_heads}); the head size is hidden_size / num_attention_heads"
             )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "layer_norm_eps", "initializer_range"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise TypeError(f"BertConfig.{name} must be a number (float), got {value!r} of type "
+                                f"{type(value).__name__}")
+            if not math.isfinite(value):
+                raise ValueError(f"BertConfig.{name} must be a finite number, got {value!r}")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+            if not 0.0 <= value < 1.0:
                 raise ValueError(f"BertConfig.{name} must be a probability in [0, 1), got {value!r}")
-        if self.hidden_act not in ACTIVATIONS:
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"BertConfig.hidden_act must be one of {ACTIVATIONS}, got {self.hidden_act!r}")
-        if not self.layer_norm_eps > 0:
-            raise ValueError(f"BertConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
-        if not self.initializer_range > 0:
-            raise ValueError(f"BertConfig.initializer_range must be > 0, got {self.initializer_range!r}")
+        for name in ("layer_norm_eps", "initializer_range"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ValueError(f"BertConfig.{name} must be > 0, got {value!r}")
         if not isinstance(self.pad_token_id, int) or not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(
                 f"BertConfig.pad_token_id must be an id in [0, vocab_size={self.vocab_size}), got {self.pad_token_id!r}"
@@ -92,8 +103,43 @@ class BertConfig:
 
     @classmethod
     def from_hf(cls, config: Any) -> "BertConfig":
-        """From a ``transformers.BertConfig`` (or its dict / a ``bert_config.json`` dict)."""
-        d = config if isinstance(config, dict) else config.to_dict()
+        """From a ``transformers.BertConfig``, its dict, a ``bert_config.json`` dict, or the path of a
+        ``config.json`` / ``bert_config.json`` file or of a directory holding ``config.json``.
+
+        Raises:
+            FileNotFoundError: a path that is neither such a file nor such a directory.
+            ValueError: a configuration of another architecture (``model_type`` other than "bert"),
+                or relative position embeddings.
+            TypeError: an object that is neither a mapping, a path nor has ``to_dict()``.
+        """
+        if isinstance(config, (str, os.PathLike)):
+            path = Path(config)
+            file = path / "config.json" if path.is_dir() else path
+            if not file.is_file():
+                raise FileNotFoundError(
+                    f"no BERT configuration at {str(path)!r}: pass a config.json / bert_config.json file, "
+                    f"a directory holding config.json, a dict or a transformers.BertConfig"
+                )
+            try:
+                d = json.loads(file.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise ValueError(f"{str(file)!r} is not a UTF-8 JSON configuration file: {e}") from None
+            if not isinstance(d, dict):
+                raise ValueError(f"{str(file)!r} must hold a JSON object, got {type(d).__name__}")
+        elif isinstance(config, dict):
+            d = config
+        elif callable(getattr(config, "to_dict", None)):
+            d = config.to_dict()
+        else:
+            raise TypeError(
+                f"BertConfig.from_hf takes a transformers.BertConfig, a dict or a path, got {type(config).__name__}"
+            )
+        model_type = d.get("model_type", "bert")  # Google's bert_config.json has no model_type
+        if model_type != "bert":
+            raise ValueError(
+                f"BertConfig.from_hf needs a BERT configuration (model_type 'bert'), got model_type {model_type!r}; "
+                f"other architectures differ in ways this package does not implement"
+            )
         if d.get("position_embedding_type", "absolute") != "absolute":
             raise ValueError(
                 f"only absolute (learned) position embeddings are supported, got {d['position_embedding_type']!r}"

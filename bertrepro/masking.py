@@ -73,6 +73,11 @@ def _check(input_ids: torch.Tensor, special_tokens_mask: torch.Tensor, vocab_siz
         raise ValueError(f"max_predictions must be >= 1 or None, got {max_predictions}")
     if vocab_size < 1 or not 0 <= mask_token_id < vocab_size:
         raise ValueError(f"mask_token_id={mask_token_id} must lie in [0, vocab_size={vocab_size})")
+    out_of_range = (input_ids < 0) | (input_ids >= vocab_size)  # (B, T); one reduction, one sync
+    if out_of_range.any():
+        b, t = (int(i) for i in out_of_range.nonzero()[0])
+        raise ValueError(f"input_ids holds ids outside [0, vocab_size={vocab_size}), e.g. {int(input_ids[b, t])} at "
+                         f"row {b}, position {t}; vocab_size must be the size of the vocabulary that produced the ids")
 
 
 def _choose_positions(keys: torch.Tensor, candidates: torch.Tensor, k: torch.Tensor,

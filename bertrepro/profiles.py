@@ -88,18 +88,74 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+SETUP_PARAMETERS = ("profile", "seed", "device")
+_INJECTED_HEADER = "# Parameters"  # the first line of the cell papermill injects after the parameters cell
+
+
+def _assigned_names(source: str) -> list[str] | None:
+    """The names a cell assigns at top level (``x = ...``, ``x: T = ...``); None if it does not parse."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    names = []
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return names
+
+
+def unknown_injected_parameters(inputs: list[str]) -> tuple[list[str], list[str]]:
+    """``(unknown, valid)`` parameter names from a kernel's input history (IPython's ``In``).
+
+    papermill runs the chapter's ``parameters`` cell, then a cell it injects (starting
+    ``# Parameters``) that assigns each ``-p name value``, so a misspelt name would only define an
+    unused variable. Valid names are those the parameters cell assigns plus :data:`SETUP_PARAMETERS`.
+    Returns two empty lists when no injected cell was run.
+    """
+    for i in range(len(inputs) - 1, -1, -1):
+        if isinstance(inputs[i], str) and inputs[i].lstrip().startswith(_INJECTED_HEADER):
+            injected = _assigned_names(inputs[i]) or []
+            declared = (_assigned_names(inputs[i - 1]) or []) if i > 0 and isinstance(inputs[i - 1], str) else []
+            valid = sorted(set(declared) | set(SETUP_PARAMETERS))
+            return sorted(set(injected) - set(valid)), valid
+    return [], sorted(SETUP_PARAMETERS)
+
+
+def _kernel_inputs() -> list[str]:
+    """The input history of the IPython kernel running this code; empty outside IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return []
+    ip = get_ipython()
+    if ip is None:
+        return []
+    return list(ip.user_ns.get("In", []))
+
+
 def setup(profile: str | None = None, seed: int = 0, device: str | None = None, **unknown: Any) -> Run:
     """Validate a chapter's parameters, seed every RNG and return the resolved :class:`Run`.
 
-    Raises ``ValueError`` for an unknown profile or parameter, listing the valid ones.
+    Raises ``ValueError`` for an unknown profile or parameter, listing the valid ones: one passed
+    here, or one papermill injected into the chapter (``-p profil smoke``), which would otherwise only
+    define an unused variable while the chapter ran at the default profile.
     """
     if unknown:
         raise ValueError(
-            f"unknown parameter(s) {sorted(unknown)}; valid parameters are profile, seed, device"
+            f"unknown parameter(s) {sorted(unknown)}; valid parameters are {', '.join(SETUP_PARAMETERS)}"
+        )
+    injected, valid = unknown_injected_parameters(_kernel_inputs())
+    if injected:
+        raise ValueError(
+            f"unknown parameter(s) {injected} given to this chapter (papermill -p); "
+            f"valid parameters are {', '.join(valid)}"
         )
     prof = resolve_profile(profile)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        raise ValueError(f"seed must be a non-negative int (0, 1, 2, ...), got {seed!r}")
     dev = resolve_device(device, prof)
     seed_everything(seed)
     if dev.type == "cpu":

@@ -101,6 +101,9 @@ def _is_cjk(cp: int) -> bool:
 _ASCII_CLEAN = {cp: None for cp in list(range(0, 32)) + [127]}
 _ASCII_CLEAN.update({ord("\t"): " ", ord("\n"): " ", ord("\r"): " "})
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
+# Lone surrogates (U+D800-U+DFFF, category Cs) are dropped like other control characters; the
+# tokenizers library cannot take them at all (they are not valid UTF-8), so the fast path drops them first.
+_SURROGATES = re.compile("[\ud800-\udfff]")
 _ASCII_WORD_SPLIT = re.compile(r"[A-Za-z0-9]+|[^A-Za-z0-9]")  # in ASCII, non-alphanumerics are punctuation
 
 
@@ -223,13 +226,17 @@ def load_vocab(path: str | os.PathLike) -> dict[str, int]:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is empty or lists a piece twice.
+        ValueError: the file is not UTF-8, is empty or lists a piece twice.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"vocabulary file {str(path)!r} not found")
-    with open(path, encoding="utf-8") as f:
-        pieces = [line.rstrip("\n").rstrip("\r") for line in f]
+    try:
+        with open(path, encoding="utf-8") as f:
+            pieces = [line.rstrip("\n").rstrip("\r") for line in f]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"vocabulary file {str(path)!r} is not valid UTF-8 (byte {e.object[e.start]:#04x} at offset "
+                         f"{e.start}); a vocab.txt must be UTF-8 encoded, re-save it as UTF-8") from None
     if not pieces:
         raise ValueError(f"vocabulary file {str(path)!r} is empty")
     vocab: dict[str, int] = {}
@@ -559,6 +566,7 @@ class WordPieceTokenizer:
         for s in starts:
             chunk = flat[s: s + batch]
             if backend == "fast":
+                chunk = [_SURROGATES.sub("", t) for t in chunk]
                 ids.extend(e.ids for e in self.fast.encode_batch(chunk, add_special_tokens=False))
             else:
                 ids.extend(self.token_ids(t) for t in chunk)
