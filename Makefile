@@ -1,7 +1,19 @@
 # bertrepro: `make book` runs the whole book, `make test` runs the tests.
 # Both create .venv and install the pinned dependencies on first use.
 
-PYTHON ?= python3
+# The interpreter that creates .venv: PYTHON if given, else the first of python3.13, python3.12,
+# python3.11, python3 that is Python 3.11 or newer (the pinned packages need 3.11).
+PYTHON_MIN := 3.11
+PYTHON_CANDIDATES := python3.13 python3.12 python3.11 python3
+# Shell snippets: the "major.minor" of interpreter $$p, and whether version $$v is at least 3.11.
+py_version = $$($$p -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+py_new_enough = case "$$v" in 3.1[1-9]|3.[2-9][0-9]|[4-9].*) true;; *) false;; esac
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell for p in $(PYTHON_CANDIDATES); do v=$(py_version); if $(py_new_enough); then echo $$p; exit 0; fi; done; echo python3)
+endif
+# Stops with one line naming the version found and the one needed.
+check_python = p='$(PYTHON)'; v=$(py_version); $(py_new_enough) || { \
+	echo "bertrepro needs Python $(PYTHON_MIN) or newer, but $(PYTHON) is $${v:-not a working Python}; install Python $(PYTHON_MIN)+ or run make PYTHON=/path/to/python3.11" >&2; exit 1; }
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
@@ -10,10 +22,15 @@ ONLINE ?=
 
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: book test install sync bench clean
+.PHONY: book test install sync bench clean print-python
 
 $(PY):
+	@$(check_python)
 	$(PYTHON) -m venv $(VENV)
+
+# The interpreter .venv would be created with, and its version.
+print-python:
+	@$(check_python); echo "$(PYTHON) $$v"
 
 $(STAMP): $(PY) requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip

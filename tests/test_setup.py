@@ -76,9 +76,9 @@ def test_torch_pinned_exactly(source):
     assert source().get("torch") == "2.13.0", f"{source.__name__}: torch must be pinned ==2.13.0"
 
 
-def test_requires_python_310():
+def test_requires_python_311():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["requires-python"] == ">=3.10"
+    assert project["requires-python"] == ">=3.11"
 
 
 def test_readme_opens_with_make_book_and_make_test():
@@ -88,7 +88,7 @@ def test_readme_opens_with_make_book_and_make_test():
     assert head[0].startswith("```"), f"the first thing under the title must be a code block, got {head[0]!r}"
     assert head[1].startswith("make book"), head
     assert head[2].startswith("make test"), head
-    assert "python3" in "\n".join(lines[:8]) and "3.10" in "\n".join(lines[:8])
+    assert "python3" in "\n".join(lines[:8]) and "3.11 or newer" in "\n".join(lines[:8])
 
 
 def _make_targets():
