@@ -275,3 +275,16 @@ def test_save_pretrained_files_are_readable_by_others(tmp_path):
     assert files and all(stat.S_IMODE(f.stat().st_mode) == 0o644 for f in files), [
         (f.name, oct(f.stat().st_mode)) for f in files]
     assert json.loads((tmp_path / "m" / "config.json").read_text())["model_type"] == "bert"
+
+
+def test_checkpoint_from_hf_rejects_a_roberta_model(tmp_path):
+    # RoBERTa's weights have BERT's names and shapes, but its positions start at padding_idx + 1:
+    # loaded as BERT they would run silently with shifted position embeddings.
+    cfg = transformers.RobertaConfig(vocab_size=60, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=40)
+    roberta = transformers.RobertaModel(cfg)
+    with pytest.raises(ValueError, match="model_type 'roberta'"):
+        checkpoints.from_hf(roberta)
+    roberta.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="model_type 'roberta'"):
+        checkpoints.from_hf(tmp_path)
