@@ -234,9 +234,16 @@ def load_vocab(path: str | os.PathLike) -> dict[str, int]:
     try:
         with open(path, encoding="utf-8") as f:
             pieces = [line.rstrip("\n").rstrip("\r") for line in f]
-    except UnicodeDecodeError as e:
-        raise ValueError(f"vocabulary file {str(path)!r} is not valid UTF-8 (byte {e.object[e.start]:#04x} at offset "
-                         f"{e.start}); a vocab.txt must be UTF-8 encoded, re-save it as UTF-8") from None
+    except UnicodeDecodeError:
+        data = path.read_bytes()
+        try:
+            data.decode("utf-8")
+            where = ""
+        except UnicodeDecodeError as e:  # offsets in the whole file, not in the reader's chunk
+            line = data.count(b"\n", 0, e.start) + 1
+            where = f" (byte {data[e.start]:#04x} on line {line})"
+        raise ValueError(f"vocabulary file {str(path)!r} is not valid UTF-8{where}; a vocab.txt must be UTF-8 "
+                         f"encoded, re-save it as UTF-8") from None
     if not pieces:
         raise ValueError(f"vocabulary file {str(path)!r} is empty")
     vocab: dict[str, int] = {}

@@ -177,7 +177,15 @@ def test_latin1_vocabulary_gets_a_clear_error(tmp_path):
     bad.write_bytes("[PAD]\n[UNK]\ncaf\u00e9\n".encode("latin-1"))
     with pytest.raises(ValueError) as e:
         load_vocab(bad)
-    assert str(bad) in str(e.value) and "UTF-8" in str(e.value) and "0xe9" in str(e.value)
+    assert str(bad) in str(e.value) and "must be UTF-8" in str(e.value) and "byte 0xe9 on line 3" in str(e.value)
+
+
+def test_non_utf8_byte_far_into_a_large_vocabulary_is_located(tmp_path):
+    bad = tmp_path / "vocab.txt"
+    lines = [f"piece{i}" for i in range(5000)]
+    bad.write_bytes(("\n".join(lines[:4321]) + "\n\u00fcber\n" + "\n".join(lines[4321:]) + "\n").encode("latin-1"))
+    with pytest.raises(ValueError, match="byte 0xfc on line 4322"):
+        load_vocab(bad)
 
 
 @pytest.fixture(scope="module")
