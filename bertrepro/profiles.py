@@ -18,7 +18,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-__all__ = ["PROFILES", "OFFLINE_ENV", "Run", "default_profile", "resolve_profile", "setup", "pick", "set_offline", "cache_dir"]
+__all__ = ["PROFILES", "OFFLINE_ENV", "SETUP_PARAMETERS", "Run", "default_profile", "resolve_profile", "setup", "pick",
+           "set_offline", "cache_dir", "unknown_injected_parameters"]
 
 PROFILES = ("smoke", "cpu", "gpu")
 
