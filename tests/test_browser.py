@@ -346,6 +346,23 @@ def test_scorecard_status_column_outside_fails(browser, tmp_path):
     assert _problems(browser, tmp_path, table, scorecard=False) == []
 
 
+def test_ci_runs_the_browser_test_after_the_book():
+    import re
+
+    import yaml
+
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert ci.index("make browser-deps") < ci.index("make test") < ci.index("make book PROFILE=cpu") < ci.index("make browser-test")
+    make = (ROOT / "Makefile").read_text(encoding="utf-8")
+    target = re.search(r"^browser-test:.*\n((?:\t.*\n)+)", make, flags=re.M)
+    assert target and "BERTREPRO_BROWSER_TEST=require" in target.group(1) and "tests/test_browser.py" in target.group(1)
+    deps = re.search(r"^browser-deps:.*\n((?:\t.*\n)+)", make, flags=re.M)
+    assert deps and "apt-get install" in deps.group(1) and "chromium" in deps.group(1)
+    wf = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text(encoding="utf-8"))
+    paths = [s.get("with", {}).get("path") for s in wf["jobs"]["cpu"]["steps"]]
+    assert "book/_build/screenshots" in paths, "CI uploads the screenshots"
+
+
 if __name__ == "__main__":
     html_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else HTML_DIR
     found, secs = check_book(html_dir, html_dir.parent / "screenshots")
