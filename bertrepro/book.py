@@ -263,6 +263,10 @@ def _environ(updates: Mapping[str, str | None]) -> Iterator[None]:
                 os.environ[k] = v
 
 
+# By message: a category from site-packages cannot be named in PYTHONWARNINGS (read before site).
+_TQDM_WARNING_FILTER = "ignore:IProgress not found"
+
+
 def _kernel_env(chapter: str, records_dir: Path | None, cache_dir: Path | None, online: bool,
                 progress_file: Path | None = None) -> dict[str, str | None]:
     env: dict[str, str | None] = {
@@ -275,6 +279,8 @@ def _kernel_env(chapter: str, records_dir: Path | None, cache_dir: Path | None, 
         # Library bars (datasets, the hub) would draw into the notebook: the book keeps none of them.
         "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        # Libraries import tqdm.auto, which warns in a kernel without ipywidgets; the book shows no bars.
+        "PYTHONWARNINGS": ",".join(w for w in (os.environ.get("PYTHONWARNINGS"), _TQDM_WARNING_FILTER) if w),
     }
     # profiles.setup() only *defaults* the offline switches, so --online must set them to "0".
     env.update({k: ("0" if online else v) for k, v in OFFLINE_ENV.items()})

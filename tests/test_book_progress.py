@@ -196,11 +196,12 @@ def _output_text(o: dict) -> str:
 @pytest.mark.slow
 def test_runner_shows_chapter_progress_and_keeps_no_bars(tmp_path):
     d = tmp_path / "nbs"
-    _notebook(d / "01_fake.ipynb", BAR_CELL)
+    # Libraries import tqdm.auto, which warns (TqdmWarning) in a kernel without ipywidgets.
+    _notebook(d / "01_fake.ipynb", "import tqdm.auto", BAR_CELL)
     stream = _TimedStream()
-    book.build(profile="smoke", notebooks_dir=d, output=tmp_path / "out", html=False,
+    book.build(profile="smoke", notebooks_dir=d, output=tmp_path / "out", html=True,
                progress_interval=1.0, stream=stream, log=lambda s: None)
-    lines = stream.getvalue().splitlines()
+    lines = [ln for ln in stream.getvalue().splitlines() if not ln.startswith("[html]")]
     assert lines[0] == "[01/01] 01_fake ... " and re.match(r"^\[01/01\] 01_fake \.\.\. \d+\.\d s$", lines[-1]), lines
     progress_lines = lines[1:-1]
     assert progress_lines, "a chapter running for seconds shows progress lines"
@@ -218,6 +219,11 @@ def test_runner_shows_chapter_progress_and_keeps_no_bars(tmp_path):
     own = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(own) == 1 and "remove-cell" not in own[0].metadata["tags"], "the chapter's own parameters cell stays"
     assert not list((tmp_path / "out" / "work").glob(".*.progress.json"))
+
+    # The HTML: no injected cell, the chapter's own parameters cell, the book's stylesheet.
+    page = (tmp_path / "out" / "html" / "01_fake.html").read_text(encoding="utf-8")
+    assert "tag_injected-parameters" not in page and "tag_parameters" in page
+    assert "_static/bertrepro.css" in page
 
 
 @pytest.mark.slow
