@@ -20,6 +20,11 @@ tagged ``parameters``. What the runner writes under the output folder (default `
 * ``scorecard.json`` -- every record plus counts by status; ``scorecard.md`` -- its book page;
 * ``src/`` and ``html/`` -- the assembled Jupyter Book source and its HTML (``html/index.html``).
 
+While a chapter runs the terminal shows the chapter, its elapsed time and its latest progress bar
+(:class:`ChapterProgress`): the chapter's :func:`bertrepro.progress.bar` calls write their state to a
+file instead of the notebook, so an executed chapter keeps no progress bars. Papermill's injected
+parameters cell is tagged ``remove-cell``: the HTML shows only the chapter's own parameters cell.
+
 Unless ``--online`` is given the kernels run with the Hugging Face offline switches
 (:data:`bertrepro.profiles.OFFLINE_ENV`) set, and the HTML is built with execution off, offline.
 """
