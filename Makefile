@@ -14,8 +14,9 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 # JupyterLab on notebooks/, with jupytext's contents manager: a NN_slug.py chapter opens as a notebook.
 LAB_FLAGS := --ServerApp.root_dir=. --ServerApp.contents_manager_class=jupytext.TextFileContentsManager --LabApp.default_url=/lab/tree/notebooks
 
-# Headless Chromium for the browser test (Debian's package; installed by `make browser-deps`).
-CHROMIUM ?= /usr/bin/chromium
+# Headless Chromium for the browser test: Debian's chromium (installed by `make browser-deps` when
+# no browser is found), or a Google Chrome already on the machine (GitHub's Ubuntu runners).
+CHROMIUM ?= $(firstword $(wildcard /usr/bin/chromium /usr/bin/google-chrome /usr/bin/google-chrome-stable) /usr/bin/chromium)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: book test install sync bench clean lab browser-deps browser-test

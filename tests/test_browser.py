@@ -27,7 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 HTML_DIR = ROOT / "book" / "_build" / "html"
 SHOTS_DIR = ROOT / "book" / "_build" / "screenshots"
 REQUIRE = os.environ.get("BERTREPRO_BROWSER_TEST", "") == "require"
-CHROMIUM = os.environ.get("BERTREPRO_CHROMIUM", "/usr/bin/chromium")
+# Debian's chromium, else a Google Chrome already installed (as the Makefile's CHROMIUM).
+CHROMIUM = os.environ.get("BERTREPRO_CHROMIUM") or next(
+    (p for p in ("/usr/bin/chromium", "/usr/bin/google-chrome", "/usr/bin/google-chrome-stable") if Path(p).exists()),
+    "/usr/bin/chromium")
 WIDTH, HEIGHT = 1280, 900
 MAX_OUTPUT_LINES = 60
 # Chromium as root in a container, with nothing that reaches for the network.
