@@ -1,5 +1,6 @@
 # bertrepro: `make book` runs the whole book, `make test` runs the tests.
 # Both create .venv and install the pinned dependencies on first use.
+# `make lab` opens the chapters in JupyterLab; `make browser-test` checks the built book in Chromium.
 
 # The interpreter that creates .venv: PYTHON if given, else the first of python3.13, python3.12,
 # python3.11, python3 that is Python 3.11 or newer (the pinned packages need 3.11).
@@ -22,7 +23,15 @@ ONLINE ?=
 
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: book test install sync bench clean print-python
+# JupyterLab on notebooks/, with jupytext's contents manager: a NN_slug.py chapter opens as a notebook.
+LAB_FLAGS := --ServerApp.root_dir=. --ServerApp.contents_manager_class=jupytext.TextFileContentsManager --LabApp.default_url=/lab/tree/notebooks
+
+# Headless Chromium for the browser test: Debian's chromium (installed by `make browser-deps` when
+# no browser is found), or a Google Chrome already on the machine (GitHub's Ubuntu runners).
+CHROMIUM ?= $(firstword $(wildcard /usr/bin/chromium /usr/bin/google-chrome /usr/bin/google-chrome-stable) /usr/bin/chromium)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: book test install sync bench clean print-python lab browser-deps browser-test
 
 $(PY):
 	@$(check_python)
@@ -46,6 +55,22 @@ book: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab $(LAB_FLAGS) $(if $(SUDO),,--allow-root)
+
+browser-deps: $(STAMP)
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  echo "installing chromium with apt-get"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
+	@"$(CHROMIUM)" --version
+
+# Every page of book/_build/html (from `make book`) in headless Chromium at 1280 px; screenshots
+# in book/_build/screenshots. Fails, rather than skips, when the book or the browser is missing.
+browser-test: browser-deps
+	BERTREPRO_BROWSER_TEST=require BERTREPRO_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q tests/test_browser.py
 
 bench: $(STAMP)
 	$(PY) -m bertrepro.bench

@@ -20,6 +20,11 @@ tagged ``parameters``. What the runner writes under the output folder (default `
 * ``scorecard.json`` -- every record plus counts by status; ``scorecard.md`` -- its book page;
 * ``src/`` and ``html/`` -- the assembled Jupyter Book source and its HTML (``html/index.html``).
 
+While a chapter runs the terminal shows the chapter, its elapsed time and its latest progress bar
+(:class:`ChapterProgress`): the chapter's :func:`bertrepro.progress.bar` calls write their state to a
+file instead of the notebook, so an executed chapter keeps no progress bars. Papermill's injected
+parameters cell is tagged ``remove-cell``: the HTML shows only the chapter's own parameters cell.
+
 Unless ``--online`` is given the kernels run with the Hugging Face offline switches
 (:data:`bertrepro.profiles.OFFLINE_ENV`) set, and the HTML is built with execution off, offline.
 """
@@ -39,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from . import report
+from . import progress, report
 from .profiles import OFFLINE_ENV, PROFILES, resolve_profile
 
 __all__ = [
@@ -59,6 +64,8 @@ __all__ = [
     "validate_parameters",
     "pairing_differences",
     "run_chapter",
+    "ChapterProgress",
+    "hide_injected_parameters",
     "assemble_source",
     "build_html",
     "build",
@@ -261,12 +268,24 @@ def _environ(updates: Mapping[str, str | None]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _kernel_env(chapter: str, records_dir: Path | None, cache_dir: Path | None, online: bool) -> dict[str, str | None]:
+# By message: a category from site-packages cannot be named in PYTHONWARNINGS (read before site).
+_TQDM_WARNING_FILTER = "ignore:IProgress not found"
+
+
+def _kernel_env(chapter: str, records_dir: Path | None, cache_dir: Path | None, online: bool,
+                progress_file: Path | None = None) -> dict[str, str | None]:
     env: dict[str, str | None] = {
         report.CHAPTER_ENV: chapter,
         report.RECORDS_ENV: None if records_dir is None else str(records_dir),
         CACHE_ENV: None if cache_dir is None else str(cache_dir),
         "PYTHONHASHSEED": "0",  # same set/dict iteration order in every run
+        # bertrepro.progress.bar writes its state here instead of drawing into the notebook.
+        progress.PROGRESS_ENV: None if progress_file is None else str(progress_file),
+        # Library bars (datasets, the hub) would draw into the notebook: the book keeps none of them.
+        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        # Libraries import tqdm.auto, which warns in a kernel without ipywidgets; the book shows no bars.
+        "PYTHONWARNINGS": ",".join(w for w in (os.environ.get("PYTHONWARNINGS"), _TQDM_WARNING_FILTER) if w),
     }
     # profiles.setup() only *defaults* the offline switches, so --online must set them to "0".
     env.update({k: ("0" if online else v) for k, v in OFFLINE_ENV.items()})
@@ -299,10 +318,113 @@ def _locate_failure(executed: Path, source_nb, exc: Exception, chapter: str) -> 
                         first_line=first_line)
 
 
+INJECTED_TAG = "injected-parameters"
+HIDE_TAG = "remove-cell"
+
+
+def hide_injected_parameters(executed: str | os.PathLike) -> int:
+    """Tag papermill's injected ``# Parameters`` cell(s) ``remove-cell`` so the HTML leaves them out.
+
+    The chapter's own ``parameters`` cell stays. Returns how many cells were tagged.
+    """
+    import nbformat
+
+    executed = Path(executed)
+    nb = _read_notebook(executed)
+    n = 0
+    for c in nb.cells:
+        tags = c.setdefault("metadata", {}).setdefault("tags", [])
+        if INJECTED_TAG in tags and HIDE_TAG not in tags:
+            tags.append(HIDE_TAG)
+            n += 1
+    if n:
+        report.atomic_write_text(executed, nbformat.writes(nb) + "\n")
+    return n
+
+
+def _elapsed(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+class ChapterProgress:
+    """Shows a running chapter in the terminal: its name, the elapsed time and its latest progress bar.
+
+    The chapter's bars (:func:`bertrepro.progress.bar`) write their state to ``progress_file``; a
+    thread reads it. On a terminal (``tty``) one line is rewritten in place every ``refresh`` seconds;
+    otherwise (CI logs) a new line is printed every ``interval`` seconds, and nothing in between, so
+    a log gets at most one line per ``interval``.
+
+    Use as a context manager around the chapter's execution; :meth:`finish` prints the result.
+    """
+
+    def __init__(self, prefix: str, label: str, progress_file: str | os.PathLike, *, stream: Any = None,
+                 interval: float = 30.0, tty: bool | None = None, refresh: float = 1.0):
+        import threading
+
+        self.prefix, self.label, self.progress_file = prefix, label, Path(progress_file)
+        self.stream = sys.stdout if stream is None else stream
+        self.interval, self.refresh = float(interval), float(refresh)
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)()) if tty is None else tty
+        self.lines = 0  # progress lines printed (not on a tty)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"progress-{label}", daemon=True)
+        self._start = 0.0
+        self._lock = threading.Lock()
+        self._drawn = False  # a tty line is on screen
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+    def line(self) -> str:
+        """The current progress line: chapter, elapsed time and the bar's state."""
+        text = f"{self.prefix} {self.label} {_elapsed(time.perf_counter() - self._start)}"
+        state = progress.format_status(progress.read_status(self.progress_file))
+        return text + (f" | {state}" if state else "")
+
+    def __enter__(self) -> "ChapterProgress":
+        self.progress_file.unlink(missing_ok=True)
+        self._start = time.perf_counter()
+        self._write(f"{self.prefix} {self.label} ... ")
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        period = self.refresh if self.tty else self.interval
+        while not self._stop.wait(period):
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                if self.tty:
+                    self._write("\r\x1b[K" + self.line())
+                    self._drawn = True
+                else:
+                    self._write(("\n" if self.lines == 0 else "") + self.line() + "\n")
+                    self.lines += 1
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        with self._lock:
+            pass
+        self._thread.join()
+        self.progress_file.unlink(missing_ok=True)
+
+    def finish(self, result: str) -> None:
+        """Print the chapter's result (``12.3 s, 4 record(s)`` or ``FAILED after ...``)."""
+        if self.tty and self._drawn:
+            self._write(f"\r\x1b[K{self.prefix} {self.label} ... {result}\n")
+        elif self.lines:
+            self._write(f"{self.prefix} {self.label} ... {result}\n")
+        else:
+            self._write(f"{result}\n")
+
+
 def run_chapter(path: str | os.PathLike, profile: str | None, out_dir: str | os.PathLike,
                 parameters: Mapping[str, Any] | None = None, *, cwd: str | os.PathLike | None = None,
                 records_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-                online: bool = False, kernel_name: str = KERNEL, timeout: float | None = None) -> ChapterResult:
+                online: bool = False, kernel_name: str = KERNEL, timeout: float | None = None,
+                progress_file: str | os.PathLike | None = None) -> ChapterResult:
     """Execute one chapter notebook in a fresh kernel and return its wall time and records.
 
     Args:
@@ -318,6 +440,11 @@ def run_chapter(path: str | os.PathLike, profile: str | None, out_dir: str | os.
         online: leave the Hugging Face offline switches off.
         kernel_name: the Jupyter kernel (``python3``).
         timeout: per-cell time limit in seconds (None: no limit).
+        progress_file: where the chapter's progress bars write their state (``$BERTREPRO_PROGRESS_FILE``,
+            read by :class:`ChapterProgress`); None: a temporary file, deleted afterwards. Either
+            way the bars draw nothing into the executed notebook.
+
+    The executed notebook's papermill-injected parameters cell is tagged ``remove-cell``.
 
     Returns:
         :class:`ChapterResult` with the chapter's records from this run.
@@ -351,17 +478,32 @@ def run_chapter(path: str | os.PathLike, profile: str | None, out_dir: str | os.
     engine_kwargs: dict[str, Any] = {"config": Config({"KernelManager": {"transport": "ipc"}})}
     if timeout is not None:
         engine_kwargs["execution_timeout"] = timeout
+    import tempfile
+
+    if progress_file is None:
+        fd, tmp_progress = tempfile.mkstemp(prefix=f"{chapter}.", suffix=".progress.json")
+        os.close(fd)
+        pfile = Path(tmp_progress)
+    else:
+        pfile = Path(progress_file).resolve()
     start = time.perf_counter()
-    with _environ(_kernel_env(chapter, None if records_dir is None else rdir, cdir, online)):
-        try:
-            papermill.execute_notebook(
-                str(path), str(executed), parameters=params, kernel_name=kernel_name, language="python",
-                progress_bar=False, log_output=False, cwd=str(cwd), **engine_kwargs,
-            )
-        except PapermillExecutionError as e:
-            raise _locate_failure(executed, _read_notebook(path), e, chapter) from None
-        except Exception as e:  # timeout, dead kernel, kernel that cannot start
-            raise _locate_failure(executed, _read_notebook(path), e, chapter) from e
+    try:
+        with _environ(_kernel_env(chapter, None if records_dir is None else rdir, cdir, online, pfile)):
+            try:
+                papermill.execute_notebook(
+                    str(path), str(executed), parameters=params, kernel_name=kernel_name, language="python",
+                    progress_bar=False, log_output=False, cwd=str(cwd), **engine_kwargs,
+                )
+            except PapermillExecutionError as e:
+                raise _locate_failure(executed, _read_notebook(path), e, chapter) from None
+            except Exception as e:  # timeout, dead kernel, kernel that cannot start
+                raise _locate_failure(executed, _read_notebook(path), e, chapter) from e
+    finally:
+        if progress_file is None:
+            pfile.unlink(missing_ok=True)
+        if executed.exists():
+            with contextlib.suppress(Exception):
+                hide_injected_parameters(executed)
     seconds = time.perf_counter() - start
     return ChapterResult(chapter=chapter, source=path, executed=executed, seconds=seconds,
                          records=report.collect(rdir, chapters=[chapter]))
@@ -458,8 +600,13 @@ def _write_json(path: Path, data: Any) -> None:
 def build(profile: str | None = None, chapters: Sequence[str] | None = None, seed: int | None = None,
           device: str | None = None, online: bool = False, html: bool = True,
           output: str | os.PathLike = BUILD_DIR, notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
-          book_dir: str | os.PathLike = BOOK_DIR, log: Callable[[str], None] = print) -> BookResult:
+          book_dir: str | os.PathLike = BOOK_DIR, log: Callable[[str], None] = print,
+          progress_interval: float = 30.0, stream: Any = None) -> BookResult:
     """Run the chapters in order, write timings and the scorecard, and render the HTML.
+
+    While a chapter runs, the terminal (``stream``, default stdout) shows the chapter, the elapsed
+    time and its latest progress bar: rewritten in place on a terminal, a new line every
+    ``progress_interval`` seconds otherwise (:class:`ChapterProgress`).
 
     The scorecard and the HTML hold exactly the chapters of this run. Everything is checked before
     the first chapter starts (chapter names, parameters, pairs, the book config), so a mistake fails
@@ -502,18 +649,20 @@ def build(profile: str | None = None, chapters: Sequence[str] | None = None, see
         if work.exists():
             shutil.rmtree(work)
         work.mkdir(parents=True)
-        print(f"[{i:02d}/{n:02d}] {nb.stem} ...", end=" ", flush=True)
         start = time.perf_counter()
+        monitor = ChapterProgress(f"[{i:02d}/{n:02d}]", nb.stem, dirs["work"] / f".{nb.stem}.progress.json",
+                                  stream=stream, interval=progress_interval)
         try:
-            res = run_chapter(nb, prof, dirs["executed"], extra, cwd=work, records_dir=dirs["records"],
-                              cache_dir=dirs["cache"], online=online)
+            with monitor:
+                res = run_chapter(nb, prof, dirs["executed"], extra, cwd=work, records_dir=dirs["records"],
+                                  cache_dir=dirs["cache"], online=online, progress_file=monitor.progress_file)
         except ChapterError as e:
             secs = time.perf_counter() - start
-            print(f"FAILED after {secs:.1f} s", flush=True)
+            monitor.finish(f"FAILED after {secs:.1f} s")
             timings["chapters"][nb.stem] = {"seconds": round(secs, 3), "status": "failed"}
             failure = e
             break
-        print(f"{res.seconds:.1f} s" + (f", {len(res.records)} record(s)" if res.records else ""), flush=True)
+        monitor.finish(f"{res.seconds:.1f} s" + (f", {len(res.records)} record(s)" if res.records else ""))
         timings["chapters"][nb.stem] = {"seconds": round(res.seconds, 3), "status": "ok"}
         results.append(res)
         _write_json(output / "timings.json", timings)

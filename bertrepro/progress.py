@@ -1,19 +1,178 @@
 """One progress bar for the package.
 
-Every loop that reports progress calls :func:`bar`. Interactive use (a terminal or JupyterLab)
-gets a live ``tqdm`` bar. The book runner decides what an executed chapter keeps; see
-:func:`bar` for the rule.
+Every loop that reports progress calls :func:`bar`. What the bar does depends on where it runs:
+
+* **under the book runner** (``$BERTREPRO_PROGRESS_FILE`` names a file): nothing is printed into the
+  notebook. The bar's latest state (description, ``n/total``, postfix, elapsed time) is written, at
+  most once a second, to that JSON file, and the runner shows it in the terminal
+  (:mod:`bertrepro.book`). The executed chapter keeps no trace of the bar.
+* **in a Jupyter kernel** (JupyterLab, or papermill run by hand): one text line per bar, updated in
+  place through an IPython display handle. JupyterLab shows it live; an executed notebook keeps
+  only the bar's final line (or none for a bar made with ``leave=False``), never one line per update.
+  No ``ipywidgets`` are needed, so there is no ``TqdmWarning``.
+* **anywhere else** (a terminal, a script, a log file): a plain ``tqdm`` bar on stderr.
 """
 from __future__ import annotations
 
+import json
+import os
+import sys
+import time
+from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["bar"]
+__all__ = ["bar", "PROGRESS_ENV", "mode", "read_status", "format_status"]
+
+#: Environment variable the book runner sets to the path of the chapter's progress file.
+PROGRESS_ENV = "BERTREPRO_PROGRESS_FILE"
+
+# Bars that only write a file need no faster updates than this (seconds).
+_FILE_MININTERVAL = 1.0
+# A bar in a kernel sends a display update at most this often (seconds).
+_KERNEL_MININTERVAL = 0.5
+# Options that only make sense for a bar drawn on a terminal.
+_TERMINAL_ONLY = ("file", "dynamic_ncols", "position", "ascii", "colour", "nrows")
+
+
+def mode() -> str:
+    """Where :func:`bar` draws: ``"book"``, ``"kernel"`` or ``"terminal"`` (see the module docstring)."""
+    if os.environ.get(PROGRESS_ENV):
+        return "book"
+    if "ipykernel" in sys.modules:
+        try:
+            from IPython import get_ipython
+        except ImportError:  # pragma: no cover - ipykernel always brings IPython
+            return "terminal"
+        shell = get_ipython()
+        if shell is not None and getattr(shell, "kernel", None) is not None:
+            return "kernel"
+    return "terminal"
+
+
+class _NullIO:
+    """A text sink: the bars below draw elsewhere, tqdm still wants a file."""
+
+    def write(self, s: str) -> int:
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+
+def _base():
+    from tqdm.std import tqdm
+
+    return tqdm
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _file_bar_class():
+    tqdm = _base()
+
+    class FileBar(tqdm):
+        """Writes its state to ``$BERTREPRO_PROGRESS_FILE`` instead of drawing."""
+
+        monitor_interval = 0  # no monitor thread: every write comes from the loop's own thread
+
+        def __init__(self, *args: Any, status_path: str, **kwargs: Any):
+            self._status_path = Path(status_path)
+            super().__init__(*args, **kwargs)
+
+        def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+            closed = msg is not None or bool(self.disable)
+            now = time.monotonic()
+            # set_postfix() refreshes on every call; the file needs no more than one write a second.
+            if not closed and now - getattr(self, "_last_write", -1e9) < _FILE_MININTERVAL:
+                return True
+            self._last_write = now
+            d = self.format_dict
+            state = {
+                "desc": (d.get("prefix") or "").rstrip(": "),
+                "n": d.get("n"),
+                "total": d.get("total"),
+                "unit": d.get("unit"),
+                "postfix": d.get("postfix") or "",
+                "elapsed": round(float(d.get("elapsed") or 0.0), 3),
+                "closed": closed,
+                "line": self.format_meter(**{**d, "ncols": 0}).strip(),
+                "time": time.time(),
+            }
+            try:
+                _write_atomic(self._status_path, json.dumps(state) + "\n")
+            except OSError:
+                pass  # the progress file is a convenience for the terminal; never fail a chapter over it
+            return True
+
+    return FileBar
+
+
+def _kernel_bar_class():
+    tqdm = _base()
+
+    class KernelBar(tqdm):
+        """One text line in the cell's output, updated in place through a display handle."""
+
+        monitor_interval = 0  # display messages must come from the cell's own thread
+
+        def __init__(self, *args: Any, **kwargs: Any):
+            self._handle = None
+            super().__init__(*args, **kwargs)
+
+        def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+            from IPython.display import display
+
+            text = self.__str__() if msg is None else msg
+            bundle = {"text/plain": text}
+            if self._handle is None:
+                if not text:
+                    return True
+                self._handle = display(bundle, raw=True, display_id=True)
+            else:
+                self._handle.update(bundle, raw=True)
+            return True
+
+    return KernelBar
 
 
 def bar(iterable: Iterable[Any] | None = None, *, total: int | None = None, desc: str | None = None,
         disable: bool = False, **kwargs: Any):
-    """A ``tqdm`` progress bar over ``iterable`` (or a manual one with ``total``)."""
-    from tqdm.auto import tqdm
+    """A ``tqdm`` progress bar over ``iterable`` (or a manual one with ``total``); see the module docstring."""
+    where = "terminal" if disable else mode()
+    if where == "terminal":
+        return _base()(iterable, total=total, desc=desc, disable=disable, **kwargs)
+    for k in _TERMINAL_ONLY:
+        kwargs.pop(k, None)
+    if where == "book":
+        kwargs["mininterval"] = max(float(kwargs.get("mininterval", 0.0)), _FILE_MININTERVAL)
+        return _file_bar_class()(iterable, total=total, desc=desc, file=_NullIO(),
+                                 status_path=os.environ[PROGRESS_ENV], **kwargs)
+    kwargs["mininterval"] = max(float(kwargs.get("mininterval", 0.0)), _KERNEL_MININTERVAL)
+    kwargs.setdefault("ncols", 100)
+    return _kernel_bar_class()(iterable, total=total, desc=desc, file=_NullIO(), **kwargs)
 
-    return tqdm(iterable, total=total, desc=desc, disable=disable, **kwargs)
+
+def read_status(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The latest state a bar wrote to ``path`` (None when there is none yet, or it cannot be read)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def format_status(state: dict[str, Any] | None) -> str:
+    """One short line for a bar's state: ``pretraining 1200/6000 step, loss=3.210`` (empty when None)."""
+    if not state:
+        return ""
+    desc = state.get("desc") or "progress"
+    n, total = state.get("n"), state.get("total")
+    count = f"{n}/{total}" if total else f"{n}"
+    unit = state.get("unit") or "it"
+    text = f"{desc} {count} {unit}"
+    if state.get("postfix"):
+        text += f", {state['postfix']}"
+    return text

@@ -356,6 +356,29 @@ def _claims_table(records: Sequence[Record], link_chapters: bool) -> str:
     return "\n".join(lines)
 
 
+def _chapter_tables(records: Sequence[Record]) -> str:
+    """The book's claims, one table per chapter, narrow enough for the page's column.
+
+    The columns a reader scans come first (status, our number, the paper's); the claim's key and
+    description close the row, where a long text wraps.
+    """
+    by_chapter: dict[str, list[Record]] = {}
+    for r in records:
+        by_chapter.setdefault(r.chapter, []).append(r)
+    parts: list[str] = []
+    for chapter, recs in by_chapter.items():
+        parts += [f"### [{chapter}]({chapter}.ipynb)", "", f"{_counts_line(recs)}.", "",
+                  "| Status | Ours | Paper | Claim |", "|---|--:|--:|---|"]
+        for r in recs:
+            paper = format_value(r.paper)
+            if r.paper is not None and r.tolerance is not None:
+                paper += f" ± {format_value(r.tolerance)}"
+            claim = f"`{r.key}`" + (f": {_cell(r.note)}" if r.note else "")
+            parts.append(f"| {r.status} | {_cell(format_value(r.value))} | {_cell(paper)} | {claim} |")
+        parts.append("")
+    return "\n".join(parts).rstrip("\n")
+
+
 def _counts_line(records: Sequence[Record]) -> str:
     counts = count_statuses(records)
     return ", ".join(f"{n} {s}" for s, n in counts.items()) + f" ({len(records)} claims)"
@@ -466,7 +489,7 @@ def render_scorecard(records: Sequence[Record], profile: str | None = None) -> s
         "",
         "## Claims",
         "",
-        _claims_table(records, link_chapters=True) if records else "*No chapter recorded a claim in this run.*",
+        _chapter_tables(records) if records else "*No chapter recorded a claim in this run.*",
         "",
         "## The paper's tables",
         "",

@@ -174,7 +174,12 @@ def test_counts_and_scorecard_json(tmp_path):
 def test_render_scorecard():
     md = report.render_scorecard(_sample_records(), profile="cpu")
     assert md.startswith("# Scorecard")
-    assert "| `params.total` | 109,482,240 ± 0 | 109,482,240 | exact | [01_a](01_a.ipynb) |" in md
+    # One table per chapter; status, ours and paper first, the claim (key: note) last.
+    assert "### [01_a](01_a.ipynb)" in md and "### [02_b](02_b.ipynb)" in md
+    assert md.index("### [01_a]") < md.index("`params.total`") < md.index("### [02_b]") < md.index("`glue.sst2`")
+    assert md.count("| Status | Ours | Paper | Claim |") == 2
+    assert "| exact | 109,482,240 | 109,482,240 ± 0 | `params.total` |" in md
+    assert "| not reproduced at this scale | 0.51 | 0.975 | `nsp.acc` |" in md
     assert "masked \\| chosen" in md, "a | in a note must be escaped in the table"
     assert "`cpu` profile" in md
     for t in PAPER_TABLES.values():
