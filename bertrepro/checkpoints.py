@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from .config import BertConfig
+from .io import atomic_write_bytes, atomic_write_text  # re-exported: the package's one atomic writer
 from .model import BertForPreTraining, BertModel
 
 __all__ = ["CheckpointError", "from_hf", "load_state_dict_strict", "save_pretrained", "load_pretrained", "to_hf",
@@ -177,29 +177,6 @@ def to_hf(model: BertModel | BertForPreTraining, attn_implementation: str = "eag
     ours = model.state_dict()
     load_state_dict_strict(hf, {k: v for k, v in ours.items()}, type(model).__name__)
     return hf
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file and ``os.replace``: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) atomically; see :func:`atomic_write_bytes`."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_pretrained(model: BertModel | BertForPreTraining, path: str | os.PathLike) -> Path:

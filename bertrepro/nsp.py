@@ -410,7 +410,8 @@ def create_pretraining_examples(documents: Sequence[Sequence[Any]], max_seq_leng
         cls_token_id = tokenizer.cls_token_id if cls_token_id is None else cls_token_id
         sep_token_id = tokenizer.sep_token_id if sep_token_id is None else sep_token_id
         pad_token_id = tokenizer.pad_token_id if pad_token_id is None else pad_token_id
-        continuation = frozenset(i for p, i in tokenizer.vocab.items() if p.startswith("##"))
+        starts = tokenizer.word_start_mask(torch.arange(tokenizer.vocab_size))  # False at "##" pieces
+        continuation = frozenset((~starts).nonzero().flatten().tolist())
         if any(isinstance(s, str) for d in documents for s in d[:1]):
             documents = tokenizer.encode_corpus(documents)
     missing = [n for n, v in (("cls_token_id", cls_token_id), ("sep_token_id", sep_token_id),
