@@ -618,7 +618,7 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, path: str | os.PathLi
 
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
-    from .checkpoints import atomic_write_text
+    from .io import atomic_write_text
 
     texts = list(texts)
     bad = next((t for t in texts if not isinstance(t, str)), None)
