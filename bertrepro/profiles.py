@@ -60,13 +60,14 @@ def resolve_profile(profile: str | None) -> str:
     return check_profile(profile)
 
 
-def resolve_device(device: str | torch.device | None, profile: str) -> torch.device:
-    """The device of a run: ``device`` when given, else CUDA for the ``gpu`` profile when available, else the CPU.
+def resolve_device(device: str | torch.device | None, profile: str | None) -> torch.device:
+    """The device of a run: ``device`` when given, else CUDA for the ``gpu`` profile (or none: the paper's
+    recipe) when available, else the CPU.
 
     Raises ``ValueError`` when CUDA is asked for and not available.
     """
     if device is None or device == "":
-        device = "cuda" if (profile == "gpu" and torch.cuda.is_available()) else "cpu"
+        device = "cuda" if (profile in ("gpu", None) and torch.cuda.is_available()) else "cpu"
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
