@@ -29,7 +29,7 @@ LAB_FLAGS := --ServerApp.root_dir=. --ServerApp.contents_manager_class=jupytext.
 # Headless Chromium for the browser test: Debian's chromium (installed by `make browser-deps` when
 # no browser is found), or a Google Chrome already on the machine (GitHub's Ubuntu runners).
 CHROMIUM ?= $(firstword $(wildcard /usr/bin/chromium /usr/bin/google-chrome /usr/bin/google-chrome-stable) /usr/bin/chromium)
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SUDO = $(shell [ "$$(id -u 2>/dev/null)" = 0 ] || echo sudo)
 
 .PHONY: book test install sync bench clean print-python lab browser-deps browser-test
 

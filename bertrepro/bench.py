@@ -32,30 +32,15 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from .checkpoints import to_hf
 from .config import BertConfig
+from .masking import mask_tokens
+from .model import BertForPreTraining, BertModel
+from .train.flops import forward_flops, measure_peak_flops, mlm_head_flops, train_step_flops
+from .train.optim import build_adamw
 
 __all__ = ["BENCHMARKS", "PRESETS", "forward_flops", "mlm_head_flops", "train_step_flops", "matmul_peak_gflops",
            "bench_model_forward", "bench_masking", "bench_train_step", "format_table", "main"]
-
-
-def forward_flops(config: BertConfig, batch: int, seq: int, pooler: bool = True) -> int:
-    r"""Matmul FLOPs of one ``BertModel`` forward pass (a multiply-add counts 2).
-
-    Per layer, on :math:`N = B\,T` tokens: the Q, K, V and output projections :math:`4 \cdot 2NH^2`,
-    the feed-forward network :math:`2 \cdot 2NHF`, and attention itself, :math:`QK^\top` and
-    :math:`AV`, each :math:`2BT^2H`, so :math:`4BT^2H`. The pooler adds :math:`2BH^2`. Embedding
-    look-ups, biases, softmax, LayerNorm and GELU are not matmuls and are not counted (they are
-    well under 1 % at BERT sizes); this is the count ``torch.utils.flop_counter`` makes.
-    """
-    for name, v in (("batch", batch), ("seq", seq)):
-        if not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-    if seq > config.max_position_embeddings:
-        raise ValueError(f"seq={seq} exceeds max_position_embeddings={config.max_position_embeddings}")
-    B, T, H, F, L = batch, seq, config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    N = B * T
-    per_layer = 2 * N * (4 * H * H + 2 * H * F) + 4 * B * T * T * H
-    return L * per_layer + (2 * B * H * H if pooler else 0)
 
 
 def _sync(device: torch.device) -> None:
@@ -64,21 +49,9 @@ def _sync(device: torch.device) -> None:
 
 
 def matmul_peak_gflops(device: str | torch.device = "cpu", n: int = 2048, repeats: int = 5) -> float:
-    """Best fp32 ``torch.mm`` throughput of two n x n matrices, in GFLOP/s: the machine's practical peak."""
-    device = torch.device(device)
-    g = torch.Generator(device="cpu").manual_seed(0)
-    a = torch.randn(n, n, generator=g).to(device)
-    b = torch.randn(n, n, generator=g).to(device)
-    best = float("inf")
-    with torch.inference_mode():
-        torch.mm(a, b)  # warm-up
-        for _ in range(repeats):
-            _sync(device)
-            t0 = time.perf_counter()
-            torch.mm(a, b)
-            _sync(device)
-            best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
+    """Best fp32 ``torch.mm`` throughput of two n x n matrices, in GFLOP/s: the machine's practical peak
+    (:func:`bertrepro.train.flops.measure_peak_flops` in fp32)."""
+    return measure_peak_flops(device, torch.float32, n, repeats) / 1e9
 
 
 @contextlib.contextmanager
@@ -98,7 +71,13 @@ def _num_threads(n: int | None) -> Iterator[None]:
 
 
 def _interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
-    """Time each zero-argument callable ``repeats`` times, alternating their order each round (seconds)."""
+    """Time each zero-argument callable ``repeats`` times, alternating their order each round (seconds).
+
+    Not ``torch.utils.benchmark.Timer``: a Timer measures one statement's runs back to back, so a
+    change in a shared machine's load between the two measurements would fall on one side only;
+    alternating A and B every round makes drift hit both alike, and keeps every single time for the
+    median and the spread.
+    """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     if warmup < 0:
@@ -120,6 +99,28 @@ def _interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int, d
     return times
 
 
+
+def _timing_result(name: str, what: str, times: dict[str, list[float]], tokens: int, repeats: int,
+                   **extra: Any) -> dict[str, Any]:
+    """The common fields of a benchmark's result: medians in ms, their ratio and the tokens/s of each side."""
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"name": name, "what": what, "unit": "ms", "ours": med["ours"] * 1e3, "theirs": med["theirs"] * 1e3,
+            "ratio": med["ours"] / med["theirs"], "speedup": med["theirs"] / med["ours"],
+            "ours_tokens_per_s": tokens / med["ours"], "theirs_tokens_per_s": tokens / med["theirs"], **extra,
+            "repeats": repeats, "times_s": times}
+
+
+def _add_throughput(res: dict[str, Any], flops: dict[str, int], peak_gflops: float | None) -> dict[str, Any]:
+    """Achieved GFLOP/s of each side and, given the machine's peak, the MFU-style fraction."""
+    for side in ("ours", "theirs"):
+        res[f"{side}_gflops"] = flops[side] / (res[side] / 1e3) / 1e9
+    if peak_gflops:
+        res["peak_gflops"] = peak_gflops
+        res["ours_mfu"] = res["ours_gflops"] / peak_gflops
+        res["theirs_mfu"] = res["theirs_gflops"] / peak_gflops
+    return res
+
+
 def bench_model_forward(
     config: BertConfig | None = None,
     batch: int = 8,
@@ -137,9 +138,6 @@ def bench_model_forward(
     mask that pads the second half of the batch to 3/4 of ``seq`` (real batches carry padding).
     Before timing, the two outputs are compared; their max abs difference is returned as ``max_abs_diff``.
     """
-    from .checkpoints import to_hf
-    from .model import BertModel
-
     config = BertConfig.base() if config is None else config
     device = torch.device(device)
     flops = forward_flops(config, batch, seq)
@@ -168,30 +166,10 @@ def bench_model_forward(
             },
             repeats, warmup, device,
         )
-    med = {k: statistics.median(v) for k, v in times.items()}
-    tokens = batch * seq
-    res: dict[str, Any] = {
-        "name": "model_forward",
-        "what": f"BertModel forward, L={config.num_hidden_layers} H={config.hidden_size} A={config.num_attention_heads}, "
-                f"batch {batch}x{seq}, fp32, {device.type}",
-        "unit": "ms",
-        "ours": med["ours"] * 1e3,
-        "theirs": med["theirs"] * 1e3,
-        "ratio": med["ours"] / med["theirs"],
-        "ours_tokens_per_s": tokens / med["ours"],
-        "theirs_tokens_per_s": tokens / med["theirs"],
-        "flops": flops,
-        "ours_gflops": flops / med["ours"] / 1e9,
-        "theirs_gflops": flops / med["theirs"] / 1e9,
-        "max_abs_diff": max_abs_diff,
-        "repeats": repeats,
-        "times_s": times,
-    }
-    if peak_gflops:
-        res["peak_gflops"] = peak_gflops
-        res["ours_mfu"] = res["ours_gflops"] / peak_gflops
-        res["theirs_mfu"] = res["theirs_gflops"] / peak_gflops
-    return res
+    what = (f"BertModel forward, L={config.num_hidden_layers} H={config.hidden_size} A={config.num_attention_heads}, "
+            f"batch {batch}x{seq}, fp32, {device.type}")
+    res = _timing_result("model_forward", what, times, batch * seq, repeats, flops=flops, max_abs_diff=max_abs_diff)
+    return _add_throughput(res, {"ours": flops, "theirs": flops}, peak_gflops)
 
 
 # The special-token ids of the synthetic batches below (a vocabulary from train_wordpiece has the same).
@@ -253,9 +231,7 @@ def bench_masking(
     in a ``DataLoader`` worker (PyTorch sets one thread per worker). On a busy machine, intra-op
     threads waiting for each other can dominate operations this small; None keeps the process's setting.
     """
-    from transformers import BertTokenizerFast, DataCollatorForLanguageModeling
-
-    from .masking import mask_tokens
+    from transformers import BertTokenizerFast, DataCollatorForLanguageModeling  # optional: only this benchmark
 
     config = BertConfig.base() if config is None else config
     device = torch.device("cpu")
@@ -281,42 +257,24 @@ def bench_masking(
     fractions = {name: int((fn()[1] != -100).sum()) / candidates for name, fn in (("ours", ours), ("theirs", theirs))}
     with _num_threads(threads):
         times = _interleaved({"ours": ours, "theirs": theirs}, repeats, warmup, device)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    tokens = batch * seq
-    return {
-        "name": "masking",
-        "what": f"MLM masking (15 %, 80/10/10) of a {batch}x{seq} batch, V={V}, cpu, "
-                f"{threads or torch.get_num_threads()} thread(s)",
-        "unit": "ms",
-        "ours": med["ours"] * 1e3,
-        "theirs": med["theirs"] * 1e3,
-        "ratio": med["ours"] / med["theirs"],
-        "speedup": med["theirs"] / med["ours"],
-        "ours_tokens_per_s": tokens / med["ours"],
-        "theirs_tokens_per_s": tokens / med["theirs"],
-        "threads": threads or torch.get_num_threads(),
-        "ours_chosen_fraction": fractions["ours"],
-        "theirs_chosen_fraction": fractions["theirs"],
-        "repeats": repeats,
-        "times_s": times,
-    }
+    threads_used = threads or torch.get_num_threads()
+    what = f"MLM masking (15 %, 80/10/10) of a {batch}x{seq} batch, V={V}, cpu, {threads_used} thread(s)"
+    return _timing_result("masking", what, times, batch * seq, repeats, threads=threads_used,
+                          ours_chosen_fraction=fractions["ours"], theirs_chosen_fraction=fractions["theirs"])
 
 
-def mlm_head_flops(config: BertConfig, rows: int) -> int:
-    """Matmul FLOPs of the masked-LM head on ``rows`` hidden vectors: the H x H transform and the H x V decoder."""
-    H, V = config.hidden_size, config.vocab_size
-    return rows * (2 * H * H + 2 * H * V)
-
-
-def train_step_flops(config: BertConfig, batch: int, seq: int, mlm_rows: int) -> int:
-    """Matmul FLOPs of one pre-training step: 3x the forward (backward costs about twice the forward).
-
-    The forward is the encoder with pooler (:func:`forward_flops`), the masked-LM head on
-    ``mlm_rows`` rows (all ``batch * seq`` positions when the head is not gathered) and the NSP
-    classifier (``2 * batch * H * 2``).
-    """
-    fwd = forward_flops(config, batch, seq) + mlm_head_flops(config, mlm_rows) + 2 * batch * config.hidden_size * 2
-    return 3 * fwd
+def _pretraining_batch(vocab_size: int, batch: int, seq: int, g: torch.Generator,
+                       device: torch.device) -> tuple[torch.Tensor, ...]:
+    """A masked (B, T) batch of random words with two segments and random NSP labels, on ``device``:
+    input ids, token types, attention mask, MLM labels, NSP labels."""
+    data = _mlm_batch(vocab_size, batch, seq, g)
+    inputs, labels = mask_tokens(data["input_ids"], data["special_tokens_mask"], vocab_size=vocab_size,
+                                 mask_token_id=_SPECIAL["[MASK]"], max_predictions=20, generator=g,
+                                 attention_mask=data["attention_mask"])
+    types = torch.zeros_like(inputs)
+    types[:, seq // 2:] = 1  # (B, T) segment B in the second half
+    nsp = torch.randint(0, 2, (batch,), generator=g)
+    return tuple(x.to(device) for x in (inputs, types, data["attention_mask"], labels, nsp))
 
 
 def bench_train_step(
@@ -342,10 +300,6 @@ def bench_train_step(
     config: ``BertConfig.tiny()`` (L=2, H=128, A=2, V=30,522). ``threads``: intra-op threads for the
     timed steps (None: the process's setting).
     """
-    from .checkpoints import to_hf
-    from .masking import mask_tokens
-    from .model import BertForPreTraining
-
     config = BertConfig.tiny() if config is None else config
     device = torch.device(device)
     g = torch.Generator().manual_seed(seed)
@@ -355,14 +309,7 @@ def bench_train_step(
     if theirs.config._attn_implementation != "sdpa":
         raise RuntimeError(f"transformers built {theirs.config._attn_implementation!r} attention, expected 'sdpa'")
     ours, theirs = ours.to(device), theirs.to(device)
-    V = config.vocab_size
-    data = _mlm_batch(V, batch, seq, g)
-    inputs, labels = mask_tokens(data["input_ids"], data["special_tokens_mask"], vocab_size=V,
-                                 mask_token_id=_SPECIAL["[MASK]"], max_predictions=20, generator=g, attention_mask=data["attention_mask"])
-    types = torch.zeros_like(inputs)
-    types[:, seq // 2:] = 1  # (B, T) segment B in the second half
-    nsp = torch.randint(0, 2, (batch,), generator=g)
-    inputs, types, mask, labels, nsp = (t.to(device) for t in (inputs, types, data["attention_mask"], labels, nsp))
+    inputs, types, mask, labels, nsp = _pretraining_batch(config.vocab_size, batch, seq, g, device)
     mlm_rows = int((labels != -100).sum())
 
     with torch.no_grad():
@@ -372,8 +319,8 @@ def bench_train_step(
                    next_sentence_label=nsp).loss
         loss_abs_diff = (a - b).abs().item()
     ours.train(), theirs.train()
-    opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-4, weight_decay=0.01)
-    opt_theirs = torch.optim.AdamW(theirs.parameters(), lr=1e-4, weight_decay=0.01)
+    opt_ours = build_adamw(ours, 1e-4, 0.01, device)
+    opt_theirs = build_adamw(theirs, 1e-4, 0.01, device)
 
     def step_ours():
         opt_ours.zero_grad(set_to_none=True)
@@ -388,34 +335,14 @@ def bench_train_step(
 
     with _num_threads(threads):
         times = _interleaved({"ours": step_ours, "theirs": step_theirs}, repeats, warmup, device)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    tokens = batch * seq
-    flops = {"ours": train_step_flops(config, batch, seq, mlm_rows), "theirs": train_step_flops(config, batch, seq, tokens)}
-    res: dict[str, Any] = {
-        "name": "train_step",
-        "what": f"BertForPreTraining optimizer step, L={config.num_hidden_layers} H={config.hidden_size} "
-                f"A={config.num_attention_heads} V={V}, batch {batch}x{seq}, {mlm_rows} MLM rows, fp32, {device.type}",
-        "unit": "ms",
-        "ours": med["ours"] * 1e3,
-        "theirs": med["theirs"] * 1e3,
-        "ratio": med["ours"] / med["theirs"],
-        "speedup": med["theirs"] / med["ours"],
-        "ours_tokens_per_s": tokens / med["ours"],
-        "theirs_tokens_per_s": tokens / med["theirs"],
-        "mlm_rows": mlm_rows,
-        "ours_flops": flops["ours"],
-        "theirs_flops": flops["theirs"],
-        "ours_gflops": flops["ours"] / med["ours"] / 1e9,
-        "theirs_gflops": flops["theirs"] / med["theirs"] / 1e9,
-        "loss_abs_diff": loss_abs_diff,
-        "repeats": repeats,
-        "times_s": times,
-    }
-    if peak_gflops:
-        res["peak_gflops"] = peak_gflops
-        res["ours_mfu"] = res["ours_gflops"] / peak_gflops
-        res["theirs_mfu"] = res["theirs_gflops"] / peak_gflops
-    return res
+    flops = {"ours": train_step_flops(config, batch, seq, mlm_rows),
+             "theirs": train_step_flops(config, batch, seq, batch * seq)}
+    what = (f"BertForPreTraining optimizer step, L={config.num_hidden_layers} H={config.hidden_size} "
+            f"A={config.num_attention_heads} V={config.vocab_size}, batch {batch}x{seq}, {mlm_rows} MLM rows, fp32, "
+            f"{device.type}")
+    res = _timing_result("train_step", what, times, batch * seq, repeats, mlm_rows=mlm_rows, ours_flops=flops["ours"],
+                         theirs_flops=flops["theirs"], loss_abs_diff=loss_abs_diff)
+    return _add_throughput(res, flops, peak_gflops)
 
 
 #: Every benchmark, in the order they run. Append new ``bench_*`` functions here.

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from . import progress, report
-from .profiles import OFFLINE_ENV, PROFILES, resolve_profile
+from .profiles import OFFLINE_ENV, PROFILES, check_profile, resolve_profile
 
 __all__ = [
     "ROOT",
@@ -214,8 +214,8 @@ def validate_parameters(path: str | os.PathLike, parameters: Mapping[str, Any]) 
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown} for {Path(path).name}; "
                          f"valid parameters are {', '.join(sorted(declared))}")
-    if "profile" in parameters and parameters["profile"] not in PROFILES:
-        raise ValueError(f"unknown profile {parameters['profile']!r}; valid profiles are {', '.join(PROFILES)}")
+    if "profile" in parameters:
+        check_profile(parameters["profile"])
 
 
 def _cells(nb) -> list[tuple[str, str, tuple[str, ...]]]:

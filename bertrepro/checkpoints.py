@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from .config import BertConfig
+from .io import atomic_write_bytes, atomic_write_text  # re-exported: the package's one atomic writer
 from .model import BertForPreTraining, BertModel
 
 __all__ = ["CheckpointError", "from_hf", "load_state_dict_strict", "save_pretrained", "load_pretrained", "to_hf",
@@ -177,67 +177,6 @@ def to_hf(model: BertModel | BertForPreTraining, attn_implementation: str = "eag
     ours = model.state_dict()
     load_state_dict_strict(hf, {k: v for k, v in ours.items()}, type(model).__name__)
     return hf
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where the platform allows (Linux: /proc)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)  # elsewhere: set and restore (the only portable way to read it)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Flush a directory entry (a rename) to disk; a no-op where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file and ``os.replace``: a crash never leaves half a file.
-
-    The file gets the mode an ordinary ``open(path, "w")`` would give (``0o666`` less the umask, so
-    0644 under the usual umask 022), not the owner-only 0600 of a temporary file. The data is flushed
-    to disk before the rename and the directory entry after it.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            if hasattr(os, "fchmod"):
-                os.fchmod(f.fileno(), 0o666 & ~_umask())
-            else:
-                os.chmod(tmp, 0o666 & ~_umask())
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) atomically; see :func:`atomic_write_bytes`."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_pretrained(model: BertModel | BertForPreTraining, path: str | os.PathLike) -> Path:

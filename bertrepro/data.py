@@ -36,7 +36,7 @@ from urllib.parse import urlparse
 
 __all__ = [
     "CORPORA", "DEFAULT_CORPUS", "SPLITS", "TOPICS", "UNCATEGORIZED", "NetworkRequiredError",
-    "load_corpus", "split_sentences", "wiki_vital_path", "wikitext_documents", "topic_task", "load_hub_dataset",
+    "load_corpus", "split_sentences", "wiki_vital_path", "wikitext_documents", "topic_labels", "topic_task", "load_hub_dataset",
 ]
 
 DEFAULT_CORPUS = "wiki-vital"
@@ -260,7 +260,7 @@ def _load_wiki_vital(seed: int, split_fractions: Sequence[float], max_documents:
     return datasets.DatasetDict(out)
 
 
-def topic_task(split) -> tuple[list[str], list[int]]:
+def topic_labels(split) -> tuple[list[str], list[int]]:
     """Texts and topic ids (:data:`TOPICS` order) of one wiki-vital split, without "Uncategorized".
 
     A small 11-way classification task on the same articles (use the split the model was not
@@ -270,7 +270,7 @@ def topic_task(split) -> tuple[list[str], list[int]]:
         ValueError: the split has no ``topic`` column or an unknown topic.
     """
     if "topic" not in getattr(split, "column_names", ()):
-        raise ValueError("topic_task needs a wiki-vital split with a 'topic' column")
+        raise ValueError("topic_labels needs a wiki-vital split with a 'topic' column")
     index = {t: i for i, t in enumerate(TOPICS)}
     texts, labels = [], []
     for text, topic in zip(split["text"], split["topic"]):
@@ -293,6 +293,10 @@ class NetworkRequiredError(ConnectionError):
 
 _TRUE = {"1", "ON", "YES", "TRUE"}
 _PROBE_TIMEOUT_S = 3.0
+
+
+# The earlier name of topic_labels; bertrepro.finetune.topic_task builds the whole task from it.
+topic_task = topic_labels
 
 
 def _offline_env() -> str | None:

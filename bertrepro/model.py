@@ -22,7 +22,8 @@ __all__ = [
     "BertEmbeddings", "BertSelfOutput", "BertAttention", "BertIntermediate", "BertOutput", "BertLayer",
     "BertEncoder", "BertPooler", "BertModel", "BertModelOutput", "BertPredictionHeadTransform",
     "BertLMPredictionHead", "BertPreTrainingHeads", "BertForPreTraining", "BertForPreTrainingOutput",
-    "BertForSequenceClassification", "init_weights", "truncated_normal_", "activation",
+    "BertForSequenceClassification", "SequenceClassifierOutput", "LeftToRightBertModel", "left_to_right",
+    "init_weights", "truncated_normal_", "activation",
 ]
 
 IGNORE_INDEX = -100  # label of positions that are not predicted (cross_entropy's ignore_index)
@@ -329,6 +330,17 @@ class BertForPreTraining(nn.Module):
                                         out.attentions, h)
 
 
+@dataclass
+class SequenceClassifierOutput:
+    """What :class:`BertForSequenceClassification` returns; unpacks as ``loss, logits``."""
+
+    loss: torch.Tensor | None  # mean cross-entropy (None without labels)
+    logits: torch.Tensor  # (B, num_labels)
+
+    def __iter__(self):
+        return iter((self.loss, self.logits))
+
+
 class BertForSequenceClassification(nn.Module):
     """Fine-tuning (§4.1): a linear layer on the pooled [CLS] vector C, all weights trained."""
 
@@ -344,8 +356,38 @@ class BertForSequenceClassification(nn.Module):
         self.classifier = nn.Linear(config.hidden_size, num_labels)
         init_weights(self.classifier, config.initializer_range)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None):
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None) -> SequenceClassifierOutput:
         out = self.bert(input_ids, token_type_ids, attention_mask)
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, num_labels)
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
-        return loss, logits
+        return SequenceClassifierOutput(loss, logits)
+
+
+class LeftToRightBertModel(BertModel):
+    """A :class:`BertModel` that always attends left to right, for the LTR arm after pre-training.
+
+    The paper keeps the left-only constraint at fine-tuning (§5.1: removing it "introduced a
+    pre-train/fine-tune mismatch"). Under a causal mask the ``[CLS]`` vector sees only ``[CLS]``,
+    so the sentence vector C (the pooler's input) is the last real token's, the only one that has
+    read the whole input (as OpenAI GPT classifies from its last token).
+    """
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, output_attentions=False,
+                is_causal: bool = True) -> BertModelOutput:
+        if not is_causal:
+            raise ValueError("LeftToRightBertModel is causal by construction; is_causal=False is not supported")
+        out = super().forward(input_ids, token_type_ids, attention_mask, output_attentions, is_causal=True)
+        h = out.last_hidden_state  # (B, T, H)
+        B, T = input_ids.shape
+        last = (attention_mask.sum(1) - 1).clamp(min=0) if attention_mask is not None else \
+            torch.full((B,), T - 1, device=h.device)  # (B,)
+        pooled = self.pooler(h[torch.arange(B, device=h.device), last][:, None]) if self.pooler is not None else None
+        return BertModelOutput(h, pooled, out.attentions)
+
+
+def left_to_right(encoder: BertModel) -> LeftToRightBertModel:
+    """A causal copy of ``encoder`` (same weights, same device and mode)."""
+    with torch.random.fork_rng(devices=[]):
+        causal = LeftToRightBertModel(encoder.config, add_pooling_layer=encoder.pooler is not None)
+    causal.load_state_dict(encoder.state_dict(), strict=True)
+    return causal.to(next(encoder.parameters()).device).train(encoder.training)

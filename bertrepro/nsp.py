@@ -207,6 +207,8 @@ def create_instances_from_document(all_documents: Sequence[Sequence[Sequence[Any
     if rng.random() < short_seq_prob:
         target_seq_length = rng.randint(2, max_num_tokens)
     doc_offsets = offsets[document_index] if offsets is not None else _offsets(document)
+    chunker = _Chunker(all_documents, document_index, doc_offsets, offsets, target_seq_length, max_seq_length, rng,
+                       balanced, continuation)
 
     instances: list[Instance] = []
     current_chunk: list[Sequence[Any]] = []
@@ -221,74 +223,99 @@ def create_instances_from_document(all_documents: Sequence[Sequence[Sequence[Any
         current_length += len(segment)
         if i == len(document) - 1 or current_length >= target_seq_length:
             if current_chunk:
-                a_end = 1
-                if len(current_chunk) >= 2:
-                    a_end = rng.randint(1, len(current_chunk) - 1)
-                tokens_a: list = []
-                for j in range(a_end):
-                    tokens_a.extend(current_chunk[j])
-                a_start_tok = doc_offsets[chunk_start]
-                a_sentences = (chunk_start, chunk_start + a_end)
-                tokens_b: list = []
-
-                if not balanced:  # the original, draw for draw
-                    is_random_next = len(current_chunk) == 1 or rng.random() < 0.5
-                    if is_random_next:
-                        target_b_length = target_seq_length - len(tokens_a)
-                        b_doc = _other_document(all_documents, document_index, rng)
-                        random_document = all_documents[b_doc]
-                        random_start = rng.randint(0, len(random_document) - 1)
-                        j = random_start
-                        for j in range(random_start, len(random_document)):
-                            tokens_b.extend(random_document[j])
-                            if len(tokens_b) >= target_b_length:
-                                break
-                        b_start_tok = (offsets[b_doc] if offsets is not None
-                                       else _offsets(random_document))[random_start]
-                        b_sentences = (random_start, j + 1)
-                    else:
-                        tokens_b, b_doc, b_start_tok, b_sentences = _rest_of_chunk(
-                            current_chunk, a_end, chunk_start, doc_offsets, document_index)
-                elif len(current_chunk) == 1 and len(tokens_a) < 2:
-                    # A one-token chunk cannot be cut: NotNext, filled as in the original (rare).
-                    is_random_next = True
-                    b_doc, b_start_tok, b_sentences, tokens_b = _random_window(
-                        all_documents, offsets, document_index, target_seq_length - len(tokens_a), rng, continuation)
-                else:
-                    # Balanced: draw the label, build the true B, and for NotNext replace it by a random
-                    # window of the same length, so that lengths say nothing about the label.
-                    is_random_next = rng.random() < 0.5
-                    if len(current_chunk) == 1:  # cut the lone sentence into A | B
-                        cut = _split_point(tokens_a, rng, continuation)
-                        tokens_b = tokens_a[cut:]
-                        del tokens_a[cut:]
-                        b_doc = document_index
-                        b_start_tok = a_start_tok + cut
-                        b_sentences = a_sentences
-                    else:
-                        tokens_b, b_doc, b_start_tok, b_sentences = _rest_of_chunk(
-                            current_chunk, a_end, chunk_start, doc_offsets, document_index)
-                    if is_random_next:
-                        b_doc, b_start_tok, b_sentences, tokens_b = _random_window(
-                            all_documents, offsets, document_index, len(tokens_b), rng, continuation)
-                if is_random_next:
-                    num_unused_segments = len(current_chunk) - a_end
-                    i -= num_unused_segments  # the chunk's unused sentences go back
-
-                a_front, a_back, b_front, b_back = truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
-                if not tokens_a or not tokens_b:
-                    raise ValueError(f"document {document_index} produced an empty segment; every document and "
-                                     f"sentence must be non-empty and max_seq_length >= 5 (got {max_seq_length})")
-                a0, b0 = a_start_tok + a_front, b_start_tok + b_front
-                instances.append(Instance(
-                    tokens_a=tokens_a, tokens_b=tokens_b, is_random_next=is_random_next,
-                    a_doc=document_index, a_span=(a0, a0 + len(tokens_a)), a_sentences=a_sentences,
-                    b_doc=b_doc, b_span=(b0, b0 + len(tokens_b)), b_sentences=b_sentences,
-                    num_truncated=a_front + a_back + b_front + b_back))
+                instance, unused = chunker.pair(current_chunk, chunk_start)
+                instances.append(instance)
+                i -= unused  # a NotNext pair's unused sentences go back
             current_chunk = []
             current_length = 0
         i += 1
     return instances
+
+
+@dataclass
+class _Chunker:
+    """Cuts the chunks of one document into A/B pairs, drawing from ``rng`` in the original's order."""
+
+    all_documents: Sequence[Sequence[Sequence[Any]]]
+    document_index: int
+    doc_offsets: Sequence[int]
+    offsets: Sequence[Sequence[int]] | None
+    target_seq_length: int
+    max_seq_length: int
+    rng: random.Random
+    balanced: bool
+    continuation: Any
+
+    def pair(self, chunk: list[Sequence[Any]], chunk_start: int) -> tuple[Instance, int]:
+        """One instance from ``chunk``, and how many of its sentences a NotNext pair leaves unused."""
+        rng = self.rng
+        a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
+        tokens_a: list = [t for sentence in chunk[:a_end] for t in sentence]
+        a_start_tok = self.doc_offsets[chunk_start]
+        a_sentences = (chunk_start, chunk_start + a_end)
+        if not self.balanced:  # the original, draw for draw
+            is_random_next, b = self._original_b(chunk, a_end, chunk_start, len(tokens_a))
+        elif len(chunk) == 1 and len(tokens_a) < 2:
+            # A one-token chunk cannot be cut: NotNext, filled as in the original (rare).
+            is_random_next = True
+            b = self._random(self.target_seq_length - len(tokens_a))
+        else:
+            is_random_next, b = self._balanced_b(chunk, a_end, chunk_start, tokens_a, a_start_tok, a_sentences)
+        tokens_b, b_doc, b_start_tok, b_sentences = b
+        instance = self._instance(tokens_a, tokens_b, is_random_next, a_start_tok, a_sentences, b_doc, b_start_tok,
+                                  b_sentences)
+        return instance, (len(chunk) - a_end if is_random_next else 0)
+
+    def _random(self, length: int) -> tuple[list, int, int, tuple[int, int]]:
+        b_doc, b_start_tok, b_sentences, tokens_b = _random_window(
+            self.all_documents, self.offsets, self.document_index, length, self.rng, self.continuation)
+        return tokens_b, b_doc, b_start_tok, b_sentences
+
+    def _original_b(self, chunk, a_end: int, chunk_start: int, len_a: int) -> tuple[bool, tuple]:
+        rng = self.rng
+        is_random_next = len(chunk) == 1 or rng.random() < 0.5
+        if not is_random_next:
+            return False, _rest_of_chunk(chunk, a_end, chunk_start, self.doc_offsets, self.document_index)
+        target_b_length = self.target_seq_length - len_a
+        b_doc = _other_document(self.all_documents, self.document_index, rng)
+        random_document = self.all_documents[b_doc]
+        random_start = rng.randint(0, len(random_document) - 1)
+        tokens_b: list = []
+        j = random_start
+        for j in range(random_start, len(random_document)):
+            tokens_b.extend(random_document[j])
+            if len(tokens_b) >= target_b_length:
+                break
+        b_start_tok = (self.offsets[b_doc] if self.offsets is not None else _offsets(random_document))[random_start]
+        return True, (tokens_b, b_doc, b_start_tok, (random_start, j + 1))
+
+    def _balanced_b(self, chunk, a_end: int, chunk_start: int, tokens_a: list, a_start_tok: int,
+                    a_sentences: tuple[int, int]) -> tuple[bool, tuple]:
+        """Draw the label, build the true B, and for NotNext replace it by a random window of the same
+        length, so that lengths say nothing about the label. Cuts ``tokens_a`` in place for a lone sentence."""
+        is_random_next = self.rng.random() < 0.5
+        if len(chunk) == 1:  # cut the lone sentence into A | B
+            cut = _split_point(tokens_a, self.rng, self.continuation)
+            b = (tokens_a[cut:], self.document_index, a_start_tok + cut, a_sentences)
+            del tokens_a[cut:]
+        else:
+            b = _rest_of_chunk(chunk, a_end, chunk_start, self.doc_offsets, self.document_index)
+        if is_random_next:
+            b = self._random(len(b[0]))
+        return is_random_next, b
+
+    def _instance(self, tokens_a: list, tokens_b: list, is_random_next: bool, a_start_tok: int,
+                  a_sentences: tuple[int, int], b_doc: int, b_start_tok: int, b_sentences: tuple[int, int]) -> Instance:
+        a_front, a_back, b_front, b_back = truncate_seq_pair(tokens_a, tokens_b, self.max_seq_length - 3, self.rng)
+        if not tokens_a or not tokens_b:
+            raise ValueError(f"document {self.document_index} produced an empty segment; every document and "
+                             f"sentence must be non-empty and max_seq_length >= 5 (got {self.max_seq_length})")
+        a0, b0 = a_start_tok + a_front, b_start_tok + b_front
+        return Instance(
+            tokens_a=tokens_a, tokens_b=tokens_b, is_random_next=is_random_next,
+            a_doc=self.document_index, a_span=(a0, a0 + len(tokens_a)), a_sentences=a_sentences,
+            b_doc=b_doc, b_span=(b0, b0 + len(tokens_b)), b_sentences=b_sentences,
+            num_truncated=a_front + a_back + b_front + b_back)
 
 
 def _validate(documents: Sequence[Sequence[Sequence[Any]]], max_seq_length: int, short_seq_prob: float) -> None:
@@ -410,7 +437,8 @@ def create_pretraining_examples(documents: Sequence[Sequence[Any]], max_seq_leng
         cls_token_id = tokenizer.cls_token_id if cls_token_id is None else cls_token_id
         sep_token_id = tokenizer.sep_token_id if sep_token_id is None else sep_token_id
         pad_token_id = tokenizer.pad_token_id if pad_token_id is None else pad_token_id
-        continuation = frozenset(i for p, i in tokenizer.vocab.items() if p.startswith("##"))
+        starts = tokenizer.word_start_mask(torch.arange(tokenizer.vocab_size))  # False at "##" pieces
+        continuation = frozenset((~starts).nonzero().flatten().tolist())
         if any(isinstance(s, str) for d in documents for s in d[:1]):
             documents = tokenizer.encode_corpus(documents)
     missing = [n for n, v in (("cls_token_id", cls_token_id), ("sep_token_id", sep_token_id),

@@ -28,6 +28,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from .progress import bar as tqdm
+from .train.optim import eval_mode
+
 __all__ = [
     "PATTERNS", "mean_pool", "attention_pattern_sums", "attention_patterns", "attention_entropy",
     "measure_attention_patterns", "top_heads",
@@ -224,14 +227,10 @@ def measure_attention_patterns(
         ``{pattern: (L, nh)}``, means over every non-padding query of every batch, and ``"tokens"``,
         the number of queries measured (0-d).
     """
-    from .progress import bar as tqdm
-
-    was_training = model.training
-    model.eval()
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     total: dict[str, torch.Tensor] = {}
     count: dict[str, torch.Tensor] = {}
-    try:
+    with eval_mode(model):
         for batch in tqdm(batches, desc="attention patterns", disable=not progress):
             missing = [k for k in ("input_ids", "attention_mask") if k not in batch]
             if missing:
@@ -244,8 +243,6 @@ def measure_attention_patterns(
             for p in PATTERNS:
                 total[p] = total[p] + sums[p] if p in total else sums[p]
                 count[p] = count[p] + counts[p] if p in count else counts[p]
-    finally:
-        model.train(was_training)
     if not total:
         raise ValueError("measure_attention_patterns got no batches")
     result = {p: (total[p] / count[p]).cpu() for p in PATTERNS}

@@ -6,7 +6,11 @@ A profile sets the scale of a run:
 * ``cpu``   -- meaningful small-scale results; the whole book within 25 minutes on 2 cores.
 * ``gpu``   -- paper-scale sizes where they fit one GPU.
 
-The default is ``gpu`` when CUDA is available, else ``cpu``.
+The default is ``gpu`` when CUDA is available, else ``cpu``. This module is the one place that
+holds per-profile numbers: :data:`PRETRAIN` (chapter 09's pre-training presets),
+:data:`FINETUNE` (chapter 10's budgets) and :data:`ABLATION` (chapter 11's runs). It also holds
+the one device rule (:func:`resolve_device`): CUDA for the ``gpu`` profile when available, the CPU
+otherwise, so a ``cpu`` or ``smoke`` run gives the same numbers on any machine.
 """
 from __future__ import annotations
 
@@ -18,8 +22,11 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-__all__ = ["PROFILES", "OFFLINE_ENV", "SETUP_PARAMETERS", "Run", "default_profile", "resolve_profile", "setup", "pick",
-           "set_offline", "cache_dir", "unknown_injected_parameters"]
+from .io import cache_dir  # re-exported: chapters call profiles.cache_dir
+
+__all__ = ["PROFILES", "OFFLINE_ENV", "SETUP_PARAMETERS", "Run", "default_profile", "check_profile", "resolve_profile", "resolve_device",
+           "setup", "pick", "set_offline", "cache_dir", "unknown_injected_parameters", "PRETRAIN", "FINETUNE", "ABLATION",
+           "PAPER_LEARNING_RATES", "PAPER_BATCH_SIZE", "PAPER_EPOCHS", "PAPER_WARMUP_PROPORTION"]
 
 PROFILES = ("smoke", "cpu", "gpu")
 
@@ -39,18 +46,28 @@ def default_profile() -> str:
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
-def resolve_profile(profile: str | None) -> str:
-    """Return ``profile`` (or the default when None), raising on an unknown name."""
-    if profile is None or profile == "":
-        return default_profile()
+def check_profile(profile: Any) -> str:
+    """Return ``profile`` when it names a profile; otherwise raise the one "unknown profile" error."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; valid profiles are {', '.join(PROFILES)}")
     return profile
 
 
-def resolve_device(device: str | None, profile: str) -> torch.device:
+def resolve_profile(profile: str | None) -> str:
+    """Return ``profile`` (or the default when None), raising on an unknown name."""
+    if profile is None or profile == "":
+        return default_profile()
+    return check_profile(profile)
+
+
+def resolve_device(device: str | torch.device | None, profile: str | None) -> torch.device:
+    """The device of a run: ``device`` when given, else CUDA for the ``gpu`` profile (or none: the paper's
+    recipe) when available, else the CPU.
+
+    Raises ``ValueError`` when CUDA is asked for and not available.
+    """
     if device is None or device == "":
-        device = "cuda" if (profile == "gpu" and torch.cuda.is_available()) else "cpu"
+        device = "cuda" if (profile in ("gpu", None) and torch.cuda.is_available()) else "cpu"
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
@@ -165,15 +182,88 @@ def setup(profile: str | None = None, seed: int = 0, device: str | None = None, 
     return Run(profile=prof, seed=seed, device=dev)
 
 
-def cache_dir(*parts: str) -> "os.PathLike[str]":
-    """Directory for expensive artifacts chapters may share (a trained vocabulary, a pretrained model).
+# ---------------------------------------------------------------------------------------------
+# The table: every profile's numbers
+# ---------------------------------------------------------------------------------------------
 
-    ``$BERTREPRO_CACHE_DIR`` (the book runner sets it to ``book/_build/cache``), else ``./.bertrepro_cache``
-    beside a standalone chapter. Each chapter rebuilds what it needs when the cache is empty.
-    """
-    from pathlib import Path
+# The paper's fine-tuning recipe (§4.1, Appendix A.3): the learning rate is chosen on dev from this grid.
+PAPER_LEARNING_RATES = (5e-5, 4e-5, 3e-5, 2e-5)
+PAPER_BATCH_SIZE = 32
+PAPER_EPOCHS = 3
+PAPER_WARMUP_PROPORTION = 0.1
 
-    root = Path(os.environ.get("BERTREPRO_CACHE_DIR") or ".bertrepro_cache")
-    path = root.joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+# Pre-training presets: PretrainConfig fields per profile (bertrepro.pretrain.PretrainConfig.for_profile).
+# * smoke: a 2-layer, 32-wide model on 200 articles for 20 steps: seconds, for tests.
+# * cpu: BERT-Tiny's shape (L=2, H=128, A=2) at 64 tokens, batch 32, an 8k WordPiece vocabulary
+#   trained on the train split, 6,000 steps (about 4-5 minutes on 2 cores; a step count, not a time
+#   limit, so seeded runs are deterministic). Departures, each measured at 3,000 steps: lr 1e-3
+#   (5e-4 learned more slowly; 2e-3 and 4e-3 left NSP at chance longer), 10 % warm-up, no dropout
+#   (dropout 0.1 costs 30 % of the steps/s and ends lower on both tasks in equal time, as does H=256).
+# * gpu: BERT-base with the paper's optimiser (lr 1e-4, batch 256, 128 tokens, dropout 0.1) and the
+#   released 30,522-piece uncased vocabulary; 4k steps with 400 warm-up instead of 1M/10k (the bundled
+#   corpus is about 1.2M tokens, so 4k steps are about 100 passes). One H100: 10.6 steps/s eager,
+#   13-14 with --compile, 5-7 minutes a run.
+PRETRAIN: dict[str, dict[str, Any]] = {
+    "smoke": dict(max_documents=200, eval_documents=40, vocab_size=600, max_seq_length=32,
+                  max_predictions_per_seq=5, num_hidden_layers=2, hidden_size=32, num_attention_heads=2,
+                  batch_size=8, learning_rate=1e-3, warmup_steps=2, total_steps=20, log_every=5,
+                  checkpoint_every=10, eval_batch_size=32, dropout=0.1),
+    "cpu": dict(vocab_size=8000, max_seq_length=64, max_predictions_per_seq=10, num_hidden_layers=2,
+                hidden_size=128, num_attention_heads=2, batch_size=32, learning_rate=1e-3,
+                warmup_steps=600, total_steps=6000, log_every=50, checkpoint_every=1000,
+                eval_batch_size=128, dropout=0.0, num_threads=2),
+    "gpu": dict(vocab="bert-base-uncased", vocab_size=30522, max_seq_length=128,
+                max_predictions_per_seq=20, num_hidden_layers=12, hidden_size=768, num_attention_heads=12,
+                batch_size=256, learning_rate=1e-4, warmup_steps=400, total_steps=4_000,
+                log_every=100, eval_every=1_000, checkpoint_every=1_000, eval_batch_size=256, dropout=0.1),
+}
+
+# Fine-tuning budgets: bertrepro.finetune.Budget fields per profile (chapter 10). The learning-rate
+# grids are per arm and chosen on dev; the small models (random weights, or chapter 09's few thousand
+# steps) need larger rates than the paper's grid, which the gpu profile uses. The cpu profile
+# fine-tunes MiniLM (22M parameters) at one size with 2 seeds (its seed-to-seed spread is small).
+_SMALL_MODEL_LEARNING_RATES = {"smoke": (1e-3,), "cpu": (1e-3, 3e-3), "gpu": PAPER_LEARNING_RATES}
+FINETUNE: dict[str, dict[str, Any]] = {
+    "smoke": dict(max_seq_length=32, dev_per_class=2, max_per_class=4, probe_sizes=(1, 2, "all"), probe_seeds=2,
+                  l2_grid=(1e-2, 1e-1), finetune_sizes={"random": (2,), "pretrained": (2,), "minilm": (2,)},
+                  finetune_seeds={"random": 2, "pretrained": 2, "minilm": 2},
+                  learning_rates={a: _SMALL_MODEL_LEARNING_RATES["smoke"]
+                                  for a in ("random", "pretrained", "minilm", "minilm-random")},
+                  batch_size=8, epochs=1, min_steps=2),
+    "cpu": dict(max_seq_length=64, dev_per_class=8, max_per_class=None, probe_sizes=(1, 3, 10, 30, "all"),
+                probe_seeds=5, l2_grid=(1e-3, 1e-2, 1e-1, 1.0),
+                finetune_sizes={"random": (10, "all"), "pretrained": (10, "all"), "minilm": (10,)},
+                finetune_seeds={"random": 3, "pretrained": 3, "minilm": 2},
+                learning_rates={"random": _SMALL_MODEL_LEARNING_RATES["cpu"],
+                                "pretrained": _SMALL_MODEL_LEARNING_RATES["cpu"], "minilm": (1e-4, 3e-4),
+                                "minilm-random": _SMALL_MODEL_LEARNING_RATES["cpu"]},
+                batch_size=PAPER_BATCH_SIZE, epochs=PAPER_EPOCHS, min_steps=30),
+    "gpu": dict(max_seq_length=128, dev_per_class=8, max_per_class=None, probe_sizes=(1, 3, 10, 30, "all"),
+                probe_seeds=10, l2_grid=(1e-3, 1e-2, 1e-1, 1.0),
+                finetune_sizes={a: (3, 10, 30, "all") for a in ("random", "pretrained", "minilm")},
+                finetune_seeds={a: 5 for a in ("random", "pretrained", "minilm")},
+                learning_rates={a: PAPER_LEARNING_RATES for a in ("random", "pretrained", "minilm", "minilm-random")},
+                batch_size=PAPER_BATCH_SIZE, epochs=PAPER_EPOCHS, min_steps=30),
+}
+
+# Ablation runs: bertrepro.ablation.AblationSettings fields per profile (chapter 11). Every run of a
+# profile uses the same steps; the Table 5 arms have chapter 09's shape, so they are fine-tuned with
+# the same learning-rate grid as chapter 10's small models.
+# * smoke: the smoke preset, 10 steps per run, four runs.
+# * cpu: the cpu preset's model for 1,000 steps per run (measured on 2 idle cores: about 22 steps/s
+#   for MLM (+NSP), 9 for LTR, whose head predicts every token, and 9 for 2/256/4): about 6 minutes.
+# * gpu: BERT-base-shaped arms for 3,000 steps each (about 120 passes over the 0.8M-token train
+#   split) and four rows of the paper's Table 6 grid. One H100 (bf16): 12.8 steps/s for MLM (+NSP),
+#   9.3 for LTR, 37 for 3/768/12, 23 for 6/768/*: about 20 minutes of pre-training.
+ABLATION: dict[str, dict[str, Any]] = {
+    "smoke": dict(steps=10, warmup_steps=1, arm_shape=(2, 32, 2), sizes=((1, 16, 2), (2, 32, 2)),
+                  cloze_items=64, cloze_context=2, probe_sizes=(1, "all"), probe_seeds=2, finetune_sizes=(2,),
+                  finetune_seeds=2, learning_rates=_SMALL_MODEL_LEARNING_RATES["smoke"]),
+    "cpu": dict(steps=1000, warmup_steps=100, arm_shape=(2, 128, 2), sizes=((1, 64, 2), (2, 128, 2), (2, 256, 4)),
+                cloze_items=2000, cloze_context=4, probe_sizes=(10, "all"), probe_seeds=3, finetune_sizes=(10,),
+                finetune_seeds=2, learning_rates=_SMALL_MODEL_LEARNING_RATES["cpu"]),
+    "gpu": dict(steps=3000, warmup_steps=300, arm_shape=(12, 768, 12),
+                sizes=((3, 768, 12), (6, 768, 3), (6, 768, 12), (12, 768, 12)),
+                cloze_items=5000, cloze_context=5, probe_sizes=(10, "all"), probe_seeds=5, finetune_sizes=(10,),
+                finetune_seeds=3, learning_rates=_SMALL_MODEL_LEARNING_RATES["gpu"]),
+}

@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .checkpoints import atomic_write_text  # the package's one atomic writer
+from .io import atomic_write_text  # the package's one atomic writer
 
 __all__ = [
     "STATUSES",

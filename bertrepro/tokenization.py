@@ -9,7 +9,7 @@ google-research/bert ``tokenization.py``:
    lowercase and strip accents (NFD, then drop the non-spacing marks, category ``Mn``); finally split
    off every punctuation character. "Punctuation" is BERT's definition: any Unicode ``P*`` character
    and every non-letter, non-digit ASCII character, so ``$``, ``^``, ``+`` and `````` count too.
-2. :class:`WordpieceTokenizer` -- greedy longest-match-first: take the longest vocabulary entry that
+2. :class:`GreedyLongestMatch` -- greedy longest-match-first: take the longest vocabulary entry that
    starts the word, then the longest ``##``-prefixed entry that continues it, and so on. If some
    remainder matches nothing, the *whole* word becomes ``[UNK]``; so does any word of more than
    100 characters.
@@ -46,14 +46,18 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 
+from .io import atomic_write_text
+from .progress import bar as tqdm
+
 __all__ = [
-    "SPECIAL_TOKENS", "MAX_INPUT_CHARS_PER_WORD", "BasicTokenizer", "WordpieceTokenizer", "WordPieceTokenizer",
+    "SPECIAL_TOKENS", "MAX_INPUT_CHARS_PER_WORD", "BasicTokenizer", "GreedyLongestMatch", "WordPieceTokenizer",
     "load_vocab", "truncate_seq_pair", "train_wordpiece", "bert_uncased_vocab_path",
 ]
 
@@ -182,7 +186,7 @@ class BasicTokenizer:
         return out
 
 
-class WordpieceTokenizer:
+class GreedyLongestMatch:
     """Greedy longest-match-first segmentation of one word into vocabulary pieces.
 
     Args:
@@ -309,7 +313,7 @@ def truncate_seq_pair(tokens_a: list, tokens_b: list, max_num_tokens: int, rng=N
 
 
 class WordPieceTokenizer:
-    """BERT's full tokenizer: :class:`BasicTokenizer` + :class:`WordpieceTokenizer` over one vocabulary.
+    """BERT's full tokenizer: :class:`BasicTokenizer` + :class:`GreedyLongestMatch` over one vocabulary.
 
     Build it with :meth:`from_vocab`. Special-token ids are looked up in the vocabulary, never
     assumed: the released uncased vocabulary has [CLS]=101, a vocabulary from
@@ -337,7 +341,7 @@ class WordPieceTokenizer:
         self.lowercase = lowercase
         self.vocab_path = None if vocab_path is None else Path(vocab_path)
         self.basic = BasicTokenizer(lowercase=lowercase)
-        self.wordpiece = WordpieceTokenizer(self.vocab, unk_token="[UNK]")
+        self.wordpiece = GreedyLongestMatch(self.vocab, unk_token="[UNK]")
         self._special_re = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS) + ")")
         self._word_cache: dict[str, tuple[str, ...]] = {}
         self._fast = None
@@ -566,8 +570,6 @@ class WordPieceTokenizer:
         batch = 4096
         starts = range(0, len(flat), batch)
         if progress:
-            from .progress import bar as tqdm
-
             starts = tqdm(starts, desc="tokenize", unit="batch")
         ids: list[list[int]] = []
         for s in starts:
@@ -629,11 +631,7 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, path: str | os.PathLi
     Raises:
         ValueError: ``vocab_size`` too small to hold the special tokens and the alphabet, or no text.
     """
-    from collections import Counter
-
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-
-    from .checkpoints import atomic_write_text
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers  # optional: only for training
 
     texts = list(texts)
     bad = next((t for t in texts if not isinstance(t, str)), None)
@@ -646,21 +644,7 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, path: str | os.PathLi
     normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None,
                                             lowercase=lowercase)
     pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-
-    # Word counts exactly as the trainer sees them (its own normalizer and pre-tokenizer, in chunks).
-    words: Counter[str] = Counter()
-    for i in range(0, len(texts), 2048):
-        joined = normalizer.normalize_str("\n".join(texts[i: i + 2048]))
-        words.update(w for w, _ in pre_tokenizer.pre_tokenize_str(joined))
-    chars: Counter[str] = Counter()
-    continuing: set[str] = set()
-    for w, n in words.items():
-        for j, ch in enumerate(w):
-            chars[ch] += n
-            if j:
-                continuing.add(ch)
-    alphabet = sorted(chars, key=lambda c: (-chars[c], c))[:limit_alphabet]
-    seeds = [_CONTINUATION + c for c in sorted(set(alphabet) & continuing)]
+    alphabet, seeds = _fixed_alphabet(_trainer_word_counts(texts, normalizer, pre_tokenizer), limit_alphabet)
     if vocab_size < len(SPECIAL_TOKENS) + len(seeds) + len(alphabet):
         raise ValueError(f"vocab_size={vocab_size} cannot hold the {len(SPECIAL_TOKENS)} special tokens and the "
                          f"{len(alphabet) + len(seeds)} single characters (with and without ##) of this text; "
@@ -675,13 +659,41 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, path: str | os.PathLi
                                         initial_alphabet=alphabet, continuing_subword_prefix=_CONTINUATION,
                                         show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
-    vocab = tok.get_vocab()
+    pieces = _checked_pieces(tok.get_vocab())
+    path = Path(path)
+    atomic_write_text(path, "\n".join(pieces) + "\n")
+    return path
+
+
+def _trainer_word_counts(texts: list[str], normalizer: Any, pre_tokenizer: Any) -> Counter[str]:
+    """Word counts exactly as the ``tokenizers`` trainer sees them (its own normalizer and pre-tokenizer, in chunks)."""
+    words: Counter[str] = Counter()
+    for i in range(0, len(texts), 2048):
+        joined = normalizer.normalize_str("\n".join(texts[i: i + 2048]))
+        words.update(w for w, _ in pre_tokenizer.pre_tokenize_str(joined))
+    return words
+
+
+def _fixed_alphabet(words: Counter[str], limit_alphabet: int) -> tuple[list[str], list[str]]:
+    """The ``limit_alphabet`` most frequent characters (ties by code point) and, sorted, the ``##x``
+    pieces of those that continue a word: handed to the trainer so its numbering is deterministic."""
+    chars: Counter[str] = Counter()
+    continuing: set[str] = set()
+    for w, n in words.items():
+        for j, ch in enumerate(w):
+            chars[ch] += n
+            if j:
+                continuing.add(ch)
+    alphabet = sorted(chars, key=lambda c: (-chars[c], c))[:limit_alphabet]
+    return alphabet, [_CONTINUATION + c for c in sorted(set(alphabet) & continuing)]
+
+
+def _checked_pieces(vocab: dict[str, int]) -> list[str]:
+    """The trained pieces in id order, checked to be contiguous, special tokens first, one per line."""
     pieces = sorted(vocab, key=vocab.__getitem__)
     if [vocab[p] for p in pieces] != list(range(len(pieces))) or tuple(pieces[:5]) != SPECIAL_TOKENS:
         raise RuntimeError("the trained vocabulary is not contiguous or misplaces the special tokens")
     bad_pieces = [p for p in pieces if not p or any(c.isspace() for c in p)]
     if bad_pieces:
         raise RuntimeError(f"the trained vocabulary has pieces that cannot be stored one per line: {bad_pieces[:5]}")
-    path = Path(path)
-    atomic_write_text(path, "\n".join(pieces) + "\n")
-    return path
+    return pieces

@@ -15,6 +15,7 @@ from bertrepro import BertConfig, BertForPreTraining
 from bertrepro import pretrain as pt
 from bertrepro.checkpoints import CheckpointError
 from bertrepro.model import IGNORE_INDEX
+from bertrepro.train.distributed import derive_seed
 
 
 def tiny_model(**kw) -> BertForPreTraining:
@@ -301,15 +302,15 @@ def test_checkpoint_write_is_atomic(tmp_path, cache, monkeypatch):
             raise OSError("simulated crash while writing rng.safetensors")
         real_write(path, tensors)
 
-    real_write = pt._write_tensors
-    monkeypatch.setattr(pt, "_write_tensors", crash)
+    real_write = pt.state._write_tensors
+    monkeypatch.setattr(pt.state, "_write_tensors", crash)
     before.step = 5
     with pytest.raises(OSError, match="simulated crash"):
         pt.save_checkpoint(tmp_path, before)
     assert calls == ["optimizer.safetensors", "rng.safetensors"]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == files_before  # no half directory
     assert pt.latest_checkpoint(tmp_path).name == "step-00000004"
-    monkeypatch.setattr(pt, "_write_tensors", real_write)
+    monkeypatch.setattr(pt.state, "_write_tensors", real_write)
     after = pt.load_checkpoint(tmp_path)
     assert after.step == 4
     resumed = train(tmp_path, cache, resume=True, max_steps=6)  # and it still resumes
@@ -431,7 +432,7 @@ def test_no_nsp_and_ltr_objectives(tmp_path, cache):
         prefix = "lm" if objective == "ltr" else "mlm"
         assert f"{prefix}_accuracy" in r.evaluation
         # the pooler and NSP classifier get no signal: frozen, unchanged from the seeded initialisation
-        torch.manual_seed(pt._derive_seed(0, "init"))
+        torch.manual_seed(derive_seed(0, "init"))
         init = BertForPreTraining(r.model.config)
         for name in ("bert.pooler.dense.weight", "cls.seq_relationship.weight"):
             assert torch.equal(r.model.state_dict()[name], init.state_dict()[name]), name

@@ -1,0 +1,276 @@
+"""Chapter 11's results read as the paper's Tables 5 and 6: the topic-task rows, summaries with
+standard errors, ordering claims decided from the measurements (:func:`bertrepro.stats.ordering_claim`,
+never written by hand), and plots.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import torch
+
+from ..finetune import FinetuneConfig, TopicTask, finetune_points, probe_curve, train_probe, training_indices
+from ..labels import ARM_LABELS
+from ..model import BertForPreTraining, BertModel, left_to_right
+from ..report import PAPER_TABLES, paper_value
+from ..stats import mean_se, ordering_claim, paired_difference
+from .cloze import ARM_CLOZE_MODE
+
+if TYPE_CHECKING:  # runs.py imports this module
+    from .runs import AblationSettings
+
+__all__ = ["OBJECTIVE_ARMS", "PAPER_ROWS", "PAPER_TABLE5_COLUMNS", "PAPER_TABLE6_COLUMNS", "topic_encoder",
+           "probe_rows", "finetune_rows", "table5_summary", "table6_summary", "table5_claims", "table6_claims",
+           "paper_difference", "plot_table5", "plot_table6"]
+
+OBJECTIVE_ARMS = ("mlm_nsp", "mlm", "ltr")
+PAPER_ROWS = {"mlm_nsp": "BERT-base", "mlm": "No NSP", "ltr": "LTR & No NSP"}  # rows of report's table5
+PAPER_TABLE5_COLUMNS = ("MNLI-m", "QNLI", "MRPC", "SST-2")  # the classification columns of Table 5
+PAPER_TABLE6_COLUMNS = ("MNLI-m", "MRPC", "SST-2")
+
+
+def run_name(objective: str, shape: Sequence[int]) -> str:
+    """The name of one pre-training run, e.g. ``mlm_nsp-L2-H128-A2``."""
+    L, H, A = shape
+    return f"{objective}-L{L}-H{H}-A{A}"
+
+
+def topic_encoder(model: BertForPreTraining, objective: str) -> BertModel:
+    """The encoder a run contributes to the topic task: causal for the LTR objective."""
+    return left_to_right(model.bert) if objective == "ltr" else model.bert
+
+
+def probe_rows(features: Mapping[str, Mapping[str, torch.Tensor]], task, sizes: Sequence[int | str], seeds: int,
+               l2_grid: Sequence[float], progress: bool = True) -> list[dict[str, Any]]:
+    """:func:`bertrepro.finetune.probe_curve`'s rows, each with the correctness of every test article
+    (``correct``, a list of bools) for paired comparisons between runs.
+
+    The chosen probe of each row is fitted again (L-BFGS from zero weights is deterministic, so it
+    is the same probe) to read its test predictions; its accuracy must equal the row's.
+    """
+    y = {s: task.split(s)["labels"] for s in ("pool", "test")}
+    rows = probe_curve(features, task, sizes, seeds, l2_grid, progress=progress)
+    for row in rows:
+        f = features[row["arm"]]
+        idx = training_indices(y["pool"], row["size"], row["seed"])
+        mean, std = f["pool"].mean(0), f["pool"].std(0, unbiased=False)
+        probe = train_probe(f["pool"][idx], y["pool"][idx], task.num_labels, l2=row["choice"], mean=mean, std=std)
+        with torch.no_grad():
+            correct = probe(f["test"]).argmax(-1) == y["test"]
+        if abs(float(correct.double().mean()) - row["accuracy"]) > 1e-6:
+            raise RuntimeError(f"the refitted probe of {row['arm']} (size {row['size']}, seed {row['seed']}) scores "
+                               f"{float(correct.double().mean())}, probe_curve reported {row['accuracy']}")
+        row["correct"] = correct.tolist()
+    return rows
+
+
+def finetune_rows(encoders: Mapping[str, BertModel], encoded: Mapping[str, Any], task: TopicTask,
+                  sizes: Sequence[int | str], seeds: int, learning_rates: Sequence[float], config: FinetuneConfig,
+                  device: torch.device | str = "cpu", progress: bool = True) -> list[dict[str, Any]]:
+    """Fine-tune every encoder at every size and seed (:func:`bertrepro.finetune.finetune_points`,
+    as chapter 10's curve: learning rate chosen on dev with the first seed, then reused), keeping
+    the correctness of every test article.
+
+    A :class:`~bertrepro.model.LeftToRightBertModel` encoder stays causal inside the classifier (its
+    sentence vector is the last token's); ``encoded`` holds the shared ``pool``/``dev``/``test`` encodings.
+    """
+    y_test = task.split("test")["labels"]
+    rows = []
+    for p in finetune_points(encoders, lambda _: encoded, task, lambda _: sizes, lambda _: seeds,
+                             lambda _: learning_rates, config, device, progress):
+        correct = p["test_logits"].argmax(-1) == y_test
+        rows.append({"arm": p["name"], "regime": "finetune", "size": p["size"], "n_train": p["n_train"],
+                     "seed": p["seed"], "choice": p["choice"], "dev_accuracy": p["scores"][p["choice"]],
+                     "steps": p["result"].steps, "accuracy": float(correct.double().mean()),
+                     "correct": correct.tolist()})
+    return rows
+
+
+def _rows(results: Mapping[str, Any], name: str, regime: str, size) -> list[Mapping[str, Any]]:
+    rows = [r for r in results["topic"]["rows"] if r["arm"] == name and r["regime"] == regime and r["size"] == size]
+    if not rows:
+        raise ValueError(f"no {regime} result for run {name!r} at size {size!r}")
+    return sorted(rows, key=lambda r: r["seed"])
+
+
+def _correct(results, name, regime, size) -> list[list[float]]:
+    return [[float(c) for c in r["correct"]] for r in _rows(results, name, regime, size)]
+
+
+def table5_summary(results: Mapping[str, Any], settings: AblationSettings) -> list[dict[str, Any]]:
+    """One row per arm: cloze accuracy (and the left-only control), probe and fine-tuning accuracy,
+    each a (mean, standard error) pair in [0, 1]."""
+    rows = []
+    for o in OBJECTIVE_ARMS:
+        name = run_name(o, settings.arm_shape)
+        row = {"objective": o, "label": ARM_LABELS[o], "paper_row": PAPER_ROWS[o], "run": name}
+        row["cloze"] = mean_se([results["cloze"]["scores"][f"{o}:{ARM_CLOZE_MODE[o]}"]["correct"]])
+        left = results["cloze"]["scores"].get(f"{o}:left_only") or results["cloze"]["scores"][f"{o}:left_to_right"]
+        row["cloze_left_context"] = mean_se([left["correct"]])
+        row["cloze_nll"] = -float(torch.tensor(results["cloze"]["scores"][f"{o}:{ARM_CLOZE_MODE[o]}"]["log_prob"]).mean())
+        for size in settings.probe_sizes:
+            row[f"probe@{size}"] = mean_se(_correct(results, name, "probe", size))
+        for size in settings.finetune_sizes:
+            row[f"finetune@{size}"] = mean_se(_correct(results, name, "finetune", size))
+        rows.append(row)
+    return rows
+
+
+def table6_summary(results: Mapping[str, Any], settings: AblationSettings) -> list[dict[str, Any]]:
+    """One row per size (smallest first): parameters, held-out MLM perplexity, probe accuracy."""
+    rows = []
+    for shape in settings.sizes:
+        name = run_name("mlm_nsp", shape)
+        row = {"shape": "/".join(map(str, shape)), "run": name, "parameters": results["runs"][name]["parameters"],
+               "perplexity": results["mlm"][name]["perplexity"],
+               "pretrain_perplexity": results["mlm"][name]["pretrain_perplexity"]}
+        nll = torch.tensor(results["mlm"][name]["nll"], dtype=torch.float64)
+        row["perplexity_se"] = row["perplexity"] * float(nll.std() / math.sqrt(nll.numel()))  # delta method
+        for size in settings.probe_sizes:
+            row[f"probe@{size}"] = mean_se(_correct(results, name, "probe", size))
+        rows.append(row)
+    return rows
+
+
+def _claim_size(settings: AblationSettings) -> int | str:
+    """The probe size the claims use: all labels when measured, else the largest size."""
+    return "all" if "all" in settings.probe_sizes else max(settings.probe_sizes)
+
+
+def _points(d: Mapping[str, float]) -> dict[str, float]:
+    """A :func:`paired_difference` of fractions in percentage points."""
+    return {**d, **{k: 100 * d[k] for k in ("difference", "se", "se_seeds", "se_items")}}
+
+
+def _topic_difference(results, a: str, b: str, regime: str, size) -> dict[str, float]:
+    return _points(paired_difference(_correct(results, a, regime, size), _correct(results, b, regime, size)))
+
+
+def table5_claims(results: Mapping[str, Any], settings: AblationSettings) -> list[dict[str, Any]]:
+    """The §5.1 orderings, decided from the measurements (differences in accuracy points).
+
+    Bidirectionality is judged as the paper isolates it, No NSP against LTR & No NSP (neither has
+    NSP); the value of NSP as BERT against No NSP. The paper's number is its mean difference over
+    the classification columns of Table 5 (MNLI-m, QNLI, MRPC, SST-2).
+    """
+    arm = {o: run_name(o, settings.arm_shape) for o in OBJECTIVE_ARMS}
+    cz = results["cloze"]["scores"]
+    bi = paper_difference("table5", PAPER_ROWS["mlm"], PAPER_ROWS["ltr"], PAPER_TABLE5_COLUMNS)
+    nsp = paper_difference("table5", PAPER_ROWS["mlm_nsp"], PAPER_ROWS["mlm"], PAPER_TABLE5_COLUMNS)
+    p, f = _claim_size(settings), settings.finetune_sizes[0]
+    cloze = _points(paired_difference([cz["mlm:bidirectional"]["correct"]], [cz["ltr:left_to_right"]["correct"]]))
+    return [
+        ordering_claim("table5.cloze.bidirectional_minus_ltr",
+                       "A bidirectional MLM fills held-out blanks better than a left-to-right LM", [cloze], None, "points"),
+        ordering_claim("table5.probe.bidirectional_minus_ltr",
+                       f"No NSP beats LTR & No NSP (linear probe, {p} labels per topic)",
+                       [_topic_difference(results, arm["mlm"], arm["ltr"], "probe", p)], bi, "points"),
+        ordering_claim("table5.finetune.bidirectional_minus_ltr",
+                       f"No NSP beats LTR & No NSP (fine-tuned, {f} labels per topic)",
+                       [_topic_difference(results, arm["mlm"], arm["ltr"], "finetune", f)], bi, "points"),
+        ordering_claim("table5.probe.nsp_minus_no_nsp",
+                       f"NSP helps: BERT beats No NSP (linear probe, {p} labels per topic)",
+                       [_topic_difference(results, arm["mlm_nsp"], arm["mlm"], "probe", p)], nsp, "points"),
+        ordering_claim("table5.finetune.nsp_minus_no_nsp",
+                       f"NSP helps: BERT beats No NSP (fine-tuned, {f} labels per topic)",
+                       [_topic_difference(results, arm["mlm_nsp"], arm["mlm"], "finetune", f)], nsp, "points"),
+    ]
+
+
+def _perplexity_difference(results, a: str, b: str) -> dict[str, float]:
+    """ppl(a) - ppl(b) on the same masked tokens; its standard error keeps the z-score of the paired
+    test on the mean log-likelihoods (the two are monotone in each other)."""
+    nll_a = torch.tensor(results["mlm"][a]["nll"], dtype=torch.float64)
+    nll_b = torch.tensor(results["mlm"][b]["nll"], dtype=torch.float64)
+    d = paired_difference(nll_a, nll_b)  # nats per token
+    ppl_a, ppl_b = math.exp(float(nll_a.mean())), math.exp(float(nll_b.mean()))
+    slope = (ppl_a - ppl_b) / d["difference"] if abs(d["difference"]) > 1e-12 else ppl_a  # exp at a point between
+    return {**d, "difference": ppl_a - ppl_b, "se": d["se"] * slope, "nll_difference": d["difference"], "nll_se": d["se"]}
+
+
+def table6_claims(results: Mapping[str, Any], settings: AblationSettings) -> list[dict[str, Any]]:
+    """The §5.2 orderings: every step up the size grid lowers perplexity and raises probe accuracy.
+
+    The value is the end-to-end difference (smallest vs largest); the paper's, that of its first and
+    last rows (3/768/12 and 24/1024/16; accuracy: mean over MNLI-m, MRPC, SST-2).
+    """
+    names = [run_name("mlm_nsp", s) for s in settings.sizes]
+    paper_rows = [r for r, _ in PAPER_TABLES["table6"].rows]
+    paper_ppl = paper_difference("table6", paper_rows[0], paper_rows[-1], ("LM ppl",))
+    paper_acc = paper_difference("table6", paper_rows[-1], paper_rows[0], PAPER_TABLE6_COLUMNS)
+    p = _claim_size(settings)
+    pairs = list(zip(names, names[1:]))
+    return [
+        ordering_claim("table6.ppl.smallest_minus_largest", "Held-out MLM perplexity falls at every step up the size grid",
+                       [_perplexity_difference(results, s, b) for s, b in pairs], paper_ppl, "perplexity",
+                       overall=_perplexity_difference(results, names[0], names[-1])),
+        ordering_claim("table6.probe.largest_minus_smallest",
+                       f"Probe accuracy rises at every step up the size grid ({p} labels per topic)",
+                       [_topic_difference(results, b, s, "probe", p) for s, b in pairs], paper_acc, "points",
+                       overall=_topic_difference(results, names[-1], names[0], "probe", p)),
+    ]
+
+
+def paper_difference(table: str, row_a: str, row_b: str, columns: Sequence[str]) -> float:
+    """The paper's mean difference ``row_a - row_b`` over ``columns`` of one of its tables."""
+    return sum(paper_value(table, row_a, c) - paper_value(table, row_b, c) for c in columns) / len(columns)
+
+
+def plot_table5(summary: Sequence[Mapping[str, Any]], metrics: Sequence[tuple[str, str]], ax=None, sigmas: float = 2.0):
+    """Grouped bars: one group per metric (label, key), one bar per arm, ± ``sigmas`` standard errors."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 4))
+    colors = {"mlm_nsp": "tab:blue", "mlm": "tab:orange", "ltr": "tab:gray"}
+    width = 0.8 / len(summary)
+    for j, row in enumerate(summary):
+        xs = [i + (j - (len(summary) - 1) / 2) * width for i in range(len(metrics))]
+        means = [100 * row[k][0] for _, k in metrics]
+        errs = [100 * sigmas * row[k][1] for _, k in metrics]
+        ax.bar(xs, means, width, yerr=errs, capsize=3, color=colors[row["objective"]], label=row["label"])
+    ax.set_xticks(range(len(metrics)))
+    ax.set_xticklabels([m for m, _ in metrics], fontsize=8)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"Table 5 analog: equal compute, different objectives (error bars ±{sigmas:g} SE)", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_table6(summary: Sequence[Mapping[str, Any]], probe_key: str, paper=None, axes=None, sigmas: float = 2.0):
+    """Perplexity and probe accuracy against parameters (log scale), ± ``sigmas`` standard errors.
+
+    ``paper``: optional (parameters, perplexity) pairs of the paper's rows for the left panel.
+    """
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    n = [r["parameters"] for r in summary]
+    ax = axes[0]
+    ax.errorbar(n, [r["perplexity"] for r in summary], yerr=[sigmas * r["perplexity_se"] for r in summary],
+                marker="o", capsize=3, label="ours (held-out MLM)")
+    for r in summary:
+        ax.annotate(r["shape"], (r["parameters"], r["perplexity"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    handles, labels = ax.get_legend_handles_labels()
+    if paper:
+        ax2 = ax.twinx()
+        ax2.plot([p for p, _ in paper], [v for _, v in paper], "s--", color="tab:red", label="paper, Table 6 (right axis)")
+        ax2.set_ylabel("paper LM ppl", color="tab:red", fontsize=8)
+        ax2.set_xscale("log")
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters (BertModel)")
+    ax.set_ylabel("held-out MLM perplexity")
+    ax.grid(alpha=0.3)
+    ax.legend(handles, labels, fontsize=7, loc="lower center")
+    ax = axes[1]
+    ax.errorbar(n, [100 * r[probe_key][0] for r in summary], yerr=[100 * sigmas * r[probe_key][1] for r in summary],
+                marker="o", capsize=3, color="tab:green")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters (BertModel)")
+    ax.set_ylabel("probe test accuracy (%)")
+    ax.grid(alpha=0.3)
+    return axes
