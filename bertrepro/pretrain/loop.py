@@ -490,9 +490,9 @@ def _pretrain(config: PretrainConfig, output_dir: Path, corpus: CorpusLike | Non
     try:
         config, state = _start_or_resume(config, output_dir, resume)
         _configure_backend(config, device)
-        if dist_info.is_main:
-            _write_config(config, output_dir, device, dist_info, 0 if state is None else state.step)
         data, vocab_sha = _prepare(config, output_dir, corpus, cache_dir, state, dist_info.is_main)
+        if dist_info.is_main:  # after the data: a run that cannot load its corpus leaves no config.json behind
+            _write_config(config, output_dir, device, dist_info, 0 if state is None else state.step)
         run = _build(config, output_dir, device, dist_info, data, vocab_sha, state)
         _prepare_logs(run, resumed=state is not None)
         start_step = run.step
