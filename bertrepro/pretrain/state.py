@@ -106,16 +106,24 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(output_dir: str | os.PathLike) -> list[Path]:
-    """Remove ``checkpoints/.tmp-step-...-PID`` folders left by saves that were killed (their PID is dead);
-    those of live processes stay. Returns the folders removed."""
-    root = Path(output_dir) / "checkpoints"
+    """Remove what killed writers left: ``checkpoints/.tmp-step-...-PID`` folders of interrupted saves and
+    ``.NAME.PID.*.tmp`` files of interrupted atomic writes, when their PID is dead; those of live
+    processes stay. Returns the paths removed."""
+    output_dir = Path(output_dir)
+    root = output_dir / "checkpoints"
+    found = [(p, p.name.rsplit("-", 1)[-1]) for p in (root.glob(".tmp-*") if root.is_dir() else ())]
+    for d in (output_dir, root, output_dir / "model"):
+        if d.is_dir():
+            found += [(p, p.name.split(".")[-3]) for p in d.glob(".*.tmp") if p.name.count(".") >= 4]
     removed = []
-    for tmp in sorted(root.glob(".tmp-*")) if root.is_dir() else []:
-        pid = tmp.name.rsplit("-", 1)[-1]
+    for path, pid in sorted(found):
         if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
             continue
-        shutil.rmtree(tmp, ignore_errors=True)
-        removed.append(tmp)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
     return removed
 
 
