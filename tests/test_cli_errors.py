@@ -154,3 +154,27 @@ def test_resume_without_profile_takes_the_checkpoint_s(tmp_path, monkeypatch):
     assert pretrain_cli.main(["--output-dir", str(out), "--resume", "--max-steps", "3", "--no-progress"]) == 0
     assert pretrain_cli.config_from_args(pretrain_cli.build_parser().parse_args(
         ["--output-dir", str(tmp_path / "none")])).profile == "cpu"
+
+
+@pytest.mark.slow
+def test_under_torchrun_every_rank_refuses_a_used_folder_at_once(tmp_path):
+    """Rank 0 checks the folder and every rank raises its error: no rank waits for a collective."""
+    import socket
+    import time
+
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "metrics.jsonl").write_text('{"step": 5}\n')
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                            "MASTER_PORT", "LOCAL_WORLD_SIZE")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), BERTREPRO_DIST_TIMEOUT="60")
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
+                           "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "bertrepro.pretrain",
+                           "--profile", "smoke", "--output-dir", str(tmp_path / "old"), "--no-progress"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode != 0 and time.perf_counter() - t < 45
+    assert proc.stderr.count("already holds a previous run") == 2, proc.stderr[-3000:]  # both ranks say why
+    assert (tmp_path / "old" / "metrics.jsonl").read_text() == '{"step": 5}\n'

@@ -18,6 +18,7 @@ from ..arguments import add_dataclass_arguments, dataclass_overrides, exit_code
 from ..checkpoints import CheckpointError
 from ..data import CORPORA
 from ..profiles import PROFILES, resolve_profile
+from ..train.distributed import RendezvousError
 from ..train.optim import PRECISIONS
 from .config import OBJECTIVES, PretrainConfig
 from .guard import DivergedError, RunLockedError
@@ -87,7 +88,8 @@ def _run(args: argparse.Namespace) -> PretrainResult:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status: 0 done, 2 bad input (one line on stderr; the
-    traceback with ``--debug``), 1 a run that diverged or crashed."""
+    traceback with ``--debug``), 1 a run that diverged or could not join its process group (one
+    line), or a crash (a traceback)."""
     args = build_parser().parse_args(argv)
     return exit_code(lambda: _run(args), _PROG, debug=args.debug, inputs=(RunLockedError, CheckpointError),
-                     failures=(DivergedError,))
+                     failures=(DivergedError, RendezvousError))
