@@ -24,7 +24,8 @@
 # on: scaled dot-product {term}`self-attention` (Vaswani et al. §3.2.1),
 #
 # $$
-# \mathrm{Attention}(Q, K, V) = \mathrm{softmax}\!\left(\frac{QK^\top}{\sqrt{d_k}}\right) V .
+# \mathrm{Attention}(Q, K, V)
+#   = \mathrm{softmax}\!\left(\frac{QK^\top}{\sqrt{d_k}}\right) V .
 # $$
 #
 # We derive it step by step in plain torch, check numerically *why* the scores are
@@ -45,10 +46,12 @@ print(run)
 
 # %%
 import math
+import statistics
 
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
+from IPython.display import Markdown, display
 from torch.testing import assert_close
 
 from bertrepro.attention import key_padding_mask, scaled_dot_product_attention
@@ -196,22 +199,18 @@ _ = record(
 )
 
 # %%
-fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+fig, ax = plt.subplots(3, 1, figsize=(7, 8), sharex=True)
 ax[0].loglog(dims, variances, "o-", label="measured Var(q·k)")
 ax[0].loglog(dims, dims, "k--", lw=1, label="$d_k$")
-ax[0].set(xlabel="$d_k$", ylabel="variance", title="dot products grow with $d_k$")
+ax[0].set(ylabel="variance", title="dot products grow with $d_k$")
 ax[0].legend()
 ax[1].semilogx(dims, ent_raw, "o-", label="softmax($qk$)")
 ax[1].semilogx(dims, ent_scaled, "o-", label=r"softmax($qk/\sqrt{d_k}$)")
 ax[1].axhline(
     math.log(n_keys), color="k", ls="--", lw=1, label=f"uniform over {n_keys} keys"
 )
-ax[1].set(
-    xlabel="$d_k$",
-    ylabel="entropy (nats)",
-    title="without scaling, attention collapses",
-)
-ax[1].legend(fontsize=8)
+ax[1].set(ylabel="entropy (nats)", title="without scaling, attention collapses")
+ax[1].legend()
 ax[2].loglog(dims, jac_raw, "o-", label="unscaled")
 ax[2].loglog(dims, jac_scaled, "o-", label="scaled")
 ax[2].set(
@@ -219,14 +218,31 @@ ax[2].set(
     ylabel=r"mean $\|\partial\alpha/\partial s\|_F$",
     title="…and its gradient vanishes",
 )
-ax[2].legend(fontsize=8)
+ax[2].legend()
 fig.tight_layout()
 plt.show()
+
+# With the scale, the entropy and the gradient norm do not depend on d_k: every width
+# sees scores of variance 1. Flat means: spread over the widths within a few percent.
+# (At d_k = 1 a score is the product of two normals, heavier-tailed than the near-normal
+# sum of d_k >= 4 products, so it is left out.)
+flat = [i for i, d in enumerate(dims) if d >= 4]
+ent_flat, jac_flat = [ent_scaled[i] for i in flat], [jac_scaled[i] for i in flat]
+ent_spread = (max(ent_flat) - min(ent_flat)) / math.log(n_keys)
+jac_spread = (max(jac_flat) - min(jac_flat)) / statistics.mean(jac_flat)
+assert ent_spread < 0.05, f"scaled entropy varies by {ent_spread:.1%} of ln {n_keys}"
+assert jac_spread < 0.15, f"scaled gradient norm varies by {jac_spread:.1%}"
+assert ent_raw[-1] < 0.25 * ent_raw[0] and jac_raw[-1] < 0.5 * max(jac_raw)
+print(
+    f"scaled: entropy within {ent_spread:.1%} of ln {n_keys}, gradient norm within "
+    f"{jac_spread:.1%} across d_k = 4..{dims[-1]}; unscaled at d_k = "
+    f"{dims[-1]}: entropy {ent_raw[-1]:.2f} nats, gradient norm {jac_raw[-1]:.3f}"
+)
 
 # %% [markdown]
 # Without the scale, the entropy of the attention weights falls towards 0 (one key takes
 # all the weight) as $d_k$ grows, and so does the gradient that would teach the model to
-# attend elsewhere. With it, both stay flat. BERT's heads have $d_k = H/A = 64$ in both
+# attend elsewhere. With it, both stay flat from $d_k = 4$ on (asserted above). BERT's heads have $d_k = H/A = 64$ in both
 # BERT-base (768/12) and BERT-large (1024/16).
 
 # %% [markdown]
@@ -325,7 +341,7 @@ print("fully masked row -> weights", w_none[0, 0, :4].tolist(), "…")
 # `[PAD]` columns are exactly zero, in every row.
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+fig, axes = plt.subplots(1, 2, figsize=(7.5, 4.2))
 for b, ax in enumerate(axes):
     im = ax.imshow(weights_masked[b].numpy(), cmap="viridis", vmin=0)
     ax.set_xticks(range(T), tokens[b], rotation=90)
@@ -338,14 +354,74 @@ plt.show()
 
 # %% [markdown]
 # ## Summary
+
+# %%
+i64 = dims.index(64)
+display(
+    Markdown(
+        f"""
+* A score is a scaled dot product $q_i\\cdot k_j/\\sqrt{{d_k}}$; the softmax runs over
+  the keys, and the loops, the matrix product and `einsum` agree.
+* Unscaled, $\\mathrm{{Var}}(q\\cdot k) = d_k$: at $d_k = 64$ this run measured
+  {ratio_64:.3f} × $d_k$. Without the scale the attention entropy falls from
+  {ent_raw[0]:.2f} to {ent_raw[-1]:.2f} nats between $d_k = {dims[0]}$ and
+  {dims[-1]}, and the softmax gradient from {jac_raw[0]:.3f} to {jac_raw[-1]:.3f};
+  with it both stay flat from $d_k = 4$ on (entropy within {ent_spread:.1%} of
+  $\\ln {n_keys}$).
+* Padding is masked on the key axis: the largest weight on a `[PAD]` key is
+  {pad_weight}, and every row still sums to 1.
+* `bertrepro.attention.scaled_dot_product_attention` equals the derivation, and
+  PyTorch's fused kernel equals it to {diff_sdpa:.1e}.
+
+Chapter 02 runs several such attentions side by side: multi-head attention.
+"""
+    )
+)
+
+# %% [markdown]
+# ## Exercises
 #
-# * A score is a scaled dot product $q_i\cdot k_j/\sqrt{d_k}$; the softmax runs over the
-#   keys.
-# * Unscaled, $\mathrm{Var}(q\cdot k) = d_k$: measured above, together with the entropy
-#   collapse and vanishing softmax gradient the scaling prevents.
-# * Padding is masked on the key axis; masked keys get weight exactly 0 and the rows
-#   still sum to 1.
-# * `bertrepro.attention.scaled_dot_product_attention` equals the derivation and
-#   PyTorch's fused kernel.
+# 1. Drop the padding mask. Do the outputs of the *real* tokens of the padded sentence
+#    change? And those of the unpadded sentence?
+# 2. Normalise the softmax over the queries (`dim=-2`) instead of the keys. Which sums
+#    are 1 now, and does the output still equal `Z`?
+# 3. Divide the scores by $d_k$ instead of $\sqrt{d_k}$ at $d_k = 256$. What happens to
+#    the entropy of the weights, and why is that just as bad?
 #
-# Chapter 02 runs several such attentions side by side: multi-head attention.
+# Each solution is a collapsed cell below: click to show it.
+
+# %% tags=["hide-input"]
+# Exercise 1: without the mask, the padded sentence's real tokens read from [PAD] keys.
+Z_nomask = (Q @ K.transpose(-2, -1) / math.sqrt(d_k)).softmax(-1) @ V
+real = attention_mask.bool()
+changed = (Z_nomask - Z_masked).abs().amax(-1)  # (B, T)
+assert changed[1][real[1]].min() > 1e-4  # sentence 2 is padded: every real token moves
+assert_close(Z_nomask[0], Z_masked[0])  # sentence 1 has no padding: nothing moves
+print(
+    f"sentence 2 (padded): real-token outputs move by up to {changed[1].max():.3f}; "
+    f"sentence 1: by {changed[0].max():.1e}"
+)
+
+# %% tags=["hide-input"]
+# Exercise 2: normalising over the queries makes the columns sum to 1, not the rows.
+w_wrong = scores.softmax(dim=-2)
+assert_close(w_wrong.sum(-2), torch.ones(B, T))
+assert not torch.allclose(w_wrong.sum(-1), torch.ones(B, T))
+assert not torch.allclose(w_wrong @ V, Z)
+print(f"rows now sum to {w_wrong.sum(-1)[0].min():.2f}..{w_wrong.sum(-1)[0].max():.2f}")
+
+# %% tags=["hide-input"]
+# Exercise 3: dividing by d_k shrinks the scores' standard deviation to 1/sqrt(d_k), so
+# the softmax is nearly uniform: attention can no longer single out any key.
+d = 256
+s3 = torch.einsum(
+    "nd,nkd->nk",
+    torch.randn(500, d, generator=g),
+    torch.randn(500, n_keys, d, generator=g),
+)
+entropy = {}
+for name, scale in (("sqrt(d_k)", math.sqrt(d)), ("d_k", d)):
+    a = (s3 / scale).softmax(-1)
+    entropy[name] = -(a * a.log()).sum(-1).mean().item()
+assert entropy["d_k"] > 0.99 * math.log(n_keys) > entropy["sqrt(d_k)"]
+print(f"entropy: {entropy} (uniform {math.log(n_keys):.3f})")
