@@ -442,7 +442,7 @@ display(
 
 # %% tags=["hide-input"]
 # Exercise 1: heads are interchangeable; a consistent permutation leaves the output alone.
-perm = torch.randperm(A, generator=g)
+perm = torch.arange(A).flip(0)  # head a becomes head A - 1 - a
 rows_perm = (perm[:, None] * hs + torch.arange(hs)).flatten()  # head blocks, permuted
 shuffled = MultiHeadAttention(H, A).eval()
 with torch.no_grad():
