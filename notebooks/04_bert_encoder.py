@@ -50,9 +50,11 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 import transformers
+from IPython.display import Markdown, display
+from matplotlib.patches import FancyBboxPatch
 from torch.testing import assert_close
 
-from bertrepro import BertConfig, BertModel
+from bertrepro import BertConfig, BertForPreTraining, BertModel
 from bertrepro.attention import key_padding_mask
 from bertrepro.checkpoints import from_hf
 from bertrepro.model import activation
@@ -76,6 +78,74 @@ print(
     f"A={config.num_attention_heads} "
     f"FFN={config.intermediate_size} V={config.vocab_size} act={config.hidden_act}"
 )
+
+# %% [markdown]
+# ## The whole model at a glance
+#
+# The figure below is drawn from the modules this chapter checks, bottom to top: the
+# three embeddings summed, $L$ identical post-LN encoder blocks, and the two
+# pre-training heads of §3.1 on the final hidden states. The popular diagram of the
+# translation Transformer has a second tower on the right, a decoder fed with the
+# "outputs (shifted right)"; BERT has nothing of the kind. Every output vector is
+# computed in one pass from the whole input, and the masked-LM head predicts the
+# masked tokens at their own positions.
+
+
+# %%
+def box(ax, x, y, w, h, text, color):
+    ax.add_patch(
+        FancyBboxPatch(
+            (x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.05", fc=color, ec="k"
+        )
+    )
+    ax.text(x, y, text, ha="center", va="center", fontsize=10)
+
+
+def arrow(ax, x0, y0, x1, y1, **kw):
+    ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(arrowstyle="->", **kw))
+
+
+L_ = config.num_hidden_layers
+fig, ax = plt.subplots(figsize=(7.5, 8.6))
+ax.set(xlim=(0, 10), ylim=(-0.4, 13.6))
+ax.axis("off")
+ax.text(5, -0.1, "[CLS]  my  dog  is  [MASK]  [SEP]  he  likes  play  ##ing  [SEP]",
+        ha="center", fontsize=10, family="monospace")
+for x, name in ((1.9, "token\nembedding"), (5, "segment\nembedding (A/B)"),
+                (8.1, "position\nembedding")):
+    box(ax, x, 1.1, 2.6, 0.9, name, "#fde2b4")
+    arrow(ax, x, 0.3, x, 0.6)
+    arrow(ax, x, 1.6, 5, 2.2)
+box(ax, 5, 2.6, 5.5, 0.6, "sum, LayerNorm, dropout", "#fde2b4")
+ax.add_patch(FancyBboxPatch((1.2, 3.5), 7.6, 5.0, boxstyle="round,pad=0.1",
+                            fc="#eef3fb", ec="#3b6ea5", lw=1.5))
+ax.text(9.05, 6.0, f"× L\n(L = 12 in\nBERT-base;\n{L_} here)", fontsize=10,
+        va="center")
+steps = [(4.1, "multi-head self-attention", "#cfe0f5"), (5.3, "add & LayerNorm", "#e6e6e6"),
+         (6.6, "feed-forward: H → 4H, GELU, → H", "#cfe0f5"),
+         (7.8, "add & LayerNorm", "#e6e6e6")]
+arrow(ax, 5, 2.9, 5, 3.75)
+for (y0, _, _), (y1, _, _) in zip(steps, steps[1:]):
+    arrow(ax, 5, y0 + 0.3, 5, y1 - 0.3)
+for y, text, color in steps:
+    box(ax, 5, y, 5.5, 0.6, text, color)
+for y_from, y_to in ((3.6, 5.3), (5.75, 7.8)):  # the residual connections
+    ax.annotate("", (2.25, y_to), (2.25, y_from), arrowprops=dict(
+        arrowstyle="->", connectionstyle="bar,fraction=-0.25", color="#3b6ea5"))
+ax.text(1.35, 4.45, "residual", rotation=90, fontsize=10, color="#3b6ea5", va="center")
+arrow(ax, 5, 8.1, 5, 9.1)
+box(ax, 5, 9.4, 8.6, 0.6, "final hidden states  $h_1, \\dots, h_T$", "#cfe0f5")
+box(ax, 2.5, 11.0, 4.4, 1.2, "pooler on $h_{[CLS]}$: tanh\nNSP head: IsNext / NotNext",
+    "#d5ecd4")
+box(ax, 7.45, 11.0, 4.6, 1.2,
+    "MLM head at [MASK] positions:\ndense, GELU, LayerNorm,\n"
+    "× (token embedding)$^\\top$ + bias", "#d5ecd4")
+arrow(ax, 2.5, 9.7, 2.5, 10.4)
+arrow(ax, 7.45, 9.7, 7.45, 10.4)
+ax.text(5, 12.4, "no decoder, no outputs shifted right", ha="center", fontsize=11,
+        style="italic")
+ax.set_title("BERT (§3, Figures 1 and 2), as built by bertrepro")
+plt.show()
 
 # %% [markdown]
 # ## The input
@@ -131,8 +201,11 @@ assert token_type_ids[0].tolist() == [0] * 6 + [1] * 4
 # $E^{pos} \in \mathbb{R}^{512\times H}$ (chapter 03), token $t$ of the input becomes
 #
 # $$
-# e_t = \mathrm{LayerNorm}\big(E^{tok}_{x_t} + E^{seg}_{s_t} + E^{pos}_{t}\big), \qquad
-# \mathrm{LayerNorm}(z) = \gamma \odot \frac{z - \mu(z)}{\sqrt{\sigma^2(z) + \epsilon}} + \beta,
+# \begin{aligned}
+# e_t &= \mathrm{LayerNorm}\big(E^{tok}_{x_t} + E^{seg}_{s_t} + E^{pos}_{t}\big), \\
+# \mathrm{LayerNorm}(z) &= \gamma \odot
+#   \frac{z - \mu(z)}{\sqrt{\sigma^2(z) + \epsilon}} + \beta,
+# \end{aligned}
 # $$
 #
 # with $\mu$, $\sigma^2$ the mean and (biased) variance over the $H$ features and
@@ -168,7 +241,8 @@ print(f"max |by hand - BertEmbeddings| = {(e_hand - e_model).abs().max():.2e}")
 #
 # $$
 # \begin{aligned}
-# a &= \mathrm{LayerNorm}_1\big(x + \mathrm{Concat}(\mathrm{head}_1, \dots, \mathrm{head}_A)\,W^O + b^O\big), \\
+# c &= \mathrm{Concat}(\mathrm{head}_1, \dots, \mathrm{head}_A)\,W^O + b^O, \\
+# a &= \mathrm{LayerNorm}_1(x + c), \\
 # y &= \mathrm{LayerNorm}_2\big(a + \mathrm{GELU}(a W_1 + b_1)\, W_2 + b_2\big),
 # \end{aligned}
 # $$
@@ -267,20 +341,21 @@ gelu_tanh = (
 assert_close(activation("gelu")(xs), gelu_exact(xs))
 assert_close(activation("gelu_new")(xs), gelu_tanh)
 gap = (gelu_exact(xs) - gelu_tanh).abs()
+assert gap.max() < 1e-3, f"the two GELUs differ by {gap.max():.2e}"
 print(
     "bertrepro 'gelu' = erf form, 'gelu_new' = tanh form; max |erf - tanh| = "
     f"{gap.max():.2e} "
     f"at x = {xs[gap.argmax()]:.2f}"
 )
 
-fig, ax = plt.subplots(1, 2, figsize=(11, 3.4))
+fig, ax = plt.subplots(1, 2, figsize=(7.5, 3.2))
 ax[0].plot(xs, gelu_exact(xs), label="GELU (erf)")
 ax[0].plot(xs, torch.relu(xs), "--", lw=1, label="ReLU")
 ax[0].set(xlabel="x", title="GELU vs ReLU")
 ax[0].legend()
 ax[1].plot(xs, gelu_exact(xs) - gelu_tanh)
 ax[1].set(
-    xlabel="x", ylabel="erf form − tanh form", title="the two GELUs differ by < 1e-3"
+    xlabel="x", ylabel="erf form − tanh form", title="difference < 1e-3"
 )
 fig.tight_layout()
 plt.show()
@@ -412,7 +487,7 @@ _ = record(
 # padding.
 
 # %%
-fig, ax = plt.subplots(1, 2, figsize=(11, 3.2), sharey=True)
+fig, ax = plt.subplots(1, 2, figsize=(7.5, 3.2), sharey=True)
 ax[0].imshow(
     fast.last_hidden_state[1, :, :64].numpy(),
     aspect="auto",
@@ -446,7 +521,7 @@ plt.show()
 # ("bidirectional", §3). There are no "outputs (shifted right)": that is the decoder of
 # the translation Transformer. (`BertForPreTraining` has a module called
 # `cls.predictions.decoder`, but it is only the linear projection of the masked-LM head
-# onto the vocabulary, tied to the token embeddings; chapter 06.)
+# onto the vocabulary, tied to the token embeddings; the next section derives it.)
 
 # %%
 print([name for name, _ in model.named_children()])
@@ -458,11 +533,137 @@ assert [name for name, _ in model.named_children()] == [
 assert not any("decoder" in name for name, _ in model.named_modules())
 
 # %% [markdown]
-# ## Summary
+# ## The masked-LM head
 #
-# * Input = LayerNorm(token + segment + learned position embedding), checked by hand.
-# * Each block is post-LN: LayerNorm(x + attention), then LayerNorm(a + GELU-FFN);
-#   pre-LN is a different function.
-# * `"gelu"` is the exact erf GELU; the original TF code's tanh form differs by < 1e-3.
-# * `bertrepro.BertModel` equals `transformers`' `BertModel` with the same weights, with
-#   padding, and its outputs do not change when more padding is added.
+# Pre-training puts two heads on the encoder (§3.1). The NSP head is one linear layer on
+# the pooled $C$ (chapter 08). The masked-LM head, `cls.predictions` in the released
+# checkpoints, turns the final hidden vector $h$ of a masked position into a
+# distribution over the $V$ vocabulary entries in four steps: a dense layer $H \to H$,
+# a GELU, a LayerNorm, and a projection onto the vocabulary whose matrix is the token
+# embedding table itself, transposed (the input and output embeddings are *tied*),
+# plus one bias per vocabulary entry:
+#
+# $$
+# \begin{aligned}
+# u &= \mathrm{LayerNorm}\big(\mathrm{GELU}(h W_t + b_t)\big), \\
+# \mathrm{logits} &= u \, (E^{tok})^\top + b_V \in \mathbb{R}^{V}, \qquad
+# p(x = v \mid \tilde{x}) = \mathrm{softmax}(\mathrm{logits})_v .
+# \end{aligned}
+# $$
+#
+# Tying saves $V \cdot H$ parameters (23.4M for BERT-base) and lets the output layer
+# reuse what the input layer learned about each piece. We derive the head in plain
+# torch from `bertrepro.BertForPreTraining`'s weights, and compare with `bertrepro` and
+# with `transformers`' `BertForPreTraining` head, whose weights (all of them random,
+# including the LayerNorm and the bias, so that no parameter hides behind an initial 1
+# or 0) are copied into ours by `bertrepro.checkpoints.from_hf`.
+
+# %%
+torch.manual_seed(run.seed)
+hf_pt = transformers.BertForPreTraining(config.to_hf()).eval()
+with torch.no_grad():
+    for name, p in hf_pt.cls.predictions.named_parameters():
+        p.add_(0.1 * torch.randn_like(p))  # no parameter left at its 0 or 1
+pt = from_hf(hf_pt)  # a bertrepro BertForPreTraining, every key and shape checked
+head = pt.cls.predictions
+E_tok = pt.bert.embeddings.word_embeddings.weight  # (V, H)
+assert head.decoder.weight is E_tok  # tied: one tensor, not a copy
+
+with torch.no_grad():
+    h = pt.bert(input_ids, token_type_ids, attention_mask).last_hidden_state  # (B, T, H)
+    t = head.transform
+    u = F.layer_norm(
+        gelu_exact(F.linear(h, t.dense.weight, t.dense.bias)),
+        (config.hidden_size,),
+        t.LayerNorm.weight,
+        t.LayerNorm.bias,
+        t.LayerNorm.eps,
+    )
+    logits_hand = u @ E_tok.T + head.bias  # (B, T, V)
+    logits_ours = head(h)
+    logits_hf = hf_pt.cls.predictions(h)
+assert_close(logits_hand, logits_ours)
+assert_close(logits_hf, logits_ours, atol=1e-5, rtol=1e-5)
+mlm_head_diff = (logits_hf - logits_ours).abs().max().item()
+print(
+    f"logits {tuple(logits_ours.shape)}: max |by hand - bertrepro| = "
+    f"{(logits_hand - logits_ours).abs().max():.1e}, max |transformers - bertrepro| "
+    f"= {mlm_head_diff:.1e}"
+)
+n_tied = E_tok.numel()
+n_head = sum(p.numel() for p in head.parameters())  # the tied matrix counted once
+print(
+    f"head parameters besides the tied {tuple(E_tok.shape)} matrix: "
+    f"{n_head - n_tied:,} (dense H x H + H, LayerNorm 2H, bias V)"
+)
+assert n_head - n_tied == config.hidden_size**2 + 3 * config.hidden_size + (
+    config.vocab_size
+)
+
+# %% [markdown]
+# ## Summary
+
+# %%
+display(
+    Markdown(
+        f"""
+* Input = LayerNorm(token + segment + learned position embedding), equal to the hand
+  computation to {(e_hand - e_model).abs().max():.1e}.
+* Each block is post-LN: LayerNorm(x + attention), then LayerNorm(a + GELU-FFN), equal
+  to `BertLayer` to {(y_hand - y_model).abs().max():.1e}; pre-LN is a different function
+  of the same weights.
+* `"gelu"` is the exact erf GELU; the original TF code's tanh form differs from it by at
+  most {gap.max():.1e} (asserted < 1e-3).
+* `bertrepro.BertModel` equals `transformers`' `BertModel` with the same weights to
+  {parity:.1e} on a padded batch (L = {config.num_hidden_layers},
+  H = {config.hidden_size}), and appending {extra} `[PAD]` changes a real token's output
+  by {pad_diff:.1e}.
+* There is no decoder. The masked-LM head is dense, GELU, LayerNorm and the tied token
+  embedding matrix plus a bias; it equals `transformers`' `cls.predictions` to
+  {mlm_head_diff:.1e}.
+"""
+    )
+)
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. After a post-LN block, what are the mean and variance of each token's output
+#    vector over its $H$ features, with the LayerNorm at its initial $\gamma = 1$,
+#    $\beta = 0$? And after the pre-LN variant?
+# 2. GELU, unlike ReLU, dips below zero. Where is its minimum, and how deep?
+# 3. How many parameters would BERT-base's masked-LM head have if its output matrix
+#    were not tied to the token embeddings?
+#
+# Each solution is a collapsed cell below: click to show it.
+
+# %% tags=["hide-input"]
+# Exercise 1: post-LN ends on a LayerNorm, so every token comes out standardized.
+assert torch.all(layer.output.LayerNorm.weight == 1)
+assert torch.all(layer.output.LayerNorm.bias == 0)
+mean, var_ = y_model.mean(-1), y_model.var(-1, unbiased=False)
+assert_close(mean, torch.zeros_like(mean), atol=1e-5, rtol=0)
+assert_close(var_, torch.ones_like(var_), atol=1e-4, rtol=0)
+pre_var = y_pre.var(-1, unbiased=False)
+print(
+    f"post-LN: mean within {mean.abs().max():.1e} of 0, variance within "
+    f"{(var_ - 1).abs().max():.1e} of 1; pre-LN: variance "
+    f"{pre_var.min():.2f}..{pre_var.max():.2f}"
+)
+
+# %% tags=["hide-input"]
+# Exercise 2: the minimum of x * Phi(x), on the grid of the GELU plot.
+gelu_vals = gelu_exact(xs)
+x_min, y_min = xs[gelu_vals.argmin()].item(), gelu_vals.min().item()
+assert abs(x_min + 0.75) < 0.01 and abs(y_min + 0.17) < 0.001
+print(f"minimum GELU({x_min:.3f}) = {y_min:.4f}")
+
+# %% tags=["hide-input"]
+# Exercise 3: an untied decoder would add a second V x H matrix.
+base_cfg = BertConfig.base()
+with torch.device("meta"):
+    base_pt = BertForPreTraining(base_cfg)
+tied = sum(p.numel() for p in base_pt.parameters())
+untied = tied + base_cfg.vocab_size * base_cfg.hidden_size
+assert tied == 110_106_428 and untied - tied == 23_440_896
+print(f"tied: {tied:,} parameters; untied: {untied:,} (+{untied / tied - 1:.0%})")
