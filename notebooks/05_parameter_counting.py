@@ -44,6 +44,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 import transformers
+from IPython.display import Markdown, display
 from safetensors import safe_open
 
 from bertrepro import BertConfig, BertForPreTraining, BertModel
@@ -182,7 +183,19 @@ for name, cfg in configs.items():
         assert numel(build(transformers.BertForPreTraining, cfg.to_hf())) == ours_pt
     rows.append(row)
 
-table = pd.DataFrame(rows).set_index("model")
+# One column for the four counts, which the asserts above showed equal.
+shown = [
+    {
+        "model": r["model"],
+        "L/H/A": r["L/H/A"],
+        "paper": f"{r['paper'] / 1e6:.0f}M",
+        "BertModel (4 counts)": r["closed form"],
+        "with MLM/NSP heads": r["+ pre-training heads"],
+        "transformers built": "yes" if r["transformers (numel)"] else "smoke: no",
+    }
+    for r in rows
+]
+table = pd.DataFrame(shown).set_index("model")
 table.style.format(fmt)
 
 # %% [markdown]
@@ -200,7 +213,7 @@ for name, row in zip(configs, rows):
         paper=paper[name],
         tolerance=5_000_000,
         note=f"{name} BertModel with pooler (§3); the paper rounds to 2 significant "
-            "figures",
+        "figures",
     )
 _ = record(
     "params.base.pretraining",
@@ -246,10 +259,14 @@ assert per_layer["attention.qkv"] + per_layer["attention.output.dense"] == numel
 parts_ffn = cfg.num_hidden_layers * (
     per_layer["intermediate.dense"] + per_layer["output.dense"]
 )
+ffn_share = parts_ffn / b["encoder"]
+tok_share = b["embeddings.word_embeddings"] / published["BERT-base"]["model"]
+# "two thirds" and "a fifth", below: 8H^2 + 5H of 12H^2 + 13H, and V*H of the total
+assert abs(ffn_share - 2 / 3) < 0.005, ffn_share
+assert abs(tok_share - 1 / 5) < 0.02, tok_share
 print(
-    f"feed-forward: {parts_ffn / b['encoder']:.1%} of the encoder; token embeddings: "
-    f"{b['embeddings.word_embeddings'] / published['BERT-base']['model']:.1%} of "
-    "BertModel"
+    f"feed-forward: {ffn_share:.1%} of the encoder; token embeddings: "
+    f"{tok_share:.1%} of BertModel"
 )
 pd.DataFrame({"parameters": b}).style.format("{:,}")
 
@@ -271,20 +288,21 @@ parts = {
     + b["cls.seq_relationship"],
 }
 assert sum(parts.values()) == published["BERT-base"]["pretraining"]
-fig, ax = plt.subplots(figsize=(8, 3.4))
+fig, ax = plt.subplots(figsize=(6.4, 3.6))
 ax.barh(list(parts)[::-1], [v / 1e6 for v in parts.values()][::-1])
 for i, v in enumerate(list(parts.values())[::-1]):
-    ax.text(v / 1e6 + 0.5, i, f"{v:,}", va="center", fontsize=8)
+    ax.text(v / 1e6 + 0.5, i, f"{v:,}", va="center", fontsize=9)
 ax.set(
     xlabel="millions of parameters",
-    title=f"BERT-base with pre-training heads: {sum(parts.values()):,} parameters",
+    title=f"BERT-base with both heads: {sum(parts.values()):,}",
 )
-ax.set_xlim(0, 70)
+ax.set_xlim(0, 80)
 plt.show()
 
 # %% [markdown]
 # Two thirds of the encoder is the feed-forward network ($8H^2$ of every $12H^2$), and a
-# fifth of BERT-base is the token embedding table alone (both printed above).
+# fifth of BERT-base is the token embedding table alone (both printed and asserted
+# above).
 #
 # ## The popular shortcut
 #
@@ -305,10 +323,10 @@ for name, c in configs.items():
         {
             "model": name,
             "exact": exact,
-            "V·H + 12·L·H²": short,
+            "VH + 12LH²": short,
             "missing": exact - short,
             "missing %": 100 * (exact - short) / exact,
-            "of which in the encoder (13·H·L)": encoder_gap,
+            "13HL of it": encoder_gap,
         }
     )
 for r in short_rows:
@@ -319,10 +337,10 @@ for r in short_rows:
 pd.DataFrame(short_rows).set_index("model").style.format(
     {
         "exact": "{:,}",
-        "V·H + 12·L·H²": "{:,}",
+        "VH + 12LH²": "{:,}",
         "missing": "{:,}",
         "missing %": "{:.2f} %",
-        "of which in the encoder (13·H·L)": "{:,}",
+        "13HL of it": "{:,}",
     }
 )
 
@@ -366,7 +384,8 @@ table6 = [
     (24, 1024, 16),
 ]
 
-fig, ax = plt.subplots(1, 2, figsize=(13, 4.2))
+fig, ax0 = plt.subplots(figsize=(7.5, 5.2))
+ax = [ax0]
 im = ax[0].imshow(
     share.numpy(), origin="lower", cmap="viridis", vmin=0, vmax=1, aspect="auto"
 )
@@ -380,15 +399,15 @@ for i, L in enumerate(Ls):
             f"{share[i, j]:.0%}",
             ha="center",
             va="center",
-            fontsize=6,
+            fontsize=9,
             color="w" if share[i, j] < 0.5 else "k",
         )
 for L, H, _ in table6:
-    ax[0].plot(Hs.index(H), Ls.index(L), "s", ms=14, mfc="none", mec="r", mew=1.5)
-ax[0].set(
-    xlabel="H", ylabel="L", title="embedding share of BertModel (red: Table 6 models)"
-)
+    ax[0].plot(Hs.index(H), Ls.index(L), "s", ms=20, mfc="none", mec="r", mew=1.5)
+ax[0].set(xlabel="H", ylabel="L", title="embedding share of BertModel (red: Table 6)")
 fig.colorbar(im, ax=ax[0])
+fig.tight_layout()
+plt.show()
 
 t6 = []
 for L, H, A in table6:
@@ -411,6 +430,8 @@ for L, H, A in table6:
         }
     )
 labels = [r["L/H/A"] for r in t6]
+fig, ax1 = plt.subplots(figsize=(7.5, 3.4))
+ax = [None, ax1]
 bottom = torch.zeros(len(t6))
 for part in ("embeddings", "encoder", "pooler"):
     vals = torch.tensor([r[part] / 1e6 for r in t6])
@@ -479,15 +500,70 @@ _ = record(
     n_file,
     status="exact",
     note="all-MiniLM-L6-v2: tensors in model.safetensors = closed form = "
-        "bertrepro.params (22,713,216)",
+    "bertrepro.params (22,713,216)",
 )
 
 # %% [markdown]
 # ## Summary
+
+# %%
+base_row, large_row = rows
+base_short, large_short = short_rows
+display(Markdown(f"""
+* One BERT layer has $12H^2 + 13H$ parameters ($F = 4H$); the embeddings
+  $(V + P + S + 2)H$; the pooler $H^2 + H$.
+* Exactly {base_row["closed form"]:,} (BERT-base) and {large_row["closed form"]:,}
+  (BERT-large), four ways: the paper's 110M and 340M, rounded.
+* In BERT-base the feed-forward networks are {ffn_share:.1%} of the encoder and the
+  token embedding table is {tok_share:.1%} of the model.
+* The shortcut $VH + 12LH^2$ is {base_short["missing %"]:.2f} % (BERT-base) and
+  {large_short["missing %"]:.2f} % (BERT-large) low.
+* Small models are mostly embedding table; large ones mostly encoder: across Table 6's
+  models the encoder's share runs from {min(r["encoder share"] for r in t6):.0%} to
+  {max(r["encoder share"] for r in t6):.0%}.
+* all-MiniLM-L6-v2's file holds {n_file:,} parameters, the closed form's count.
+"""))
+
+# %% [markdown]
+# ## Exercises
 #
-# * One BERT layer has $12H^2 + 13H$ parameters ($F = 4H$); embeddings
-#   $(V + P + S + 2)H$; pooler $H^2 + H$.
-# * Exactly 109,482,240 (BERT-base) and 335,141,888 (BERT-large): the paper's 110M and
-#   340M, rounded.
-# * The shortcut $VH + 12LH^2$ is 1.0 % / 0.6 % low.
-# * Small models are mostly embedding table; large ones mostly encoder.
+# 1. Count the parameters of a 4-layer, $H = 256$ BERT (the size of the released
+#    "BERT-Mini") with the closed form, and check it on a model built on the `meta`
+#    device.
+# 2. How many parameters would BERT-base gain with a 50,000-piece vocabulary?
+# 3. With $H = 768$, from which number of layers on does the encoder hold more
+#    parameters than the embeddings?
+#
+# Each solution is a collapsed cell below: click to show it.
+
+# %% tags=["hide-input"]
+# Exercise 1: L = 4, H = 256, A = 4, F = 1024.
+mini = BertConfig(
+    num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024
+)
+n_mini = closed_form(4, 256)
+assert n_mini == numel(build(BertModel, mini)) == count_parameters(mini)
+print(f"L=4, H=256: {n_mini:,} parameters")
+
+# %% tags=["hide-input"]
+# Exercise 2: only the token table (and nothing else) grows, by (50,000 - 30,522) x H.
+big_vocab = BertConfig.base(vocab_size=50_000)
+gain = count_parameters(big_vocab) - count_parameters(BertConfig.base())
+assert (
+    gain
+    == (50_000 - 30_522) * 768
+    == closed_form(12, 768, V=50_000) - closed_form(12, 768)
+)
+print(f"+{gain:,} parameters")
+
+# %% tags=["hide-input"]
+# Exercise 3: the smallest L with L (12H^2 + 13H) > (V + P + S) H + 2H.
+H768 = 768
+emb_768 = (30_522 + 512 + 2) * H768 + 2 * H768
+L_over = next(
+    L
+    for L in range(1, 100)
+    if breakdown(BertConfig.base(num_hidden_layers=L))["encoder"] > emb_768
+)
+assert L_over == math.floor(emb_768 / (12 * H768**2 + 13 * H768)) + 1
+print(f"from L = {L_over} on ({emb_768:,} embedding parameters)")
