@@ -58,6 +58,7 @@ from importlib.metadata import distribution
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from IPython.display import Markdown, display
 from transformers import BertTokenizerFast
 
 from bertrepro.config import BertConfig
@@ -101,14 +102,20 @@ print(
 assert licence == "CC BY-SA 4.0"
 
 corpus = load_corpus("wiki-vital", max_documents=max_documents)
+split_rows = []
 for name, split in corpus.items():
     n_sent = [len(s) for s in split["sentences"]]
-    print(
-        f"{name:>10}: {len(split):5,} articles, {sum(n_sent):6,} sentences, "
-        f"{statistics.mean(n_sent):.2f} sentences/article (median "
-        f"{statistics.median(n_sent):g}), "
-        f"{sum(n == 1 for n in n_sent) / len(n_sent):.1%} one-sentence articles"
+    split_rows.append(
+        f"| {name} | {len(split):,} | {sum(n_sent):,} | {statistics.mean(n_sent):.2f} "
+        f"| {statistics.median(n_sent):g} | {sum(n == 1 for n in n_sent) / len(n_sent):.1%} |"
     )
+sentences_per_article = statistics.mean(len(s) for s in corpus["train"]["sentences"])
+display(
+    Markdown(
+        "| split | articles | sentences | sentences / article | median | one-sentence "
+        "articles |\n|---|---|---|---|---|---|\n" + "\n".join(split_rows)
+    )
+)
 train_docs = corpus["train"]["sentences"]
 test_docs = corpus["test"]["sentences"]
 print(
@@ -120,7 +127,7 @@ for s in test_docs[0]:
 # %%
 topics = Counter(corpus["train"]["topic"]).most_common()
 sent_counts = Counter(len(s) for s in train_docs)
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(7.5, 3.4))
 ax1.barh([t for t, _ in topics][::-1], [n for _, n in topics][::-1], color="tab:blue")
 ax1.set_xlabel("articles (train split)")
 ax1.set_title("topics")
@@ -234,7 +241,10 @@ for text in examples:
 # vocabulary. The original code segments greedily: take the **longest** vocabulary entry
 # that starts the word; then the longest entry, marked with the prefix `##`, that
 # continues it; and so on to the end. If some remainder matches nothing, the whole word
-# becomes `[UNK]`; so does any word longer than 100 characters. With a toy vocabulary:
+# becomes `[UNK]`; so does any word longer than a fixed number of characters. Google's
+# `tokenization.py` sets that limit to 200 (`max_input_chars_per_word`); `transformers`'
+# BERT tokenizers use 100, and `bertrepro` follows `transformers`, so that the two agree
+# id for id. With a toy vocabulary:
 
 
 # %%
@@ -294,7 +304,7 @@ record(
     paper=30_000,
     tolerance=600,
     note=f"bert-base-uncased vocab.txt; the paper's '30,000' rounds it ({n_unused} "
-        "[unusedN] slots included)",
+    "[unusedN] slots included)",
 )
 
 for w in ["unaffable", "hugging", "playing", "tokenization", "electroencephalography"]:
@@ -362,7 +372,7 @@ _ = record(
     same,
     status="exact",
     note="test-split sentences tokenized identically to BertTokenizerFast (all "
-        f"{len(test_sentences):,})",
+    f"{len(test_sentences):,})",
 )
 
 # %% [markdown]
@@ -391,10 +401,12 @@ for text in hard:
         f"{' '.join(pieces) if len(pieces) < 24 else f'{len(pieces)} pieces'}"
     )
 assert tok.tokenize("x" * 101) == ["[UNK]"] and len(tok.tokenize("x" * 100)) > 1
+# Google's limit of 200 would still cover a word of 150 characters:
+assert wordpiece("x" * 150, vocab) == ["[UNK]"] != wordpiece("x" * 150, vocab, 200)
 
 # %% [markdown]
 # Two things to notice. A word of 101 characters is `[UNK]` however easy it would be to
-# cover, one of 100 is not. And NFD does more than strip accents: it also decomposes
+# cover, one of 100 is not (with Google's original limit the cut-off would be at 200). And NFD does more than strip accents: it also decomposes
 # every Hangul syllable into its jamo, which is why the Korean word above comes out as a
 # string of `##` jamo pieces.
 #
@@ -426,8 +438,9 @@ assert pair["token_type_ids"] == [0] * 6 + [1] * 4
 #
 # A Chinese pair. The basic tokenizer makes every CJK character a word of its own,
 # whatever spaces the text has, so "今天" (today) and "面试" (interview) each become two
-# tokens. But the English uncased vocabulary holds only a few hundred CJK characters,
-# and three of the six characters of segment A are not among them: they become `[UNK]`.
+# tokens. But the English uncased vocabulary holds only a few hundred CJK characters:
+# three of the six characters of segment A, and all six of segment B, are not among
+# them, and become `[UNK]`.
 
 # %%
 chinese = tok.encode("我 今天 去 面试", "准备 好 了 简历")
@@ -444,6 +457,11 @@ print(
 assert chars[:6] == ["我", "今", "天", "去", "面", "试"]
 assert len(chinese["input_ids"]) == 1 + 6 + 1 + 6 + 1  # one token per character
 assert chinese["token_type_ids"] == [0] * 8 + [1] * 7
+zh_pieces = tok.convert_ids_to_tokens(chinese["input_ids"])
+unk_a = [c for c, p in zip(chars[:6], zh_pieces[1:7]) if p == "[UNK]"]
+unk_b = [c for c, p in zip(chars[6:], zh_pieces[8:14]) if p == "[UNK]"]
+assert unk_a == ["今", "去", "试"] and len(unk_b) == 6, (unk_a, unk_b)
+print(f"[UNK] in segment A: {' '.join(unk_a)} (3 of 6); in segment B: all 6")
 
 # %% [markdown]
 # ## Packing a pair, and truncation
@@ -529,10 +547,13 @@ pieces = list(trained)
 first_merge = next(
     i for i, p in enumerate(pieces) if i >= 5 and len(p.removeprefix("##")) > 1
 )
+merges_500 = sum(len(p.removeprefix("##")) > 1 for p in pieces[5:500])
+if run.profile != "smoke":  # the whole train split: thousands of distinct characters
+    assert merges_500 < 50, merges_500  # "only a few merges", below
 print(
     f"ids 0-4: the special tokens; 5-{first_merge - 1}: single characters (with and "
-    "without ##); "
-    f"from {first_merge}: learned merges"
+    f"without ##); from {first_merge}: learned merges ({merges_500} of them in the "
+    "first 500 pieces)"
 )
 print(
     "some learned pieces:",
@@ -592,11 +613,7 @@ released = {
     "per_sentence": statistics.mean(released_n),
     "per_article": sum(released_n) / len(released_ids),
 }
-print(
-    f"{'V':>7} {'tokens/sent':>11} {'tokens/article':>14} {'[UNK]':>6} {'V*768':>11} "
-    f"{'V*128':>10} "
-    f"{'share of L2/H128 model':>22}"
-)
+table_rows = []
 for r in rows + [released]:
     total = count_parameters(
         BertConfig(
@@ -608,19 +625,24 @@ for r in rows + [released]:
         )
     )
     r["share128"] = r["V"] * 128 / total
-    unk = f"{r['unk']:.2%}" if "unk" in r else "-"
-    print(
-        f"{r['V']:>7,} {r['per_sentence']:>11.1f} {r['per_article']:>14.1f} {unk:>6} "
-        f"{r['V'] * 768:>11,} "
-        f"{r['V'] * 128:>10,} {r['share128']:>22.0%}"
+    unk = f"{r['unk']:.2%}" if "unk" in r else "–"
+    name = f"{r['V']:,}" + ("" if r is not released else " (released)")
+    table_rows.append(
+        f"| {name} | {r['per_sentence']:.1f} | {r['per_article']:.1f} | {unk} | "
+        f"{r['V'] * 768 / 1e6:.1f}M | {r['share128']:.0%} |"
     )
-print("(last row: the released bert-base-uncased vocabulary, trained on other text)")
+display(
+    Markdown(
+        "| V | tokens / sentence | tokens / article | [UNK] | V·768 | share of an "
+        "L=2, H=128 model |\n|---|---|---|---|---|---|\n" + "\n".join(table_rows)
+    )
+)
 assert all(
     x["per_sentence"] > y["per_sentence"] for x, y in zip(rows, rows[1:])
 ), "bigger V must shorten sequences"
 
 # %%
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(7.5, 3.4))
 Vs = [r["V"] for r in rows]
 ax1.plot(
     Vs, [r["per_sentence"] for r in rows], "o-", label="trained on the train split"
@@ -647,11 +669,71 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# (A 500-piece vocabulary is little more than the alphabet: the single characters come
-# first, so it holds only a few dozen merges.) Going from a few hundred pieces to 30,000
+# (Trained on the whole train split, a 500-piece vocabulary is little more than the
+# alphabet: the single characters come first, so it holds only the few merges counted
+# above. The smoke profile's 400 articles have fewer distinct characters, and room for
+# more merges.) Going from a few hundred pieces to 30,000
 # shortens the average sentence severalfold, with diminishing returns past a few
 # thousand pieces, while the embedding table grows linearly in $V$. For BERT-base the
 # 30k table is about a fifth of the model; for a 2-layer, $H=128$ model the same table
 # is most of its parameters, which is why small models in later chapters use a small
 # trained vocabulary. A vocabulary trained on this corpus tokenizes it slightly more
 # compactly than the released one, which was trained on books and all of Wikipedia.
+
+# %% [markdown]
+# ## Summary
+
+# %%
+display(
+    Markdown(
+        f"""
+* The corpus: lead sections of English Wikipedia vital articles ({licence}), split by
+  article; {sentences_per_article:.1f} sentences per training article.
+* Basic tokenization and greedy longest-match-first WordPiece fit in a few lines of
+  Python, and equal `bertrepro`'s tokenizer and `transformers`' `BertTokenizerFast` on
+  all {same:,} test-split sentences. Words longer than 100 characters become `[UNK]`
+  (the `transformers` limit, which `bertrepro` follows; Google's code uses 200).
+* The released vocabulary has {len(vocab):,} pieces (the paper's "30,000") and
+  {n_cjk} characters of the main CJK block: 今, 去, 试 and all of
+  准备好了简历 are `[UNK]`.
+* `[CLS] A [SEP] B [SEP]` with segment ids 0 up to the first `[SEP]`, 1 after;
+  `truncate_seq_pair` trims the longer segment at a random end.
+* A vocabulary trained on the train split: {rows[0]["per_sentence"]:.1f} tokens per
+  test sentence at V = {rows[0]["V"]:,} ({merges_500} merges in its first 500
+  pieces), {rows[-1]["per_sentence"]:.1f} at V = {rows[-1]["V"]:,}; the released one
+  gives {released["per_sentence"]:.1f}.
+"""
+    )
+)
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. Greedy longest-match-first does not always find the fewest pieces. Find a toy
+#    vocabulary and a word where it does not.
+# 2. A pair of 10 and 3 pieces must fit `max_seq_length = 12`. How long are A and B
+#    after `truncate_seq_pair`?
+# 3. Do "Café", "CAFE" and "cafe" get the same ids from the uncased tokenizer?
+#
+# Each solution is a collapsed cell below: click to show it.
+
+# %% tags=["hide-input"]
+# Exercise 1: "ab" is the longest start of "abcd", but "a" + "##bcd" needs one piece less.
+toy2 = {"a", "ab", "##bcd", "##c", "##d"}
+assert wordpiece("abcd", toy2) == ["ab", "##c", "##d"]
+assert all(p in toy2 for p in ["a", "##bcd"])  # a cover with 2 pieces
+print(f"greedy: {wordpiece('abcd', toy2)}; fewest pieces: ['a', '##bcd']")
+
+# %% tags=["hide-input"]
+# Exercise 2: 12 - 3 = 9 tokens for A and B; A is longer, so it alone loses 4.
+a_ex, b_ex = list(range(10)), list(range(100, 103))
+truncate_seq_pair(a_ex, b_ex, 12 - 3, random.Random(0))
+assert (len(a_ex), len(b_ex)) == (6, 3)
+print(f"A keeps {len(a_ex)} pieces {a_ex}, B keeps {len(b_ex)}")
+
+# %% tags=["hide-input"]
+# Exercise 3: lowercasing and NFD accent stripping map all three to one word.
+ids_cafe = [tok.token_ids(w) for w in ("Café", "CAFE", "cafe")]
+assert ids_cafe[0] == ids_cafe[1] == ids_cafe[2]
+print(f"all three -> {ids_cafe[0]} {tok.convert_ids_to_tokens(ids_cafe[0])}")
+
