@@ -46,6 +46,7 @@ import random
 
 import matplotlib.pyplot as plt
 import torch
+from IPython.display import Markdown, display
 from torch.testing import assert_close
 
 from bertrepro import bench
@@ -85,7 +86,8 @@ target_tokens = run.pick(smoke=300_000, cpu=2_000_000, gpu=10_000_000)
 # % of positions are chosen, corrupted, and the loss counts only those positions,
 #
 # $$
-# \mathcal{L}_{\text{MLM}} = -\frac{1}{|\mathcal{M}|}\sum_{i \in \mathcal{M}} \log p_\theta\big(x_i \mid \tilde{x}\big),
+# \mathcal{L}_{\text{MLM}} = -\frac{1}{|\mathcal{M}|}\sum_{i \in \mathcal{M}}
+#   \log p_\theta\big(x_i \mid \tilde{x}\big),
 # $$
 #
 # where $\mathcal{M}$ is the set of chosen positions and $\tilde{x}$ the corrupted
@@ -112,7 +114,10 @@ target_tokens = run.pick(smoke=300_000, cpu=2_000_000, gpu=10_000_000)
 # of tokens of the sequence (its `[CLS]` and `[SEP]`s included) it chooses **exactly**
 #
 # $$
-# k = \min\big(\text{max\_predictions\_per\_seq},\ \max(1,\ \operatorname{round}(0.15\, n))\big)
+# \begin{aligned}
+# k &= \min\big(\text{max\_predictions\_per\_seq},\ k_0\big), \\
+# k_0 &= \max\big(1,\ \operatorname{round}(0.15\, n)\big)
+# \end{aligned}
 # $$
 #
 # positions uniformly at random among the tokens that are not `[CLS]` or `[SEP]`, with
@@ -306,7 +311,7 @@ print(
     f"({tally['special_chosen']} of them special tokens)"
 )
 print(
-    f"chosen / tokens     = {fraction:.4%}  (paper 15 %; rounding bound "
+    f"chosen / tokens = {fraction:.4%} (paper 15 %; rounding bound "
     f"±{rounding_bound:.3%})"
 )
 print(
@@ -318,11 +323,16 @@ for name, p in (("mask", 0.8), ("random", 0.1), ("same", 0.1)):
     hat = tally[name] / N
     sigma = math.sqrt(p * (1 - p) / N)
     shares[name] = (hat, p, sigma)
-    print(
-        f"{name:>7}: {hat:.4%}   paper {p:.0%}   5 sigma = {5 * sigma:.3%}   z = "
-        f"{(hat - p) / sigma:+.2f}"
-    )
     assert abs(hat - p) <= 5 * sigma
+display(
+    Markdown(
+        "| replacement | measured | paper | 5σ | z |\n|---|---|---|---|---|\n"
+        + "\n".join(
+            f"| {name} | {hat:.3%} | {p:.0%} | {5 * sigma:.3%} | {(hat - p) / sigma:+.2f} |"
+            for name, (hat, p, sigma) in shares.items()
+        )
+    )
+)
 
 record(
     "mlm.chosen_fraction",
@@ -362,9 +372,9 @@ _ = record(
 )
 
 # %%
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(7.5, 3.6))
 names = ["mask", "random", "same"]
-labels_pp = [f"{s}\n{shares[s][0]:.2%} (paper {shares[s][1]:.0%})" for s in names]
+labels_pp = [f"{s}\n{shares[s][0]:.2%}" for s in names]
 ax1.errorbar(
     labels_pp,
     [100 * (shares[s][0] - shares[s][1]) for s in names],
@@ -375,7 +385,7 @@ ax1.errorbar(
 )
 ax1.axhline(0, color="black", lw=1)
 ax1.set_ylabel("percentage points")
-ax1.set_title(f"80 / 10 / 10 over {N:,} chosen positions")
+ax1.set_title(f"80/10/10, {N:,} positions")
 ax1.legend()
 lengths = attention.sum(1)
 ks = expected_k
@@ -407,8 +417,8 @@ plt.show()
 #   `[CLS] 我 今 天 去 面 试 [SEP] 准 备 好 了 简 历 [SEP]` has $n = 15$, so
 #   $k = \operatorname{round}(2.25) = 2$, and both chosen positions can fall in A.
 # * **Which tokens?** With the English uncased vocabulary (chapter 06), 今, 去 and 试 are
-#   `[UNK]`. The model still sees one position per character, and we display each
-#   position by its character.
+#   `[UNK]`, and so is every character of segment B. The model still sees one position
+#   per character, and we display each position by its character.
 #
 # We mask 4,096 copies of the pair and pick the first copy whose two chosen positions
 # are 今 and 面, both turned into `[MASK]`. (The chance of that is
@@ -418,6 +428,9 @@ plt.show()
 zh = tok.encode("我 今天 去 面试", "准备 好 了 简历")
 zh_ids = torch.tensor(zh["input_ids"])
 chars = ["[CLS]", *"我今天去面试", "[SEP]", *"准备好了简历", "[SEP]"]
+zh_tokens = tok.convert_ids_to_tokens(zh_ids)
+unk_chars = [c for c, t in zip(chars, zh_tokens) if t == "[UNK]"]
+assert unk_chars == ["今", "去", "试", *"准备好了简历"], unk_chars
 n_zh = len(zh_ids)
 print("tokens:", tok.convert_ids_to_tokens(zh_ids))
 print(
@@ -484,10 +497,8 @@ assert " ".join(shown[1:7]) == "我 [MASK] 天 去 [MASK] 试"
 # when given `word_start`, True at the first piece of each word.
 
 # %%
-# (V,) True at "##" pieces
-continuation = torch.tensor([p.startswith("##") for p in tok.inv_vocab])
 wb_ids, wb_special = input_ids[:256], special[:256]
-word_start = ~continuation[wb_ids]
+word_start = tok.word_start_mask(wb_ids)  # (B, T): False at "##" continuation pieces
 wwm, wwm_labels = mask_tokens(
     wb_ids,
     wb_special,
@@ -517,10 +528,10 @@ multi = next(b for b in range(wb_ids.shape[0]) if (chosen[b] & ~word_start[b]).a
 m = int(examples["attention_mask"][multi].sum())
 print("original:", " ".join(tok.convert_ids_to_tokens(wb_ids[multi, :m])))
 print("masked  :", " ".join(tok.convert_ids_to_tokens(wwm[multi, :m])))
+budget = num_to_predict(examples["attention_mask"][:256].sum(1), 0.15, max_predictions)
 print(
     f"no word split in {wb_ids.shape[0]} sequences; {int(chosen.sum())} pieces chosen "
-    "vs "
-    f"{int(num_to_predict(examples['attention_mask'][:256].sum(1), 0.15, max_predictions).sum())} budget"
+    f"vs {int(budget.sum())} budget"
 )
 
 # %% [markdown]
@@ -561,3 +572,75 @@ _ = record(
         "DataCollatorForLanguageModeling.torch_mask_tokens, 256x128, "
     f"{res['threads']} thread; target >= 1",
 )
+
+# %% [markdown]
+# ## Summary
+
+# %%
+display(
+    Markdown(
+        f"""
+* A bidirectional encoder could copy each input token to its output; the masked LM hides
+  the tokens it predicts, and the loss counts only those positions.
+* The original rule chooses exactly $k = \\min(20, \\max(1, \\operatorname{{round}}(0.15\\,n)))$
+  non-special positions per sequence (Python 2 rounding), and `mask_tokens` equals a
+  hand-written loop on the same random stream.
+* Measured over {tally["tokens"]:,} tokens: {fraction:.3%} chosen (15 % up to the
+  rounding bound ±{rounding_bound:.3%}); of the {N:,} chosen positions
+  {shares["mask"][0]:.2%} became `[MASK]`, {shares["random"][0]:.2%} a random token and
+  {shares["same"][0]:.2%} stayed unchanged, each within 5σ of 80 / 10 / 10;
+  `[CLS]`, `[SEP]` and `[PAD]` were chosen {tally["special_chosen"]} times.
+* "我 [MASK] 天 去 [MASK] 试" needs the sentence to be segment A of a pair ($n = 15$,
+  $k = 2$); with the English vocabulary 今, 去, 试 and all of segment B are `[UNK]`.
+* Whole-word masking never split a word ({split_words} split words); `mask_tokens` ran
+  {res["speedup"]:.2f}× as fast as `transformers`' collator.
+"""
+    )
+)
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. For the 512-token phase the released code raised `max_predictions_per_seq`. How
+#    many positions does a full 512-token sequence get with the cap at 20, and with the
+#    cap at 80?
+# 2. What fraction of *all* tokens shows `[MASK]` in the input? Predict it from the
+#    rule and check it against the tally above.
+# 3. `transformers`' collator draws Bernoulli(0.15) per token. How often does it give a
+#    sequence of 8 candidate tokens no prediction at all, and how often does the
+#    original rule?
+#
+# Each solution is a collapsed cell below: click to show it.
+
+# %% tags=["hide-input"]
+# Exercise 1: round(0.15 x 512) = round(76.8) = 77, under a cap of 80; 20 under 20.
+n512 = torch.tensor([512])
+k20, k80 = int(num_to_predict(n512, 0.15, 20)), int(num_to_predict(n512, 0.15, 80))
+assert (k20, k80) == (20, py2_round(0.15 * 512)) == (20, 77)
+print(f"cap 20: {k20} positions; cap 80: {k80} positions")
+
+# %% tags=["hide-input"]
+# Exercise 2: 80 % of the chosen ~15 %: about 12 % of all tokens show [MASK].
+mask_share = tally["mask"] / tally["tokens"]
+expected = 0.8 * fraction
+sd = math.sqrt(0.8 * 0.2 / N) * fraction  # the binomial spread of the 80 %, scaled
+assert abs(mask_share - expected) < 5 * sd
+print(f"[MASK] in {mask_share:.3%} of all tokens; 0.8 x {fraction:.3%} = {expected:.3%}")
+
+# %% tags=["hide-input"]
+# Exercise 3: 0.85^8 for the collator; never for the original rule (k >= 1).
+p_none = 0.85**8
+short_ids = torch.randint(1000, 2000, (4096, 10), generator=run.generator(offset=9))
+short_ids[:, 0], short_ids[:, -1] = CLS, SEP
+_, short_labels = mask_tokens(
+    short_ids,
+    tok.special_tokens_mask(short_ids),
+    vocab_size=V,
+    mask_token_id=MASK,
+    pad_token_id=PAD,
+    generator=run.generator(offset=9),
+)
+assert ((short_labels != IGNORE_INDEX).sum(1) >= 1).all()
+assert 0.27 < p_none < 0.28
+print(f"collator: no prediction in {p_none:.1%} of such sequences; original rule: never")
+
