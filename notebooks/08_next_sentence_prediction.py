@@ -48,6 +48,7 @@ from collections import defaultdict
 
 import matplotlib.pyplot as plt
 import torch
+from IPython.display import Markdown, display
 from torch.testing import assert_close
 
 from bertrepro import bench
@@ -65,7 +66,10 @@ from bertrepro.tokenization import (
 )
 
 tok = WordPieceTokenizer.from_vocab(bert_uncased_vocab_path())
-continuation = frozenset(i for p, i in tok.vocab.items() if p.startswith("##"))
+# the ids of "##" pieces, from the tokenizer's word-start mask over the vocabulary
+continuation = frozenset(
+    (~tok.word_start_mask(torch.arange(len(tok)))).nonzero()[:, 0].tolist()
+)
 max_seq_length, short_seq_prob = 128, 0.1  # the original defaults
 max_documents = run.pick(smoke=400, cpu=None, gpu=None)
 # passes over the corpus for the balance statistics
@@ -246,11 +250,17 @@ for mode in (False, True):
         f"{'balanced' if mode else 'original':>9}: {len(xs):,} pairs, IsNext "
         f"{is_next / len(xs):.2%}"
     )
+# The prediction, tested on the pass it was derived from: given the chunks, the NotNext
+# count is (one-sentence chunks) + Binomial(other chunks, 1/2).
+s_ = one_sentence_share
+n_first = len(by_hand)
+not_next_first = sum(is_random for _, _, is_random in by_hand) / n_first
+z_nsp = (not_next_first - (0.5 + s_ / 2)) / (0.5 * (1 - s_) ** 0.5 / n_first**0.5)
+assert abs(z_nsp) < 5, f"P(NotNext) = 1/2 + s/2 is off by {z_nsp:.1f} standard errors"
 print(
-    f"one-sentence chunks in the original (first pass): s = {one_sentence_share:.1%} "
-    "-> predicted "
-    f"P(NotNext) = 1/2 + s/2 = {0.5 + one_sentence_share / 2:.1%}; measured "
-    f"{1 - balance[False][0]:.1%}"
+    f"original rule, first pass: s = {s_:.1%} one-sentence chunks -> predicted "
+    f"P(NotNext) = 1/2 + s/2 = {0.5 + s_ / 2:.1%}; measured {not_next_first:.1%} "
+    f"(z = {z_nsp:+.2f}); over {dupe_factor} passes {1 - balance[False][0]:.1%}"
 )
 record(
     "nsp.isnext_fraction.balanced",
@@ -258,7 +268,7 @@ record(
     paper=0.5,
     tolerance=0.02,
     note=f"IsNext share of {balance[True][1]:,} pairs, balanced mode (one-sentence "
-        "chunks cut for IsNext)",
+    "chunks cut for IsNext)",
 )
 _ = record(
     "nsp.isnext_fraction.original_rule",
@@ -266,12 +276,12 @@ _ = record(
     paper=0.5,
     tolerance=0.02,
     note=f"IsNext share of {balance[False][1]:,} pairs with the original rule on short "
-        "articles "
+    "articles "
     f"(one-sentence chunks always NotNext)",
 )
 
 # %%
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(7.5, 3.4))
 ax1.bar(
     ["original rule", "balanced"],
     [balance[False][0], balance[True][0]],
@@ -439,7 +449,7 @@ assert abs(balanced_acc - 0.5) < run.pick(
 ), "lengths predict the balanced labels"
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), sharey=True)
+fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.4), sharey=True)
 bins = range(0, max_seq_length - 1, 4)
 for ax, mode in zip(axes, (False, True)):
     for label, color, name in (
@@ -456,7 +466,7 @@ for ax, mode in zip(axes, (False, True)):
             label=name,
         )
     ax.set_title(
-        f"{'balanced mode' if mode else 'original rule'}: length-only accuracy "
+        f"{'balanced' if mode else 'original'}: lengths give "
         f"{length_only[mode]['nsp_length_baseline']:.1%}"
     )
     ax.set_xlabel("|B| (WordPiece tokens)")
@@ -478,8 +488,11 @@ plt.show()
 # mean next sentence prediction likelihood" (Appendix A.2):
 #
 # $$
-# \mathcal{L} = -\frac{1}{|\mathcal{M}|} \sum_{(b, t) \in \mathcal{M}} \log p_\theta(x_{b,t} \mid \tilde{x}_b)
-#   \;-\; \frac{1}{B} \sum_{b=1}^{B} \log p_\theta(y_b \mid C_b),
+# \begin{aligned}
+# \mathcal{L} = &-\frac{1}{|\mathcal{M}|} \sum_{(b, t) \in \mathcal{M}}
+#   \log p_\theta(x_{b,t} \mid \tilde{x}_b) \\
+# &-\frac{1}{B} \sum_{b=1}^{B} \log p_\theta(y_b \mid C_b),
+# \end{aligned}
 # $$
 #
 # with $\mathcal{M}$ the chosen MLM positions of the batch and
@@ -567,7 +580,7 @@ _ = record(
     paper=0.0,
     tolerance=1e-5,
     note="MLM + NSP loss vs transformers' BertForPreTraining with the same weights "
-        "(tiny config)",
+    "(tiny config)",
 )
 
 # %% [markdown]
@@ -614,7 +627,7 @@ _ = record(
     res["speedup"],
     status="reproduced" if res["speedup"] >= 1 else "not reproduced at this scale",
     note=f"one AdamW step, tiny config, {bench_batch}x{max_seq_length}, CPU, 1 "
-        "thread; gathered MLM head; target >= 1",
+    "thread; gathered MLM head; target >= 1",
 )
 
 # %% [markdown]
@@ -640,3 +653,66 @@ _ = record(
 #   (`test_overlong_pairs_truncated_not_dropped`), and a **random replacement that is a
 #   position index** instead of a vocabulary id
 #   (`test_random_replacement_is_a_token_not_an_index`).
+
+# %% [markdown]
+# ## Summary
+
+# %%
+display(Markdown(f"""
+* `bertrepro.nsp` with `balanced=False` reproduces the original pairing procedure
+  draw for draw ({len(ours):,} pairs).
+* On short articles the original rule is unbalanced: with a share $s$ = {s_:.1%} of
+  one-sentence chunks it predicts $P(\\text{{NotNext}}) = \\tfrac12 + \\tfrac{{s}}{{2}}$ =
+  {0.5 + s_ / 2:.1%}; measured {not_next_first:.1%} ($z$ = {z_nsp:+.2f}). Balanced mode
+  gives IsNext {balance[True][0]:.1%} over {balance[True][1]:,} pairs.
+* Every NotNext B ({n_random:,}) comes from another article, every IsNext B
+  ({n_next:,}) continues A, and nothing is dropped for length.
+* Lengths alone predict the original rule's labels with balanced accuracy
+  {length_only[False]["nsp_length_baseline"]:.1%}, balanced mode's with
+  {length_only[True]["nsp_length_baseline"]:.1%} (chance 50 %).
+* The loss is the mean MLM loss over the chosen positions plus the mean NSP loss over
+  all examples; it equals `transformers`' `BertForPreTraining` to
+  {abs(out.loss - hf_out.loss).item():.1e}. Gathering the chosen positions before the
+  vocabulary projection made a training step {res["speedup"]:.2f}× as fast.
+"""))
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. What does the original rule do with a corpus in which every article is a single
+#    sentence? Predict it from $\tfrac12 + \tfrac{s}{2}$, then run `original_pairs`.
+# 2. A model that predicts every vocabulary entry with the same probability: what is its
+#    masked-LM loss? Check it on this chapter's batch.
+# 3. Which NSP label does `transformers`' `BertForPreTraining` expect for "B is random"?
+#    What happens to the NSP loss of this chapter's batch if the labels are flipped?
+#
+# Each solution is a collapsed cell below: click to show it.
+
+# %% tags=["hide-input"]
+# Exercise 1: s = 1, so every pair is NotNext.
+one_sentence_docs = [d[:1] for d in docs_kept[:200]]
+toy_pairs, toy_s = original_pairs(
+    one_sentence_docs, max_seq_length, short_seq_prob, random.Random(0)
+)
+assert toy_s == 1.0 and all(is_random for _, _, is_random in toy_pairs)
+print(f"s = {toy_s:.0%}: all {len(toy_pairs)} pairs are NotNext")
+
+# %% tags=["hide-input"]
+# Exercise 2: uniform logits give -log(1/V) = ln V at every chosen position.
+uniform_logits = torch.zeros(N, len(tok))
+uniform_loss = torch.nn.functional.cross_entropy(uniform_logits, labels[chosen])
+assert_close(uniform_loss, torch.log(torch.tensor(float(len(tok)))))
+print(f"uniform prediction: MLM loss {uniform_loss:.4f} = ln {len(tok):,}")
+
+# %% tags=["hide-input"]
+# Exercise 3: label 1 = NotNext ("B is random"), as in the original code.
+assert (IS_NEXT, NOT_NEXT) == (0, 1)
+with torch.no_grad():
+    flipped = model(
+        inputs, types, attn, labels=labels, next_sentence_label=1 - nsp_labels
+    )
+assert not torch.allclose(flipped.nsp_loss, out.nsp_loss)
+assert_close(flipped.mlm_loss, out.mlm_loss)  # the MLM term does not see the NSP labels
+print(
+    f"NSP loss {out.nsp_loss:.4f} with the true labels, {flipped.nsp_loss:.4f} flipped"
+)
