@@ -683,8 +683,8 @@ display(Markdown(f"""
 #    sentence? Predict it from $\tfrac12 + \tfrac{s}{2}$, then run `original_pairs`.
 # 2. A model that predicts every vocabulary entry with the same probability: what is its
 #    masked-LM loss? Check it on this chapter's batch.
-# 3. Which NSP label does `transformers`' `BertForPreTraining` expect for "B is random"?
-#    What happens to the NSP loss of this chapter's batch if the labels are flipped?
+# 3. In balanced mode, what share of the pairs whose A comes from a one-sentence
+#    article are IsNext? And under the original rule?
 #
 # Each solution is a collapsed cell below: click to show it.
 
@@ -705,14 +705,13 @@ assert_close(uniform_loss, torch.log(torch.tensor(float(len(tok)))))
 print(f"uniform prediction: MLM loss {uniform_loss:.4f} = ln {len(tok):,}")
 
 # %% tags=["hide-input"]
-# Exercise 3: label 1 = NotNext ("B is random"), as in the original code.
-assert (IS_NEXT, NOT_NEXT) == (0, 1)
-with torch.no_grad():
-    flipped = model(
-        inputs, types, attn, labels=labels, next_sentence_label=1 - nsp_labels
-    )
-assert not torch.allclose(flipped.nsp_loss, out.nsp_loss)
-assert_close(flipped.mlm_loss, out.mlm_loss)  # the MLM term does not see the NSP labels
+# Exercise 3: balanced mode cuts the sentence for IsNext half of the time; the original
+# rule never can, so those pairs are all NotNext.
+from_one = [x.label == IS_NEXT for x in instances if sentences_in[x.a_doc] == 1]
+share_one = sum(from_one) / len(from_one)
+assert abs(share_one - 0.5) < 5 * (0.25 / len(from_one)) ** 0.5
+assert by_length[False][1] == 0.0
 print(
-    f"NSP loss {out.nsp_loss:.4f} with the true labels, {flipped.nsp_loss:.4f} flipped"
+    f"balanced: IsNext {share_one:.1%} of {len(from_one):,} such pairs; original rule: "
+    f"{by_length[False][1]:.0%}"
 )
