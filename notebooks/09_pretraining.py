@@ -28,8 +28,9 @@
 # Wikipedia corpus, with a WordPiece vocabulary learned from that split only, by calling
 # `bertrepro.pretrain`. It then checks that the model learned something the context-free
 # baselines cannot, measures its speed, opens a checkpoint, and explains how the paper's
-# 16 and 64 TPU chips map onto data parallelism. Chapters 10 and 11 reuse the model this
-# chapter leaves in the cache.
+# 16 and 64 TPU chips map onto data parallelism. Before the library runs, the training
+# loop is written out on the page and checked against it bit for bit. Chapter 10 reuses
+# the model this chapter leaves in the cache; chapter 11 trains its own runs.
 
 # %% tags=["parameters"]
 profile = None  # "smoke" | "cpu" | "gpu"; None picks gpu if CUDA is available, else cpu
@@ -45,9 +46,11 @@ print(run)
 # %%
 import contextlib
 import copy
+import hashlib
 import io
 import json
 import math
+import random
 import re
 import statistics
 import tempfile
@@ -55,9 +58,11 @@ import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from IPython.display import Markdown, display
 from torch.testing import assert_close
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -65,9 +70,13 @@ from bertrepro.config import BertConfig
 from bertrepro.data import load_corpus
 from bertrepro.model import IGNORE_INDEX, IS_NEXT, NOT_NEXT, BertForPreTraining
 from bertrepro.params import count_parameters
+from bertrepro.pretrain import _autocast as autocast  # bf16 on CUDA, float32 on CPU
 from bertrepro.pretrain import (
     EVAL_SEED,
+    BatchStream,
     PretrainConfig,
+    build_optimizer,
+    build_scheduler,
     epoch_examples,
     evaluate,
     fill_mask,
@@ -78,6 +87,7 @@ from bertrepro.pretrain import (
     measure_peak_flops,
     nsp_length_baseline,
     pretrain,
+    prepare_data,
     pretrained_model,
     split_batch,
     validation_examples,
@@ -88,12 +98,8 @@ config = PretrainConfig.for_profile(run.profile, seed=run.seed)
 
 
 def amp():
-    """What the library's precision="auto" does: bf16 autocast on CUDA, float32 on CPU."""
-    return (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if run.device.type == "cuda"
-        else contextlib.nullcontext()
-    )
+    """The library's mixed precision for this run: bf16 autocast on CUDA, else float32."""
+    return autocast(run.device, config.precision)
 
 
 # %% [markdown]
@@ -104,13 +110,18 @@ def amp():
 # $y$ the IsNext/NotNext label,
 #
 # $$
-# \mathcal{L} = \underbrace{\frac{1}{|M|}\sum_{i\in M} -\log p_\theta(x_i \mid \tilde{x})}_{\text{masked LM}}
-# \;+\; \underbrace{\frac{1}{B}\sum_{b=1}^{B} -\log p_\theta(y_b \mid \tilde{x}_b)}_{\text{NSP}} .
+# \begin{aligned}
+# \mathcal{L} = &\underbrace{\frac{1}{|M|}\sum_{i\in M}
+#   -\log p_\theta(x_i \mid \tilde{x})}_{\text{masked LM}} \\
+# &+ \underbrace{\frac{1}{B}\sum_{b=1}^{B}
+#   -\log p_\theta(y_b \mid \tilde{x}_b)}_{\text{NSP}} .
+# \end{aligned}
 # $$
 #
 # Appendix A.2 trains it with Adam ($\beta_1 = 0.9$, $\beta_2 = 0.999$, L2 weight decay
-# 0.01), a learning rate warmed up over the first $w = 10{,}000$ steps and then decayed
-# linearly,
+# 0.01; the $\epsilon = 10^{-6}$ is not in the paper's text but in the released
+# `optimization.py`), a learning rate warmed up over the first $w = 10{,}000$ steps and
+# then decayed linearly,
 #
 # $$
 # \eta(s) = \eta_0 \cdot \begin{cases} s / w & s < w \\ 1 - s / S & s \ge w \end{cases},
@@ -120,10 +131,10 @@ def amp():
 # dropout 0.1 everywhere and GELU activations. "To speed up pretraining in our
 # experiments, we pre-train the model with sequence length of 128 for 90% of the steps.
 # Then, we train the rest 10% of the steps of sequence of 512 to learn the positional
-# embeddings" (A.2). The table puts the paper beside the three profiles of this book.
-# The `gpu` profile keeps the paper's optimiser and model and shortens the schedule; the
-# `cpu` profile departs wherever a few minutes on two cores demand it, and the last
-# column says why.
+# embeddings" (A.2). The table puts the paper beside this run's profile. The `gpu`
+# profile keeps the paper's optimiser and model and shortens the schedule; the `cpu`
+# profile departs wherever a few minutes on two cores demand it, and the last column
+# says why.
 
 
 # %%
@@ -195,7 +206,7 @@ RECIPE = [
     ),
     (
         "Adam β1, β2, ε",
-        "0.9, 0.999, 1e-6",
+        "0.9, 0.999 (ε 1e-6: released code)",
         lambda c: f"{c.adam_beta1:g}, {c.adam_beta2:g}, {c.adam_epsilon:g}",
         lambda c: (c.adam_beta1, c.adam_beta2, c.adam_epsilon) != (0.9, 0.999, 1e-6),
         "",
@@ -232,17 +243,18 @@ RECIPE = [
     ),
 ]
 presets = {p: PretrainConfig.for_profile(p) for p in profiles.PROFILES}
-recipe = pd.DataFrame(
-    {
-        "paper (BERT-base)": [r[1] for r in RECIPE],
-        **{p: [r[2](c) for r in RECIPE] for p, c in presets.items()},
-        "cpu departs?": ["yes" if r[3](presets["cpu"]) else "" for r in RECIPE],
-        "why (cpu)": [r[4] if r[3](presets["cpu"]) else "" for r in RECIPE],
-    },
-    index=[r[0] for r in RECIPE],
+# One column for this run's profile; the reasons are the cpu profile's departures.
+mine_ = presets[run.profile]
+recipe_rows = [
+    f"| {r[0]} | {r[1]} | {r[2](mine_)} | {r[4] if r[3](presets['cpu']) else ''} |"
+    for r in RECIPE
+]
+display(
+    Markdown(
+        f"| setting | paper (BERT-base) | this run ({run.profile}) | why the cpu profile "
+        "departs |\n|---|---|---|---|\n" + "\n".join(recipe_rows)
+    )
 )
-print(f"this run: profile {run.profile!r}, seed {run.seed}")
-recipe
 
 # %% [markdown]
 # Two departures hold at every profile and are stated in `bertrepro.pretrain`: masking
@@ -252,12 +264,115 @@ recipe
 # 512-token phase exists to learn the positional embeddings beyond 128, which short
 # articles would not exercise anyway.
 #
+# ## The training loop, on one page
+#
+# `bertrepro.pretrain.pretrain` wraps the loop in checkpoints, logging, evaluation and
+# data parallelism. Stripped of those, one process on the CPU, it is the loop below, and
+# every piece it calls is the library's: the data (the corpus, the trained vocabulary and
+# its token ids), the stream of global batches (balanced NSP pairs re-drawn every epoch
+# and shuffled), the dynamic masking, AdamW with weight decay on the matrices only, and
+# the warm-up-then-decay schedule. Each random stream has its own seed derived from
+# `(seed, name)`, so that the weights, the masks and the dropout draws do not depend on
+# the order in which things are built.
+
+
+# %%
+def derive_seed(seed, *parts):
+    """The library's derived seeds: 63 bits of SHA-256 of (seed, *parts)."""
+    digest = hashlib.sha256(repr((seed, *parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def train_by_hand(cfg, corpus, cache_dir):
+    """Pre-train on one CPU process: the arithmetic of bertrepro.pretrain.pretrain."""
+    data = prepare_data(cfg, corpus, cache_dir)  # vocabulary and token ids
+    torch.manual_seed(derive_seed(cfg.seed, "init"))  # the initial weights
+    net = BertForPreTraining(cfg.bert_config(data.vocab_size, data.pad_token_id))
+    net.train()  # dropout on
+    optimizer = build_optimizer(
+        net, cfg, torch.device("cpu")
+    )  # AdamW, decay on matrices
+    scheduler = build_scheduler(optimizer, cfg)  # linear warm-up, then linear decay
+    masking = torch.Generator().manual_seed(derive_seed(cfg.seed, "masking"))
+    streams = derive_seed(cfg.seed, "rank-streams", 0, 0)  # dropout (and python, numpy)
+    torch.manual_seed(streams), random.seed(streams), np.random.seed(streams % 2**32)
+    batches = BatchStream(data, cfg)  # NSP pairs, re-drawn and shuffled every epoch
+    losses = []
+    for step in range(cfg.stop_step):
+        batch = make_batch(batches.next(), data, cfg, masking)  # 15 %: 80/10/10
+        n_pred = int((batch["labels"] != IGNORE_INDEX).sum())  # |M| of the batch
+        out = net(
+            batch["input_ids"],
+            batch["token_type_ids"],
+            batch["attention_mask"],
+            labels=batch["labels"],
+            mlm_denominator=n_pred,  # mean over the chosen positions
+        )
+        nsp_loss = F.cross_entropy(
+            out.seq_relationship_logits.float(),
+            batch["next_sentence_label"],
+            reduction="sum",
+        ) / len(batch["next_sentence_label"])
+        loss = out.mlm_loss + nsp_loss  # the sum of the two means
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()  # the learning rate of the next update
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return net, losses
+
+
+# %% [markdown]
+# The check: a few steps at the `smoke` size, dropout on, once by the loop above and once
+# by `pretrain` with the same settings and seed. The two models must be equal bit for
+# bit, and the library's logged losses (the means over its logging windows) must be the
+# loop's.
+
+# %%
+loop_cfg = PretrainConfig.for_profile(
+    "smoke",
+    seed=run.seed,
+    device="cpu",
+    total_steps=6,
+    warmup_steps=2,
+    log_every=2,
+    checkpoint_every=6,
+)
+loop_corpus = {
+    "train": load_corpus(loop_cfg.corpus)["train"]["sentences"][
+        : loop_cfg.max_documents
+    ]
+}
+loop_cache = profiles.cache_dir("pretrain")
+by_hand_model, by_hand_losses = train_by_hand(loop_cfg, loop_corpus, loop_cache)
+with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+    library = pretrain(
+        loop_cfg, Path(tmp), corpus=loop_corpus, cache_dir=loop_cache, progress=False
+    )
+mine_sd, theirs_sd = by_hand_model.state_dict(), library.model.state_dict()
+assert mine_sd.keys() == theirs_sd.keys()
+assert all(torch.equal(mine_sd[k], theirs_sd[k]) for k in mine_sd)
+window_means = [
+    statistics.fmean(by_hand_losses[i : i + 2])
+    for i in range(0, len(by_hand_losses), 2)
+]
+assert_close(
+    torch.tensor(window_means, dtype=torch.float64),
+    torch.tensor([m["loss"] for m in library.metrics], dtype=torch.float64),
+)
+print(
+    f"{loop_cfg.stop_step} steps: all {len(mine_sd)} tensors bit-identical to "
+    f"bertrepro.pretrain; losses {', '.join(f'{x:.4f}' for x in by_hand_losses)}"
+)
+
+# %% [markdown]
 # ## Training
 #
 # `pretrained_model(profile, seed)` trains with the profile's preset into
 # `profiles.cache_dir()/pretrain/<profile>/seed<seed>`, or loads that run when an
-# earlier chapter run left it there, and resumes it when it was interrupted. Chapters 10
-# and 11 call the same function.
+# earlier chapter run left it there, and resumes it when it was interrupted. Chapter 10
+# calls the same function to reuse this model; chapter 11 trains its own runs.
 
 # %%
 t0 = time.perf_counter()
@@ -350,7 +465,7 @@ _ = record(
     bool(metrics[-1]["loss"] < metrics[0]["loss"]),
     status="qualitatively reproduced",
     note=f"MLM+NSP training loss {metrics[0]['loss']:.3f} -> "
-        f"{metrics[-1]['loss']:.3f} ({run.profile} profile)",
+    f"{metrics[-1]['loss']:.3f} ({run.profile} profile)",
 )
 
 # %% [markdown]
@@ -633,7 +748,7 @@ record(
         "reproduced" if ev["nsp_accuracy"] >= 0.97 else "not reproduced at this scale"
     ),
     note=f"held-out balanced NSP accuracy (%), {run.profile} profile; the paper's is "
-        "BERT-base after 1M steps (§3.1)",
+    "BERT-base after 1M steps (§3.1)",
 )
 record(
     "pretrain.nsp.above_chance",
@@ -644,7 +759,7 @@ record(
         else "not reproduced at this scale"
     ),
     note=f"NSP is learnable: balanced accuracy {ev['nsp_accuracy']:.3f} >= 0.60 "
-        "(chance 0.5; lengths alone "
+    "(chance 0.5; lengths alone "
     f"{ev['nsp_length_baseline']:.3f})",
 )
 record(
@@ -652,7 +767,7 @@ record(
     round(ratio, 4),
     status="qualitatively reproduced" if ratio >= 2 else "not reproduced at this scale",
     note=f"pre-training learns: held-out MLM accuracy {ev['mlm_accuracy']:.3f} vs "
-        "most-frequent-token "
+    "most-frequent-token "
     f"{ev['mft_accuracy']:.3f} (>= 2x required), all chosen positions, copies of "
     "shown tokens included",
 )
@@ -663,7 +778,7 @@ record(
         "qualitatively reproduced" if uses_context else "not reproduced at this scale"
     ),
     note="the context is used: accuracy where the input shows [MASK], vs the most "
-        "frequent token (paired z "
+    "frequent token (paired z "
     f"{z_mft:.1f}) and vs the model without context (z {z_context:.1f}); >= 3 for "
     "both required",
 )
@@ -673,7 +788,7 @@ _ = record(
     paper=3.99,
     status="not reproduced at this scale",
     note=f"held-out MLM perplexity vs unigram {ev['unigram_perplexity']:.1f}; Table "
-        "6's 3.99 (BERT-base) uses "
+    "6's 3.99 (BERT-base) uses "
     f"another vocabulary and corpus: not comparable",
 )
 
@@ -830,7 +945,7 @@ _ = record(
     paper=round(paper_flops / 1e12, 1),
     status="reproduced" if achieved >= paper_flops else "not reproduced at this scale",
     note=f"achieved model TFLOP/s, {run.profile} profile on {run.device.type} "
-        f"({tokens_per_s:,.0f} tokens/s, MFU "
+    f"({tokens_per_s:,.0f} tokens/s, MFU "
     f"{mfu:.2%}); paper: BERT-base on 16 TPU chips, implied by 4 days for 1M steps "
     "(A.2)",
 )
