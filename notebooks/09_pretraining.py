@@ -418,18 +418,18 @@ print(
 # %%
 steps = [m["step"] for m in metrics]
 ev = result.evaluation
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+fig, axes = plt.subplots(3, 1, figsize=(7.5, 7.5), sharex=True)
 axes[0].plot(steps, [m["mlm_loss"] for m in metrics], label="train (window mean)")
 axes[0].plot([ev["step"]], [ev["mlm_loss"]], "o", label="held-out, final")
 axes[0].axhline(
     math.log(ev["unigram_perplexity"]), ls="--", c="gray", label="unigram baseline"
 )
-axes[0].set(title="masked LM loss (nats)", xlabel="step")
-axes[0].legend(fontsize=8)
+axes[0].set(title="masked LM loss (nats)")
+axes[0].legend()
 axes[1].plot(steps, [m["nsp_loss"] for m in metrics], label="train (window mean)")
 axes[1].axhline(math.log(2), ls="--", c="gray", label="chance, ln 2")
-axes[1].set(title="NSP loss (nats)", xlabel="step")
-axes[1].legend(fontsize=8)
+axes[1].set(title="NSP loss (nats)")
+axes[1].legend()
 lr_formula = [
     learning_rate_at(
         s - 1, config.learning_rate, config.warmup_steps, config.total_steps
@@ -439,7 +439,7 @@ lr_formula = [
 axes[2].plot(steps, [m["lr"] for m in metrics], "o", ms=3, label="logged")
 axes[2].plot(steps, lr_formula, lw=1, label="η(s)")
 axes[2].set(title="learning rate", xlabel="step")
-axes[2].legend(fontsize=8)
+axes[2].legend()
 plt.tight_layout()
 plt.show()
 
@@ -656,26 +656,26 @@ print(
 breakdown.style.format("{:.3f}", subset=breakdown.columns[1:])
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+fig, axes = plt.subplots(1, 3, figsize=(7.5, 3.4))
 row = breakdown.loc["[MASK]"]
 axes[0].bar(
     ["model", "no context", "most\nfrequent"],
     row.iloc[1:].to_numpy(),
     color=["C0", "C1", "gray"],
 )
-axes[0].set(title="accuracy where the input shows [MASK]")
+axes[0].set(title="accuracy at [MASK]")
 axes[1].bar(
     ["model", "unigram"],
     [ev["mlm_perplexity"], ev["unigram_perplexity"]],
     color=["C0", "gray"],
 )
-axes[1].set(title="masked-LM perplexity, all chosen (log)", yscale="log")
+axes[1].set(title="MLM perplexity", yscale="log")
 axes[2].bar(
     ["model", "lengths\nonly", "paper"],
     [ev["nsp_accuracy"], ev["nsp_length_baseline"], 0.975],
     color=["C0", "gray", "C2"],
 )
-axes[2].set(title="balanced NSP accuracy", ylim=(0, 1))
+axes[2].set(title="NSP accuracy", ylim=(0, 1.1))
 for ax in axes:
     for p in ax.patches:
         ax.annotate(
@@ -683,7 +683,7 @@ for ax in axes:
             (p.get_x() + p.get_width() / 2, p.get_height()),
             ha="center",
             va="bottom",
-            fontsize=8,
+            fontsize=9,
         )
 plt.tight_layout()
 plt.show()
@@ -732,13 +732,15 @@ print(
     "vs unigram "
     f"{ev['unigram_perplexity']:.1f}"
 )
-print(
-    "verdict: the model "
-    + ("uses" if uses_context else "does not measurably use")
-    + " the context at [MASK] "
-    f"positions, where it names {len(guesses)} distinct pieces of a "
-    f"{data.vocab_size:,}-piece vocabulary"
+verdict = (
+    f"**Verdict:** the model {'uses' if uses_context else 'does not measurably use'} "
+    f"the context at `[MASK]` positions (paired z = {z_mft:.1f} against the most "
+    f"frequent token and {z_context:.1f} against itself without context; 3 required), "
+    f"where it names {len(guesses)} distinct pieces of a {data.vocab_size:,}-piece "
+    f"vocabulary. Balanced NSP accuracy {ev['nsp_accuracy']:.1%}, lengths alone "
+    f"{ev['nsp_length_baseline']:.1%}."
 )
+display(Markdown(verdict))
 
 record(
     "pretrain.nsp.balanced_accuracy",
@@ -1116,7 +1118,8 @@ pd.DataFrame(rows)
 # averaged over $W$ ranks, each rank back-propagates $W \mathcal{L}_r$:
 #
 # $$
-# \frac{1}{W} \sum_{r=1}^{W} \nabla \big(W \mathcal{L}_r\big) = \nabla \sum_r \mathcal{L}_r = \nabla \mathcal{L} .
+# \frac{1}{W} \sum_{r=1}^{W} \nabla \big(W \mathcal{L}_r\big)
+#   = \nabla \sum_r \mathcal{L}_r = \nabla \mathcal{L} .
 # $$
 #
 # NSP has exactly one prediction per sequence, so its per-rank mean is already fair when
@@ -1257,13 +1260,13 @@ for W_, t in ((1, 128), (8, 128), (8, 512), (64, 512)):
     )
     rows.append(
         {
-            "devices W": W_,
-            "length T": t,
-            "sequences per device": int(per_device),
-            "weights+grads+Adam, DDP (GB)": state_bytes(large) / 1e9,
-            "same, FSDP (GB)": state_bytes(large) / W_ / 1e9,
+            "W": W_,
+            "T": t,
+            "per device": int(per_device),
+            "state, DDP (GB)": state_bytes(large) / 1e9,
+            "state, FSDP (GB)": state_bytes(large) / W_ / 1e9,
             "activations (GB)": act / 1e9,
-            "with checkpointing (GB)": ckpt_act / 1e9,
+            "checkpointed (GB)": ckpt_act / 1e9,
         }
     )
 memory = pd.DataFrame(rows)
@@ -1274,10 +1277,10 @@ print(
 )
 chips, gpus = memory.iloc[3], memory.iloc[2]
 print(
-    f"64 chips, 512 tokens: {chips['sequences per device']:.0f} sequences per chip, "
-    f"{chips['activations (GB)'] + chips['weights+grads+Adam, DDP (GB)']:.1f} GB in "
+    f"64 chips, 512 tokens: {chips['per device']:.0f} sequences per chip, "
+    f"{chips['activations (GB)'] + chips['state, DDP (GB)']:.1f} GB in "
     "all; "
-    f"8 GPUs: {gpus['sequences per device']:.0f} per GPU, "
+    f"8 GPUs: {gpus['per device']:.0f} per GPU, "
     f"{gpus['activations (GB)']:.1f} GB of activations alone"
 )
 memory.style.format(precision=2)
@@ -1324,45 +1327,58 @@ memory.style.format(precision=2)
 
 # %% [markdown]
 # ## Summary
-#
-# * The recipe of §3.1 and A.2 (loss, optimizer, schedule) runs in `bertrepro.pretrain`;
-#   the logged learning rate follows $\eta(s)$ exactly, and the profiles' departures
-#   (size, length, learning rate, dropout, schedule) are listed above with their
-#   reasons.
-# * At the `cpu` profile and above, the held-out masked-LM accuracy is at least twice
-#   the most-frequent-token guess and the perplexity is below the unigram baseline, but
-#   these overall numbers include the positions where the input shows the true token.
-#   Whether the model uses the context is decided at the `[MASK]` positions alone,
-#   against the constant guess and against the model without its context; the verdict is
-#   printed below and recorded on the scorecard. NSP is learned above chance, far from
-#   the paper's 97–98 %.
-# * A checkpoint holds everything the next step depends on, and resuming from it is
-#   exact.
-# * Scaling out is data parallelism over a fixed global batch, with the masked-LM loss
-#   divided by the global number of predictions; BERT-large's training state and its
-#   activations at 512 tokens decide between plain data parallelism, micro-batches,
-#   checkpointing and sharding.
 
 # %%
-print(
-    f"{run.profile} profile, seed {run.seed}, {run.device.type}: {result.step:,} "
-    "steps, "
-    f"{'trained in' if result.steps_run else 'read from the cache in'} {wall:.0f} s"
-)
-print(
-    f"  held-out MLM accuracy {ev['mlm_accuracy']:.3f} ({ratio:.1f} x "
-    f"most-frequent-token {ev['mft_accuracy']:.3f}, "
-    f"{acc_no_context:.3f} without context); perplexity {ev['mlm_perplexity']:.1f} vs "
-    "unigram "
-    f"{ev['unigram_perplexity']:.1f}"
-)
-print(
-    f"  at [MASK] positions: {mask_ratio:.2f} x most-frequent-token, z = {z_mft:.1f} "
-    f"vs it and {z_context:.1f} vs "
-    f"no context: the model {'uses' if uses_context else 'does not measurably use'} "
-    "the context"
-)
-print(
-    f"  balanced NSP accuracy {ev['nsp_accuracy']:.1%} (paper 97-98 %); "
-    f"{tokens_per_s:,.0f} tokens/s"
-)
+display(Markdown(f"""
+* The recipe of §3.1 and A.2 (loss, optimizer, schedule) runs in `bertrepro.pretrain`,
+  and the loop written on this page reproduces it bit for bit. This run
+  ({run.profile} profile, seed {run.seed}, {run.device.type}) took {result.step:,}
+  steps, {"trained in" if result.steps_run else "read from the cache in"} {wall:.0f} s;
+  the training loss fell from {metrics[0]["loss"]:.3f} to {metrics[-1]["loss"]:.3f} and
+  the logged learning rate follows $\\eta(s)$ exactly.
+* Held-out masked-LM accuracy {ev["mlm_accuracy"]:.3f}, {ratio:.1f}× the
+  most-frequent-token guess ({ev["mft_accuracy"]:.3f}) and {acc_no_context:.3f} without
+  the context; perplexity {ev["mlm_perplexity"]:.1f} against the unigram's
+  {ev["unigram_perplexity"]:.1f}. These overall numbers include the positions where the
+  input shows the true token.
+* At the `[MASK]` positions alone the model scores {mask_ratio:.2f}× the constant guess
+  (paired z = {z_mft:.1f}) and z = {z_context:.1f} against itself without context: it
+  **{"uses" if uses_context else "does not measurably use"}** the context.
+* Balanced NSP accuracy {ev["nsp_accuracy"]:.1%} (lengths alone
+  {ev["nsp_length_baseline"]:.1%}; the paper's BERT-base 97–98 %), at
+  {tokens_per_s:,.0f} tokens/s.
+* A checkpoint holds everything the next step depends on, and resuming from it is
+  exact. Scaling out is data parallelism over a fixed global batch, with the masked-LM
+  loss divided by the global number of predictions.
+"""))
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. With the paper's schedule ($\eta_0 = 10^{-4}$, $w = 10{,}000$, $S = 10^6$), what
+#    is the learning rate of update 5,000, of update 10,000 and of update 500,000?
+# 2. Two ranks hold 5 and 15 masked positions. With per-rank means averaged over the
+#    ranks, how much weight does one token of each rank get, and how much should it get?
+# 3. How many GB of training state (weights, gradients, Adam's two moments, float32)
+#    does BERT-base need, with its pre-training heads?
+#
+# Each solution is a collapsed cell below: click to show it.
+
+# %% tags=["hide-input"]
+# Exercise 1: warm-up is linear from 0; the decay counts from step 0, not from w.
+lrs = [learning_rate_at(s, 1e-4, 10_000, 1_000_000) for s in (5_000, 10_000, 500_000)]
+assert_close(torch.tensor(lrs), torch.tensor([0.5e-4, 0.99e-4, 0.5e-4]))
+print(", ".join(f"{x:.3g}" for x in lrs))
+
+# %% tags=["hide-input"]
+# Exercise 2: 1/(W n_r) instead of 1/N.
+n_ranks = [5, 15]
+per_rank = [1 / (len(n_ranks) * n) for n in n_ranks]
+assert_close(torch.tensor(per_rank), torch.tensor([0.1, 1 / 30]))
+print(f"per-rank means: {per_rank[0]:.3f} and {per_rank[1]:.4f}; right: {1 / 20:.3f}")
+
+# %% tags=["hide-input"]
+# Exercise 3: 16 bytes per parameter.
+n_base_pt = count_parameters(BertConfig.base(), heads=True)
+assert n_base_pt == 110_106_428 and state_bytes(BertConfig.base()) == 16 * n_base_pt
+print(f"{n_base_pt:,} x 16 bytes = {state_bytes(BertConfig.base()) / 1e9:.2f} GB")
