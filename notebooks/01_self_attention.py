@@ -195,7 +195,7 @@ _ = record(
     paper=1.0,
     tolerance=5 * math.sqrt((2 + 6 / 64) / n_samples),
     note="Var(q·k)/d_k at d_k = 64 for unit-variance q, k (Vaswani et al. §3.2.1, "
-        "note 4)",
+    "note 4)",
 )
 
 # %%
@@ -242,8 +242,8 @@ print(
 # %% [markdown]
 # Without the scale, the entropy of the attention weights falls towards 0 (one key takes
 # all the weight) as $d_k$ grows, and so does the gradient that would teach the model to
-# attend elsewhere. With it, both stay flat from $d_k = 4$ on (asserted above). BERT's heads have $d_k = H/A = 64$ in both
-# BERT-base (768/12) and BERT-large (1024/16).
+# attend elsewhere. With it, both stay flat from $d_k = 4$ on (asserted above). BERT's
+# heads have $d_k = H/A = 64$ in both BERT-base (768/12) and BERT-large (1024/16).
 
 # %% [markdown]
 # ## The padding mask
@@ -315,7 +315,7 @@ _ = record(
     paper=0.0,
     tolerance=1e-5,
     note="bertrepro's explicit attention vs "
-        "torch.nn.functional.scaled_dot_product_attention, with padding",
+    "torch.nn.functional.scaled_dot_product_attention, with padding",
 )
 
 # %% [markdown]
@@ -357,9 +357,7 @@ plt.show()
 
 # %%
 i64 = dims.index(64)
-display(
-    Markdown(
-        f"""
+display(Markdown(f"""
 * A score is a scaled dot product $q_i\\cdot k_j/\\sqrt{{d_k}}$; the softmax runs over
   the keys, and the loops, the matrix product and `einsum` agree.
 * Unscaled, $\\mathrm{{Var}}(q\\cdot k) = d_k$: at $d_k = 64$ this run measured
@@ -374,9 +372,7 @@ display(
   PyTorch's fused kernel equals it to {diff_sdpa:.1e}.
 
 Chapter 02 runs several such attentions side by side: multi-head attention.
-"""
-    )
-)
+"""))
 
 # %% [markdown]
 # ## Exercises

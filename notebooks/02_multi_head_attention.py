@@ -93,7 +93,10 @@ def md_table(header, rows):
 transformer_base = {"H": 512, "A": 8}  # Vaswani et al. 2017, Table 3, "base"
 heads_rows = [
     (name, f"{c.hidden_size:,}", c.num_attention_heads, c.head_size)
-    for name, c in (("BERT-base", BertConfig.base()), ("BERT-large", BertConfig.large()))
+    for name, c in (
+        ("BERT-base", BertConfig.base()),
+        ("BERT-large", BertConfig.large()),
+    )
 ]
 tb_h, tb_a = transformer_base["H"], transformer_base["A"]
 heads_rows.append(("Transformer base (not BERT)", tb_h, tb_a, tb_h // tb_a))
@@ -272,7 +275,7 @@ _ = record(
     paper=0.0,
     tolerance=1e-5,
     note="MultiHeadAttention vs torch.nn.MultiheadAttention with copied weights and a "
-        "padding mask",
+    "padding mask",
 )
 
 # %% [markdown]
@@ -317,7 +320,7 @@ _ = record(
     n_base,
     status="exact",
     note="MultiHeadAttention(768, 12): sum of numel equals 4H²+4H (BERT-base's "
-        "attention, with W^O)",
+    "attention, with W^O)",
 )
 
 # %% [markdown]
@@ -386,7 +389,10 @@ T_ = len(tokens)
 prev_mass = maps.diagonal(offset=-1, dim1=-2, dim2=-1).mean(-1)  # (A,)
 special_cols = [t for t, p in enumerate(tokens) if p in ("[CLS]", "[SEP]")]
 special_mass = maps[:, :, special_cols].sum(-1).mean(-1)  # (A,)
-picked = {"previous token": int(prev_mass.argmax()), "[CLS]/[SEP]": int(special_mass.argmax())}
+picked = {
+    "previous token": int(prev_mass.argmax()),
+    "[CLS]/[SEP]": int(special_mass.argmax()),
+}
 fig, axes = plt.subplots(1, 2, figsize=(7.5, 4.4))
 for ax, (what, a) in zip(axes, picked.items()):
     ax.imshow(maps[a].numpy(), cmap="viridis", vmin=0, vmax=1)
@@ -406,9 +412,7 @@ plt.show()
 # ## Summary
 
 # %%
-display(
-    Markdown(
-        f"""
+display(Markdown(f"""
 * Multi-head attention is $A$ scaled dot-product attentions of width $H/A$ on slices of
   one $H\\times H$ projection, concatenated and mixed by $W^O$. Split the heads with
   `view` **and** `transpose`: without the transpose this run's output is off by
@@ -420,12 +424,11 @@ display(
 * Parameters ($4H^2 + 4H$ = {closed_form:,} at $H = {H}$) and FLOPs
   ({next(iter(flops.values())):,}) are the same for all {len(counts)} head counts tried.
 * BERT-base has 12 heads, BERT-large 16; 8 belongs to the original Transformer.
-* In a trained model (all-MiniLM-L6-v2, layer {layer}) head {picked["previous token"] + 1}
+* In a trained model (all-MiniLM-L6-v2, layer {layer}) head
+  {picked["previous token"] + 1}
   puts {prev_mass.max():.0%} of its weight on the previous token on average, and head
   {picked["[CLS]/[SEP]"] + 1} puts {special_mass.max():.0%} on `[CLS]` and `[SEP]`.
-"""
-    )
-)
+"""))
 
 # %% [markdown]
 # ## Exercises
@@ -441,7 +444,8 @@ display(
 # Each solution is a collapsed cell below: click to show it.
 
 # %% tags=["hide-input"]
-# Exercise 1: heads are interchangeable; a consistent permutation leaves the output alone.
+# Exercise 1: heads are interchangeable; a consistent permutation leaves the output
+# alone.
 perm = torch.arange(A).flip(0)  # head a becomes head A - 1 - a
 rows_perm = (perm[:, None] * hs + torch.arange(hs)).flatten()  # head blocks, permuted
 shuffled = MultiHeadAttention(H, A).eval()
@@ -453,7 +457,10 @@ with torch.no_grad():
     shuffled.dense.bias.copy_(mha.dense.bias)
     out_perm, _ = shuffled(x, keep)
 assert_close(out_perm, explicit)
-print(f"heads permuted {perm.tolist()}: max change {(out_perm - explicit).abs().max():.1e}")
+print(
+    f"heads permuted {perm.tolist()}: max change "
+    f"{(out_perm - explicit).abs().max():.1e}"
+)
 
 # %% tags=["hide-input"]
 # Exercise 2: 4H^2 + 4H with H = 1024.
@@ -461,7 +468,10 @@ with torch.device("meta"):
     large_mha = MultiHeadAttention(1024, 16)
 n_large = sum(p.numel() for p in large_mha.parameters())
 assert n_large == 4 * 1024**2 + 4 * 1024 == 4_198_400
-print(f"BERT-large attention layer: {n_large:,} parameters, x 24 layers = {24 * n_large:,}")
+print(
+    f"BERT-large attention layer: {n_large:,} parameters, x 24 layers = "
+    f"{24 * n_large:,}"
+)
 
 # %% tags=["hide-input"]
 # Exercise 3: with the convention flipped, real tokens may attend only to [PAD] keys.

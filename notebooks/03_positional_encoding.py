@@ -187,7 +187,7 @@ _ = record(
     paper=0.0,
     tolerance=1e-4,
     note="PE[pos+k] = M_k PE[pos] for all pos, k in {1, 7, 50, 300} (Vaswani et al. "
-        "§3.5; float32)",
+    "§3.5; float32)",
 )
 
 # %% [markdown]
@@ -366,16 +366,14 @@ _ = record(
     near,
     status="qualitatively reproduced",
     note=f"all-MiniLM-L6-v2 position embeddings: cosine {near:.2f} for offsets 1-2 vs "
-        f"{far:.2f} for 64-128",
+    f"{far:.2f} for 64-128",
 )
 
 # %% [markdown]
 # ## Summary
 
 # %%
-display(
-    Markdown(
-        f"""
+display(Markdown(f"""
 * Without positions, self-attention is permutation-equivariant,
   $\\mathrm{{Attn}}(PX) = P\\,\\mathrm{{Attn}}(X)$: this run measured a largest
   deviation of {equivariance_err:.1e}, and adding positions breaks the identity.
@@ -390,9 +388,7 @@ display(
   initialisation {near0:.2f} and {far0:.2f}).
 
 Chapter 04 assembles the full input representation and the Transformer block around it.
-"""
-    )
-)
+"""))
 
 # %% [markdown]
 # ## Exercises
@@ -423,4 +419,6 @@ with torch.device("meta"):
 n_pos_params = base.embeddings.position_embeddings.weight.numel()
 n_total = sum(p.numel() for p in base.parameters())
 assert n_pos_params == 512 * 768 == 393_216 and n_total == 109_482_240
-print(f"{n_pos_params:,} position parameters = {n_pos_params / n_total:.2%} of BERT-base")
+print(
+    f"{n_pos_params:,} position parameters = {n_pos_params / n_total:.2%} of BERT-base"
+)

@@ -109,41 +109,87 @@ L_ = config.num_hidden_layers
 fig, ax = plt.subplots(figsize=(7.5, 8.6))
 ax.set(xlim=(0, 10), ylim=(-0.4, 13.6))
 ax.axis("off")
-ax.text(5, -0.1, "[CLS]  my  dog  is  [MASK]  [SEP]  he  likes  play  ##ing  [SEP]",
-        ha="center", fontsize=10, family="monospace")
-for x, name in ((1.9, "token\nembedding"), (5, "segment\nembedding (A/B)"),
-                (8.1, "position\nembedding")):
+ax.text(
+    5,
+    -0.1,
+    "[CLS]  my  dog  is  [MASK]  [SEP]  he  likes  play  ##ing  [SEP]",
+    ha="center",
+    fontsize=10,
+    family="monospace",
+)
+for x, name in (
+    (1.9, "token\nembedding"),
+    (5, "segment\nembedding (A/B)"),
+    (8.1, "position\nembedding"),
+):
     box(ax, x, 1.1, 2.6, 0.9, name, "#fde2b4")
     arrow(ax, x, 0.3, x, 0.6)
     arrow(ax, x, 1.6, 5, 2.2)
 box(ax, 5, 2.6, 5.5, 0.6, "sum, LayerNorm, dropout", "#fde2b4")
-ax.add_patch(FancyBboxPatch((1.2, 3.5), 7.6, 5.0, boxstyle="round,pad=0.1",
-                            fc="#eef3fb", ec="#3b6ea5", lw=1.5))
-ax.text(9.05, 6.0, f"× L\n(L = 12 in\nBERT-base;\n{L_} here)", fontsize=10,
-        va="center")
-steps = [(4.1, "multi-head self-attention", "#cfe0f5"), (5.3, "add & LayerNorm", "#e6e6e6"),
-         (6.6, "feed-forward: H → 4H, GELU, → H", "#cfe0f5"),
-         (7.8, "add & LayerNorm", "#e6e6e6")]
+ax.add_patch(
+    FancyBboxPatch(
+        (1.2, 3.5),
+        7.6,
+        5.0,
+        boxstyle="round,pad=0.1",
+        fc="#eef3fb",
+        ec="#3b6ea5",
+        lw=1.5,
+    )
+)
+ax.text(9.05, 6.0, f"× L\n(L = 12 in\nBERT-base;\n{L_} here)", fontsize=10, va="center")
+steps = [
+    (4.1, "multi-head self-attention", "#cfe0f5"),
+    (5.3, "add & LayerNorm", "#e6e6e6"),
+    (6.6, "feed-forward: H → 4H, GELU, → H", "#cfe0f5"),
+    (7.8, "add & LayerNorm", "#e6e6e6"),
+]
 arrow(ax, 5, 2.9, 5, 3.75)
 for (y0, _, _), (y1, _, _) in zip(steps, steps[1:]):
     arrow(ax, 5, y0 + 0.3, 5, y1 - 0.3)
 for y, text, color in steps:
     box(ax, 5, y, 5.5, 0.6, text, color)
 for y_from, y_to in ((3.6, 5.3), (5.75, 7.8)):  # the residual connections
-    ax.annotate("", (2.25, y_to), (2.25, y_from), arrowprops=dict(
-        arrowstyle="->", connectionstyle="bar,fraction=-0.25", color="#3b6ea5"))
+    ax.annotate(
+        "",
+        (2.25, y_to),
+        (2.25, y_from),
+        arrowprops=dict(
+            arrowstyle="->", connectionstyle="bar,fraction=-0.25", color="#3b6ea5"
+        ),
+    )
 ax.text(1.35, 4.45, "residual", rotation=90, fontsize=10, color="#3b6ea5", va="center")
 arrow(ax, 5, 8.1, 5, 9.1)
 box(ax, 5, 9.4, 8.6, 0.6, "final hidden states  $h_1, \\dots, h_T$", "#cfe0f5")
-box(ax, 2.5, 11.0, 4.4, 1.2, "pooler on $h_{[CLS]}$: tanh\nNSP head: IsNext / NotNext",
-    "#d5ecd4")
-box(ax, 7.45, 11.0, 4.6, 1.2,
+box(
+    ax,
+    2.5,
+    11.0,
+    4.4,
+    1.2,
+    "pooler on $h_{[CLS]}$: tanh\nNSP head: IsNext / NotNext",
+    "#d5ecd4",
+)
+box(
+    ax,
+    7.45,
+    11.0,
+    4.6,
+    1.2,
     "MLM head at [MASK] positions:\ndense, GELU, LayerNorm,\n"
-    "× (token embedding)$^\\top$ + bias", "#d5ecd4")
+    "× (token embedding)$^\\top$ + bias",
+    "#d5ecd4",
+)
 arrow(ax, 2.5, 9.7, 2.5, 10.4)
 arrow(ax, 7.45, 9.7, 7.45, 10.4)
-ax.text(5, 12.4, "no decoder, no outputs shifted right", ha="center", fontsize=11,
-        style="italic")
+ax.text(
+    5,
+    12.4,
+    "no decoder, no outputs shifted right",
+    ha="center",
+    fontsize=11,
+    style="italic",
+)
 ax.set_title("BERT (§3, Figures 1 and 2), as built by bertrepro")
 plt.show()
 
@@ -354,9 +400,7 @@ ax[0].plot(xs, torch.relu(xs), "--", lw=1, label="ReLU")
 ax[0].set(xlabel="x", title="GELU vs ReLU")
 ax[0].legend()
 ax[1].plot(xs, gelu_exact(xs) - gelu_tanh)
-ax[1].set(
-    xlabel="x", ylabel="erf form − tanh form", title="difference < 1e-3"
-)
+ax[1].set(xlabel="x", ylabel="erf form − tanh form", title="difference < 1e-3")
 fig.tight_layout()
 plt.show()
 
@@ -423,7 +467,7 @@ _ = record(
     paper=0.0,
     tolerance=1e-5,
     note="BertModel vs transformers BertModel, same weights, padding; "
-        f"L={config.num_hidden_layers} H={config.hidden_size}",
+    f"L={config.num_hidden_layers} H={config.hidden_size}",
 )
 
 # %% [markdown]
@@ -570,7 +614,9 @@ E_tok = pt.bert.embeddings.word_embeddings.weight  # (V, H)
 assert head.decoder.weight is E_tok  # tied: one tensor, not a copy
 
 with torch.no_grad():
-    h = pt.bert(input_ids, token_type_ids, attention_mask).last_hidden_state  # (B, T, H)
+    h = pt.bert(
+        input_ids, token_type_ids, attention_mask
+    ).last_hidden_state  # (B, T, H)
     t = head.transform
     u = F.layer_norm(
         gelu_exact(F.linear(h, t.dense.weight, t.dense.bias)),
@@ -604,9 +650,7 @@ assert n_head - n_tied == config.hidden_size**2 + 3 * config.hidden_size + (
 # ## Summary
 
 # %%
-display(
-    Markdown(
-        f"""
+display(Markdown(f"""
 * Input = LayerNorm(token + segment + learned position embedding), equal to the hand
   computation to {(e_hand - e_model).abs().max():.1e}.
 * Each block is post-LN: LayerNorm(x + attention), then LayerNorm(a + GELU-FFN), equal
@@ -621,9 +665,7 @@ display(
 * There is no decoder. The masked-LM head is dense, GELU, LayerNorm and the tied token
   embedding matrix plus a bias; it equals `transformers`' `cls.predictions` to
   {mlm_head_diff:.1e}.
-"""
-    )
-)
+"""))
 
 # %% [markdown]
 # ## Exercises

@@ -107,7 +107,8 @@ for name, split in corpus.items():
     n_sent = [len(s) for s in split["sentences"]]
     split_rows.append(
         f"| {name} | {len(split):,} | {sum(n_sent):,} | {statistics.mean(n_sent):.2f} "
-        f"| {statistics.median(n_sent):g} | {sum(n == 1 for n in n_sent) / len(n_sent):.1%} |"
+        f"| {statistics.median(n_sent):g} | "
+        f"{sum(n == 1 for n in n_sent) / len(n_sent):.1%} |"
     )
 sentences_per_article = statistics.mean(len(s) for s in corpus["train"]["sentences"])
 display(
@@ -406,9 +407,10 @@ assert wordpiece("x" * 150, vocab) == ["[UNK]"] != wordpiece("x" * 150, vocab, 2
 
 # %% [markdown]
 # Two things to notice. A word of 101 characters is `[UNK]` however easy it would be to
-# cover, one of 100 is not (with Google's original limit the cut-off would be at 200). And NFD does more than strip accents: it also decomposes
-# every Hangul syllable into its jamo, which is why the Korean word above comes out as a
-# string of `##` jamo pieces.
+# cover, one of 100 is not (with Google's original limit the cut-off would be at 200).
+# And NFD does more than strip accents: it also decomposes every Hangul syllable into
+# its jamo, which is why the Korean word above comes out as a string of `##` jamo
+# pieces.
 #
 # ## The worked examples
 #
@@ -684,9 +686,7 @@ plt.show()
 # ## Summary
 
 # %%
-display(
-    Markdown(
-        f"""
+display(Markdown(f"""
 * The corpus: lead sections of English Wikipedia vital articles ({licence}), split by
   article; {sentences_per_article:.1f} sentences per training article.
 * Basic tokenization and greedy longest-match-first WordPiece fit in a few lines of
@@ -702,9 +702,7 @@ display(
   test sentence at V = {rows[0]["V"]:,} ({merges_500} merges in its first 500
   pieces), {rows[-1]["per_sentence"]:.1f} at V = {rows[-1]["V"]:,}; the released one
   gives {released["per_sentence"]:.1f}.
-"""
-    )
-)
+"""))
 
 # %% [markdown]
 # ## Exercises
@@ -718,7 +716,8 @@ display(
 # Each solution is a collapsed cell below: click to show it.
 
 # %% tags=["hide-input"]
-# Exercise 1: "ab" is the longest start of "abcd", but "a" + "##bcd" needs one piece less.
+# Exercise 1: "ab" is the longest start of "abcd", but "a" + "##bcd" needs one piece
+# less.
 toy2 = {"a", "ab", "##bcd", "##c", "##d"}
 assert wordpiece("abcd", toy2) == ["ab", "##c", "##d"]
 assert all(p in toy2 for p in ["a", "##bcd"])  # a cover with 2 pieces
@@ -736,4 +735,3 @@ print(f"A keeps {len(a_ex)} pieces {a_ex}, B keeps {len(b_ex)}")
 ids_cafe = [tok.token_ids(w) for w in ("Café", "CAFE", "cafe")]
 assert ids_cafe[0] == ids_cafe[1] == ids_cafe[2]
 print(f"all three -> {ids_cafe[0]} {tok.convert_ids_to_tokens(ids_cafe[0])}")
-

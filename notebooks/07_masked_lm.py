@@ -328,7 +328,8 @@ display(
     Markdown(
         "| replacement | measured | paper | 5σ | z |\n|---|---|---|---|---|\n"
         + "\n".join(
-            f"| {name} | {hat:.3%} | {p:.0%} | {5 * sigma:.3%} | {(hat - p) / sigma:+.2f} |"
+            f"| {name} | {hat:.3%} | {p:.0%} | {5 * sigma:.3%} | "
+            f"{(hat - p) / sigma:+.2f} |"
             for name, (hat, p, sigma) in shares.items()
         )
     )
@@ -340,7 +341,7 @@ record(
     paper=0.15,
     tolerance=rounding_bound,
     note=f"chosen / non-padding tokens over {tally['tokens']:,} tokens; tolerance = "
-        "the rounding bound",
+    "the rounding bound",
 )
 record(
     "mlm.replace.mask_share",
@@ -569,7 +570,7 @@ _ = record(
     res["speedup"],
     status="reproduced" if res["speedup"] >= 1 else "not reproduced at this scale",
     note="throughput of mask_tokens / "
-        "DataCollatorForLanguageModeling.torch_mask_tokens, 256x128, "
+    "DataCollatorForLanguageModeling.torch_mask_tokens, 256x128, "
     f"{res['threads']} thread; target >= 1",
 )
 
@@ -577,12 +578,11 @@ _ = record(
 # ## Summary
 
 # %%
-display(
-    Markdown(
-        f"""
+display(Markdown(f"""
 * A bidirectional encoder could copy each input token to its output; the masked LM hides
   the tokens it predicts, and the loss counts only those positions.
-* The original rule chooses exactly $k = \\min(20, \\max(1, \\operatorname{{round}}(0.15\\,n)))$
+* The original rule chooses exactly
+  $k = \\min(20, \\max(1, \\operatorname{{round}}(0.15\\,n)))$
   non-special positions per sequence (Python 2 rounding), and `mask_tokens` equals a
   hand-written loop on the same random stream.
 * Measured over {tally["tokens"]:,} tokens: {fraction:.3%} chosen (15 % up to the
@@ -594,9 +594,7 @@ display(
   $k = 2$); with the English vocabulary 今, 去, 试 and all of segment B are `[UNK]`.
 * Whole-word masking never split a word ({split_words} split words); `mask_tokens` ran
   {res["speedup"]:.2f}× as fast as `transformers`' collator.
-"""
-    )
-)
+"""))
 
 # %% [markdown]
 # ## Exercises
@@ -625,7 +623,9 @@ mask_share = tally["mask"] / tally["tokens"]
 expected = 0.8 * fraction
 sd = math.sqrt(0.8 * 0.2 / N) * fraction  # the binomial spread of the 80 %, scaled
 assert abs(mask_share - expected) < 5 * sd
-print(f"[MASK] in {mask_share:.3%} of all tokens; 0.8 x {fraction:.3%} = {expected:.3%}")
+print(
+    f"[MASK] in {mask_share:.3%} of all tokens; 0.8 x {fraction:.3%} = {expected:.3%}"
+)
 
 # %% tags=["hide-input"]
 # Exercise 3: 0.85^8 for the collator; never for the original rule (k >= 1).
@@ -642,5 +642,6 @@ _, short_labels = mask_tokens(
 )
 assert ((short_labels != IGNORE_INDEX).sum(1) >= 1).all()
 assert 0.27 < p_none < 0.28
-print(f"collator: no prediction in {p_none:.1%} of such sequences; original rule: never")
-
+print(
+    f"collator: no prediction in {p_none:.1%} of such sequences; original rule: never"
+)

@@ -44,6 +44,7 @@ print(run)
 
 # %%
 import random
+import statistics
 from collections import defaultdict
 
 import matplotlib.pyplot as plt
@@ -435,8 +436,8 @@ for mode in (False, True):
         f"{name:>9}: length-only balanced accuracy on held-out pairs "
         f"{length_only[mode]['nsp_length_baseline']:.1%}; "
         "median |B| IsNext "
-        f"{sorted(b_lengths[mode][IS_NEXT])[len(b_lengths[mode][IS_NEXT]) // 2]}, "
-        f"NotNext {sorted(b_lengths[mode][NOT_NEXT])[len(b_lengths[mode][NOT_NEXT]) // 2]}; "
+        f"{statistics.median_high(b_lengths[mode][IS_NEXT])}, "
+        f"NotNext {statistics.median_high(b_lengths[mode][NOT_NEXT])}; "
         f"two-sample KS p = {ks_p[mode]:.2g}"
     )
 balanced_acc = length_only[True]["nsp_length_baseline"]
@@ -662,7 +663,8 @@ display(Markdown(f"""
 * `bertrepro.nsp` with `balanced=False` reproduces the original pairing procedure
   draw for draw ({len(ours):,} pairs).
 * On short articles the original rule is unbalanced: with a share $s$ = {s_:.1%} of
-  one-sentence chunks it predicts $P(\\text{{NotNext}}) = \\tfrac12 + \\tfrac{{s}}{{2}}$ =
+  one-sentence chunks it predicts
+  $P(\\text{{NotNext}}) = \\tfrac12 + \\tfrac{{s}}{{2}}$ =
   {0.5 + s_ / 2:.1%}; measured {not_next_first:.1%} ($z$ = {z_nsp:+.2f}). Balanced mode
   gives IsNext {balance[True][0]:.1%} over {balance[True][1]:,} pairs.
 * Every NotNext B ({n_random:,}) comes from another article, every IsNext B

@@ -312,11 +312,12 @@ print(
 idx_small = training_indices(
     task.pool["labels"], budget.finetune_sizes["pretrained"][0], run.seed
 )
+lr_ours = budget.learning_rates["pretrained"][-1]
 recipes = {
     "paper: lr 5e-5, 3 epochs": FinetuneConfig(
         learning_rate=5e-5, max_seq_length=T, batch_size=budget.batch_size
     ),
-    f"{run.profile}: lr {budget.learning_rates['pretrained'][-1]:g}, at least {budget.min_steps} steps": FinetuneConfig(
+    f"{run.profile}: lr {lr_ours:g}, {budget.min_steps}+ steps": FinetuneConfig(
         learning_rate=budget.learning_rates["pretrained"][-1],
         max_seq_length=T,
         batch_size=budget.batch_size,
@@ -384,7 +385,11 @@ plt.show()
 # fixed vectors $x$, standardized with the pool's mean $\mu$ and deviation $\sigma$, it
 # fits multinomial logistic regression
 #
-# $$\min_{W, b} \; \frac{1}{N} \sum_i -\log \mathrm{softmax}\big(W \tfrac{x_i - \mu}{\sigma} + b\big)_{y_i} + \frac{\lambda}{2} \lVert W \rVert^2$$
+# $$
+# \min_{W, b} \; \frac{1}{N} \sum_i
+#   -\log \mathrm{softmax}\big(W \tfrac{x_i - \mu}{\sigma} + b\big)_{y_i}
+#   + \frac{\lambda}{2} \lVert W \rVert^2
+# $$
 #
 # by full-batch L-BFGS. The problem is convex, so the fit is deterministic and cheap:
 # the features are computed once per arm, and each point of the curve costs
@@ -664,11 +669,11 @@ display(Markdown(helps_text))
 # §5.3 finds the feature-based approach close to fine-tuning (Table 7, CoNLL-2003 NER,
 # dev F1). The feature-based rows of Table 7 are all BERT-base: the best, the top four
 # layers concatenated, reaches 96.1, only 0.3 F1 behind fine-tuning BERT-base (96.4);
-# the 96.6 of the table is fine-tuned BERT-large. Here the two regimes see the same articles; the comparison
-# below says, for each arm and size measured in both regimes, which one is ahead (by the
-# same two-standard-error rule), and what the paper's exact recipe (learning rate
-# $5 \times 10^{-5}$, 3 epochs, no minimum number of steps) gives for MiniLM at the
-# smallest fine-tuned size, next to the recipe used above.
+# the 96.6 of the table is fine-tuned BERT-large. Here the two regimes see the same
+# articles; the comparison below says, for each arm and size measured in both regimes,
+# which one is ahead (by the same two-standard-error rule), and what the paper's exact
+# recipe (learning rate $5 \times 10^{-5}$, 3 epochs, no minimum number of steps) gives
+# for MiniLM at the smallest fine-tuned size, next to the recipe used above.
 
 # %%
 regimes = []
@@ -737,9 +742,11 @@ print(
 # command line runs the paper's recipe with its learning-rate grid:
 #
 # ```bash
-# python -m bertrepro.finetune --task sst2 --arm minilm --online            # the paper's grid, 3 epochs
+# # the paper's grid, 3 epochs
+# python -m bertrepro.finetune --task sst2 --arm minilm --online
 # python -m bertrepro.finetune --task mrpc --arm pretrained --online --epochs 3
-# python -m bertrepro.finetune --task topics --arm minilm --per-class 30    # offline, this chapter's task
+# # offline, this chapter's task
+# python -m bertrepro.finetune --task topics --arm minilm --per-class 30
 # ```
 
 # %%
@@ -768,7 +775,8 @@ display(Markdown(f"""
 * Fine-tuning trains every weight with the paper's optimizer and schedule; with a
   hundred labels, 3 epochs are too few steps, so the small-data points train longer
   with larger learning rates chosen on dev. On MiniLM with {len(idx)} articles the
-  paper's exact recipe reached {paper_acc:.3f}, the recipe used here {ours["accuracy"]:.3f}.
+  paper's exact recipe reached {paper_acc:.3f}, the recipe used here
+  {ours["accuracy"]:.3f}.
 * Where pre-training helps at this profile's scale (difference from random weights
   larger than two standard errors, on {len(task.test["labels"])} test articles):
 

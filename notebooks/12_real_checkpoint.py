@@ -231,7 +231,7 @@ print(
 
 
 def encode(batch_pairs, device="cpu"):
-    """(B, T) input_ids, token_type_ids and attention_mask of ``[CLS] A [SEP] B [SEP]``, padded."""
+    """(B, T) ids, token types and attention mask of ``[CLS] A [SEP] B [SEP]``."""
     a, b = zip(*batch_pairs)
     # trims the longer segment first
     enc = tokenizer.encode_batch(list(a), list(b), max_length=max_length)
@@ -639,6 +639,6 @@ per_layer_special = special.mean(1)  # (L,)
 best_layer = int(per_layer_special.argmax())
 assert torch.all(per_layer_special <= 1 + 1e-6)
 print(
-    f"layer {best_layer + 1}: {per_layer_special[best_layer]:.0%} on average; per layer "
-    + ", ".join(f"{x:.0%}" for x in per_layer_special.tolist())
+    f"layer {best_layer + 1}: {per_layer_special[best_layer]:.0%} on average; per "
+    "layer " + ", ".join(f"{x:.0%}" for x in per_layer_special.tolist())
 )
