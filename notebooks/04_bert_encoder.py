@@ -91,13 +91,12 @@ print(
 # masked tokens at their own positions.
 
 
-# %%
+# %% tags=["hide-input"]
+# The figure's code is hidden on the page: click to show it.
 def box(ax, x, y, w, h, text, color):
-    ax.add_patch(
-        FancyBboxPatch(
-            (x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.05", fc=color, ec="k"
-        )
-    )
+    shape = FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.05")
+    shape.set(facecolor=color, edgecolor="k")
+    ax.add_patch(shape)
     ax.text(x, y, text, ha="center", va="center", fontsize=10)
 
 
@@ -105,91 +104,46 @@ def arrow(ax, x0, y0, x1, y1, **kw):
     ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(arrowstyle="->", **kw))
 
 
-L_ = config.num_hidden_layers
+EMB, ENC, NORM, HEAD = "#fde2b4", "#cfe0f5", "#e6e6e6", "#d5ecd4"
+inputs = "[CLS]  my  dog  is  [MASK]  [SEP]  he  likes  play  ##ing  [SEP]"
+embeddings = [(1.9, "token\nembedding"), (5, "segment\nembedding (A/B)"),
+              (8.1, "position\nembedding")]
+block = [(4.1, "multi-head self-attention", ENC), (5.3, "add & LayerNorm", NORM),
+         (6.6, "feed-forward: H → 4H, GELU, → H", ENC), (7.8, "add & LayerNorm", NORM)]
+heads = [(2.5, 4.4, "pooler on $h_{[CLS]}$: tanh\nNSP head: IsNext / NotNext"),
+         (7.45, 4.6, "MLM head at [MASK] positions:\ndense, GELU, LayerNorm,\n"
+                     "× (token embedding)$^\\top$ + bias")]
+
 fig, ax = plt.subplots(figsize=(7.5, 8.6))
 ax.set(xlim=(0, 10), ylim=(-0.4, 13.6))
 ax.axis("off")
-ax.text(
-    5,
-    -0.1,
-    "[CLS]  my  dog  is  [MASK]  [SEP]  he  likes  play  ##ing  [SEP]",
-    ha="center",
-    fontsize=10,
-    family="monospace",
-)
-for x, name in (
-    (1.9, "token\nembedding"),
-    (5, "segment\nembedding (A/B)"),
-    (8.1, "position\nembedding"),
-):
-    box(ax, x, 1.1, 2.6, 0.9, name, "#fde2b4")
+ax.text(5, -0.1, inputs, ha="center", fontsize=10, family="monospace")
+for x, name in embeddings:
+    box(ax, x, 1.1, 2.6, 0.9, name, EMB)
     arrow(ax, x, 0.3, x, 0.6)
     arrow(ax, x, 1.6, 5, 2.2)
-box(ax, 5, 2.6, 5.5, 0.6, "sum, LayerNorm, dropout", "#fde2b4")
-ax.add_patch(
-    FancyBboxPatch(
-        (1.2, 3.5),
-        7.6,
-        5.0,
-        boxstyle="round,pad=0.1",
-        fc="#eef3fb",
-        ec="#3b6ea5",
-        lw=1.5,
-    )
-)
+box(ax, 5, 2.6, 5.5, 0.6, "sum, LayerNorm, dropout", EMB)
+frame = FancyBboxPatch((1.2, 3.5), 7.6, 5.0, boxstyle="round,pad=0.1")
+frame.set(facecolor="#eef3fb", edgecolor="#3b6ea5", linewidth=1.5)
+ax.add_patch(frame)
+L_ = config.num_hidden_layers
 ax.text(9.05, 6.0, f"× L\n(L = 12 in\nBERT-base;\n{L_} here)", fontsize=10, va="center")
-steps = [
-    (4.1, "multi-head self-attention", "#cfe0f5"),
-    (5.3, "add & LayerNorm", "#e6e6e6"),
-    (6.6, "feed-forward: H → 4H, GELU, → H", "#cfe0f5"),
-    (7.8, "add & LayerNorm", "#e6e6e6"),
-]
 arrow(ax, 5, 2.9, 5, 3.75)
-for (y0, _, _), (y1, _, _) in zip(steps, steps[1:]):
+for (y0, _, _), (y1, _, _) in zip(block, block[1:]):
     arrow(ax, 5, y0 + 0.3, 5, y1 - 0.3)
-for y, text, color in steps:
+for y, text, color in block:
     box(ax, 5, y, 5.5, 0.6, text, color)
 for y_from, y_to in ((3.6, 5.3), (5.75, 7.8)):  # the residual connections
-    ax.annotate(
-        "",
-        (2.25, y_to),
-        (2.25, y_from),
-        arrowprops=dict(
-            arrowstyle="->", connectionstyle="bar,fraction=-0.25", color="#3b6ea5"
-        ),
-    )
+    arrow(ax, 2.25, y_from, 2.25, y_to, connectionstyle="bar,fraction=-0.25",
+          color="#3b6ea5")
 ax.text(1.35, 4.45, "residual", rotation=90, fontsize=10, color="#3b6ea5", va="center")
 arrow(ax, 5, 8.1, 5, 9.1)
-box(ax, 5, 9.4, 8.6, 0.6, "final hidden states  $h_1, \\dots, h_T$", "#cfe0f5")
-box(
-    ax,
-    2.5,
-    11.0,
-    4.4,
-    1.2,
-    "pooler on $h_{[CLS]}$: tanh\nNSP head: IsNext / NotNext",
-    "#d5ecd4",
-)
-box(
-    ax,
-    7.45,
-    11.0,
-    4.6,
-    1.2,
-    "MLM head at [MASK] positions:\ndense, GELU, LayerNorm,\n"
-    "× (token embedding)$^\\top$ + bias",
-    "#d5ecd4",
-)
-arrow(ax, 2.5, 9.7, 2.5, 10.4)
-arrow(ax, 7.45, 9.7, 7.45, 10.4)
-ax.text(
-    5,
-    12.4,
-    "no decoder, no outputs shifted right",
-    ha="center",
-    fontsize=11,
-    style="italic",
-)
+box(ax, 5, 9.4, 8.6, 0.6, "final hidden states  $h_1, \\dots, h_T$", ENC)
+for x, w, text in heads:
+    box(ax, x, 11.0, w, 1.2, text, HEAD)
+    arrow(ax, x, 9.7, x, 10.4)
+ax.text(5, 12.4, "no decoder, no outputs shifted right", ha="center", fontsize=11,
+        style="italic")
 ax.set_title("BERT (§3, Figures 1 and 2), as built by bertrepro")
 plt.show()
 

@@ -258,10 +258,13 @@ n_first = len(by_hand)
 not_next_first = sum(is_random for _, _, is_random in by_hand) / n_first
 z_nsp = (not_next_first - (0.5 + s_ / 2)) / (0.5 * (1 - s_) ** 0.5 / n_first**0.5)
 assert abs(z_nsp) < 5, f"P(NotNext) = 1/2 + s/2 is off by {z_nsp:.1f} standard errors"
-print(
-    f"original rule, first pass: s = {s_:.1%} one-sentence chunks -> predicted "
-    f"P(NotNext) = 1/2 + s/2 = {0.5 + s_ / 2:.1%}; measured {not_next_first:.1%} "
-    f"(z = {z_nsp:+.2f}); over {dupe_factor} passes {1 - balance[False][0]:.1%}"
+display(
+    Markdown(
+        f"Original rule, first pass: $s$ = {s_:.1%} one-sentence chunks, so the "
+        "predicted "
+        f"P(NotNext) = 1/2 + s/2 = {0.5 + s_ / 2:.1%}; measured {not_next_first:.1%} "
+        f"(z = {z_nsp:+.2f}); over {dupe_factor} passes {1 - balance[False][0]:.1%}."
+    )
 )
 record(
     "nsp.isnext_fraction.balanced",

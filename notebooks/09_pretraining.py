@@ -635,28 +635,20 @@ uses_context = z_context >= 3 and z_mft >= 3
 guesses = pd.Series(
     data.tokenizer.convert_ids_to_tokens(pred_ctx[m].tolist())
 ).value_counts()
-print(
-    f"balanced NSP accuracy {ev['nsp_accuracy']:.1%} (IsNext recall "
-    f"{ev['nsp_accuracy_is_next']:.1%}, "
-    f"NotNext recall {ev['nsp_accuracy_not_next']:.1%}); chance 50 %, the paper's "
-    "final model 97-98 %"
+commonest = ", ".join(
+    f"`{g}` {n / m.sum().item():.0%}" for g, n in guesses.head(5).items()
 )
-print(
-    "a classifier that sees only the pairs' lengths scores "
-    f"{ev['nsp_length_baseline']:.1%} on the same pairs "
-    f"(chapter 08): the lengths give nothing away"
-)
-print(
-    f"at [MASK] positions: accuracy {right[m].double().mean():.3f} = {mask_ratio:.2f} "
-    "x the most frequent token; "
-    f"paired z = {z_context:.1f} against the model without context, {z_mft:.1f} "
-    "against the constant guess"
-)
-print(
-    f"the model's guesses at [MASK] positions: {len(guesses)} distinct pieces, the "
-    "commonest "
-    + ", ".join(f"{g!r} {n / m.sum().item():.0%}" for g, n in guesses.head(5).items())
-)
+display(Markdown(f"""
+* Balanced NSP accuracy {ev['nsp_accuracy']:.1%} (IsNext recall
+  {ev['nsp_accuracy_is_next']:.1%}, NotNext recall {ev['nsp_accuracy_not_next']:.1%});
+  chance 50 %, the paper's final model 97–98 %. A classifier that sees only the pairs'
+  lengths scores {ev['nsp_length_baseline']:.1%} on the same pairs (chapter 08).
+* At `[MASK]` positions: accuracy {right[m].double().mean():.3f} =
+  {mask_ratio:.2f} × the most frequent token; paired z = {z_context:.1f} against the
+  model without context, {z_mft:.1f} against the constant guess.
+* The model's guesses at `[MASK]` positions: {len(guesses)} distinct pieces, the
+  commonest {commonest}.
+"""))
 breakdown.style.format("{:.3f}", subset=breakdown.columns[1:])
 
 # %%

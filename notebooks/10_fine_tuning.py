@@ -723,12 +723,15 @@ ours = next(
     for x in ft_rows
     if x["arm"] == "minilm" and x["size"] == minilm_size and x["seed"] == 0
 )
-print(
-    f"MiniLM, {len(idx)} articles, seed 0: the paper's recipe ({r.steps} steps at lr "
-    f"{paper_cfg.learning_rate:g}) "
-    f"reaches {paper_acc:.3f}; {ours['steps']} steps at the lr chosen on dev "
-    f"({ours['choice']:g}) reach "
-    f"{ours['accuracy']:.3f}"
+display(
+    Markdown(
+        f"MiniLM, {len(idx)} articles, seed 0: the paper's recipe ({r.steps} steps at "
+        "lr "
+        f"{paper_cfg.learning_rate:g}) "
+        f"reaches {paper_acc:.3f}; {ours['steps']} steps at the lr chosen on dev "
+        f"({ours['choice']:g}) reach "
+        f"{ours['accuracy']:.3f}."
+    )
 )
 
 # %% [markdown]

@@ -75,6 +75,8 @@ from bertrepro.probing import (
 from bertrepro.report import record
 from bertrepro.tokenization import WordPieceTokenizer
 
+transformers.logging.disable_progress_bar()  # no weight-loading bars on the page
+
 # sentence pairs for the attention statistics
 n_pairs = run.pick(smoke=16, cpu=400, gpu=1500)
 batch_size = run.pick(smoke=8, cpu=32, gpu=128)
