@@ -137,7 +137,8 @@ def amp():
 # says why.
 
 
-# %%
+# %% tags=["hide-input"]
+# The table's code is hidden on the page: click to show it.
 def size(c: PretrainConfig) -> tuple:
     return c.num_hidden_layers, c.hidden_size, c.num_attention_heads
 
