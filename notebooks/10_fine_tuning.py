@@ -520,9 +520,9 @@ chosen = pd.DataFrame(
             "size": str(r["size"]),
             "learning rate": r["choice"],
             "steps": r["steps"],
-            "dev accuracy by learning rate": {
-                f"{k:g}": round(v, 3) for k, v in r["dev_scores"].items()
-            },
+            "dev accuracy by learning rate": ", ".join(
+                f"{k:g}: {v:.2f}" for k, v in r["dev_scores"].items()
+            ),
         }
         for r in ft_rows
         if r["seed"] == 0
@@ -553,7 +553,17 @@ table["accuracy"] = [
 ]
 table["size"] = table["size"].astype(str)
 # the learning rates chosen on dev (first seed)
-display(chosen.set_index(["arm", "size"]))
+display(
+    Markdown(
+        "| arm | size | learning rate | steps | dev accuracy by learning rate |\n"
+        "|---|---|---|---|---|\n"
+        + "\n".join(
+            f"| {c['arm']} | {c['size']} | {c['learning rate']:g} | {c['steps']} | "
+            f"{c['dev accuracy by learning rate']} |"
+            for c in chosen.to_dict("records")
+        )
+    )
+)
 table.pivot_table(
     index=["regime", "arm"], columns="size", values="accuracy", aggfunc="first"
 )[[str(s) for s in budget.probe_sizes]]
