@@ -355,7 +355,7 @@ plt.show()
 # %% [markdown]
 # ## Summary
 
-# %%
+# %% tags=["hide-input"]
 i64 = dims.index(64)
 display(Markdown(f"""
 * A score is a scaled dot product $q_i\\cdot k_j/\\sqrt{{d_k}}$; the softmax runs over

@@ -411,7 +411,7 @@ plt.show()
 # %% [markdown]
 # ## Summary
 
-# %%
+# %% tags=["hide-input"]
 display(Markdown(f"""
 * Multi-head attention is $A$ scaled dot-product attentions of width $H/A$ on slices of
   one $H\\times H$ projection, concatenated and mixed by $W^O$. Split the heads with

@@ -372,7 +372,7 @@ _ = record(
 # %% [markdown]
 # ## Summary
 
-# %%
+# %% tags=["hide-input"]
 display(Markdown(f"""
 * Without positions, self-attention is permutation-equivariant,
   $\\mathrm{{Attn}}(PX) = P\\,\\mathrm{{Attn}}(X)$: this run measured a largest

@@ -603,7 +603,7 @@ assert n_head - n_tied == config.hidden_size**2 + 3 * config.hidden_size + (
 # %% [markdown]
 # ## Summary
 
-# %%
+# %% tags=["hide-input"]
 display(Markdown(f"""
 * Input = LayerNorm(token + segment + learned position embedding), equal to the hand
   computation to {(e_hand - e_model).abs().max():.1e}.

@@ -506,7 +506,7 @@ _ = record(
 # %% [markdown]
 # ## Summary
 
-# %%
+# %% tags=["hide-input"]
 base_row, large_row = rows
 base_short, large_short = short_rows
 display(Markdown(f"""

@@ -685,7 +685,7 @@ plt.show()
 # %% [markdown]
 # ## Summary
 
-# %%
+# %% tags=["hide-input"]
 display(Markdown(f"""
 * The corpus: lead sections of English Wikipedia vital articles ({licence}), split by
   article; {sentences_per_article:.1f} sentences per training article.

@@ -577,7 +577,7 @@ _ = record(
 # %% [markdown]
 # ## Summary
 
-# %%
+# %% tags=["hide-input"]
 display(Markdown(f"""
 * A bidirectional encoder could copy each input token to its output; the masked LM hides
   the tokens it predicts, and the loss counts only those positions.

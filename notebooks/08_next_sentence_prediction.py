@@ -661,7 +661,7 @@ _ = record(
 # %% [markdown]
 # ## Summary
 
-# %%
+# %% tags=["hide-input"]
 display(Markdown(f"""
 * `bertrepro.nsp` with `balanced=False` reproduces the original pairing procedure
   draw for draw ({len(ours):,} pairs).

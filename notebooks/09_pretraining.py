@@ -1333,7 +1333,7 @@ memory.style.format(precision=2)
 # %% [markdown]
 # ## Summary
 
-# %%
+# %% tags=["hide-input"]
 display(Markdown(f"""
 * The recipe of §3.1 and A.2 (loss, optimizer, schedule) runs in `bertrepro.pretrain`,
   and the loop written on this page reproduces it bit for bit. This run

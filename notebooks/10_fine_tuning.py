@@ -780,7 +780,7 @@ except NetworkRequiredError as e:
 # %% [markdown]
 # ## Summary
 
-# %%
+# %% tags=["hide-input"]
 display(Markdown(f"""
 * The task layer of §4.1 sits on the pooled `[CLS]` vector $C$; its logits and loss
   equal the hand computation and `transformers`' `BertForSequenceClassification` with

@@ -595,7 +595,7 @@ plt.show()
 # %% [markdown]
 # ## Summary
 
-# %%
+# %% tags=["hide-input"]
 display(Markdown(f"""
 * A real checkpoint loads into `bertrepro` key for key; its hidden states equal
   `transformers`' to {diff_real:.1e} at every real token of a padded batch
