@@ -46,7 +46,6 @@ print(run)
 # %%
 import contextlib
 import copy
-import hashlib
 import io
 import json
 import math
@@ -70,7 +69,6 @@ from bertrepro.config import BertConfig
 from bertrepro.data import load_corpus
 from bertrepro.model import IGNORE_INDEX, IS_NEXT, NOT_NEXT, BertForPreTraining
 from bertrepro.params import count_parameters
-from bertrepro.pretrain import _autocast as autocast  # bf16 on CUDA, float32 on CPU
 from bertrepro.pretrain import (
     EVAL_SEED,
     BatchStream,
@@ -93,6 +91,7 @@ from bertrepro.pretrain import (
     validation_examples,
 )
 from bertrepro.report import record
+from bertrepro.train import autocast, derive_seed  # autocast: bf16 on CUDA, else fp32
 
 config = PretrainConfig.for_profile(run.profile, seed=run.seed)
 
@@ -279,12 +278,6 @@ display(
 
 
 # %%
-def derive_seed(seed, *parts):
-    """The library's derived seeds: 63 bits of SHA-256 of (seed, *parts)."""
-    digest = hashlib.sha256(repr((seed, *parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
 def train_by_hand(cfg, corpus, cache_dir):
     """Pre-train on one CPU process: the arithmetic of bertrepro.pretrain.pretrain."""
     data = prepare_data(cfg, corpus, cache_dir)  # vocabulary and token ids

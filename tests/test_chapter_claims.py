@@ -12,7 +12,6 @@
 * chapter 09: the training loop written on the page equals bertrepro.pretrain bit for bit.
 """
 import contextlib
-import hashlib
 import io
 import math
 import random
@@ -41,6 +40,7 @@ from bertrepro.pretrain import (
     prepare_data,
     pretrain,
 )
+from bertrepro.train import derive_seed
 from bertrepro.tokenization import (
     WordPieceTokenizer,
     bert_uncased_vocab_path,
@@ -262,19 +262,14 @@ def test_original_rule_not_next_share_is_half_plus_s_over_two(tok):
 # ----------------------------------------------------------------------------------------------
 
 
-def _derive_seed(seed, *parts):
-    digest = hashlib.sha256(repr((seed, *parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
 def _train_by_hand(cfg, corpus, cache_dir):
     data = prepare_data(cfg, corpus, cache_dir)
-    torch.manual_seed(_derive_seed(cfg.seed, "init"))
+    torch.manual_seed(derive_seed(cfg.seed, "init"))
     net = BertForPreTraining(cfg.bert_config(data.vocab_size, data.pad_token_id)).train()
     optimizer = build_optimizer(net, cfg, torch.device("cpu"))
     scheduler = build_scheduler(optimizer, cfg)
-    masking = torch.Generator().manual_seed(_derive_seed(cfg.seed, "masking"))
-    streams = _derive_seed(cfg.seed, "rank-streams", 0, 0)
+    masking = torch.Generator().manual_seed(derive_seed(cfg.seed, "masking"))
+    streams = derive_seed(cfg.seed, "rank-streams", 0, 0)
     torch.manual_seed(streams)
     random.seed(streams)
     np.random.seed(streams % 2**32)
