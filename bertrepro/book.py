@@ -31,21 +31,24 @@ Unless ``--online`` is given the kernels run with the Hugging Face offline switc
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from . import progress, report
-from .profiles import OFFLINE_ENV, PROFILES, check_profile, resolve_profile
+from .chapters import (NOTEBOOKS_DIR, find_chapters, hide_injected_parameters,
+                       notebook_parameters, pairing_differences, read_notebook, select_chapters,
+                       validate_parameters)
+from .progress import ChapterProgress
+from .profiles import OFFLINE_ENV, PROFILES, resolve_profile
 
 __all__ = [
     "ROOT",
@@ -73,13 +76,10 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS_DIR = ROOT / "notebooks"
 BOOK_DIR = ROOT / "book"
 BUILD_DIR = BOOK_DIR / "_build"
 KERNEL = "python3"
 CACHE_ENV = "BERTREPRO_CACHE_DIR"
-CHAPTER_GLOB = "[0-9][0-9]_*.ipynb"
-_CHAPTER_RE = re.compile(r"^\d\d_[A-Za-z0-9_\-]+$")
 
 
 class ChapterError(RuntimeError):
@@ -125,123 +125,6 @@ class BookResult:
     records: list[report.Record]
     output: Path
     html_index: Path | None
-
-
-# ----------------------------------------------------------------------------------------------
-# Chapters and their parameters
-# ----------------------------------------------------------------------------------------------
-
-
-def find_chapters(notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR) -> list[Path]:
-    """Every ``NN_slug.ipynb`` in ``notebooks_dir``, in chapter order.
-
-    Raises ``ValueError`` when a ``NN_slug.py`` has no ``.ipynb`` pair (run ``make sync``).
-    """
-    d = Path(notebooks_dir)
-    if not d.is_dir():
-        raise ValueError(f"notebooks folder {d} does not exist")
-    chapters = sorted(d.glob(CHAPTER_GLOB))
-    unpaired = [p.name for p in sorted(d.glob("[0-9][0-9]_*.py")) if not p.with_suffix(".ipynb").exists()]
-    if unpaired:
-        raise ValueError(f"{unpaired} in {d} have no paired .ipynb; create it with `make sync` "
-                         "(jupytext --sync notebooks/NN_slug.py)")
-    bad = [p.name for p in chapters if not _CHAPTER_RE.match(p.stem)]
-    if bad:
-        raise ValueError(f"chapter file names {bad} are not NN_slug.ipynb (letters, digits, '_' or '-')")
-    return chapters
-
-
-def select_chapters(chapters: Sequence[Path], wanted: Sequence[str] | None) -> list[Path]:
-    """Keep the chapters named in ``wanted`` (``"03"``, ``"03_positional_encoding"`` or its file name)."""
-    if not wanted:
-        return list(chapters)
-    picked: list[Path] = []
-    for w in wanted:
-        name = Path(w).stem
-        hits = [p for p in chapters if p.stem == name or p.stem[:2] == name.zfill(2)]
-        if len(hits) != 1:
-            avail = ", ".join(p.stem for p in chapters) or "(none)"
-            raise ValueError(f"chapter {w!r} matches {len(hits)} notebooks; available chapters: {avail}")
-        if hits[0] not in picked:
-            picked.append(hits[0])
-    return sorted(picked)
-
-
-def _read_notebook(path: Path):
-    import nbformat
-
-    return nbformat.read(str(path), as_version=4)
-
-
-def notebook_parameters(path: str | os.PathLike) -> dict[str, Any]:
-    """The parameters of the notebook's first cell tagged ``parameters``: ``{name: default}``.
-
-    A parameter is a top-level assignment of a literal (``profile = None``, ``seed = 0``); other
-    lines of the cell (``run = profiles.setup(...)``) are not parameters. The cell is read with
-    :mod:`ast` rather than papermill's line parser, which glues a following non-assignment line
-    onto the previous default.
-
-    Raises ``ValueError`` when the notebook has no such cell, or the cell is not valid Python.
-    """
-    path = Path(path)
-    nb = _read_notebook(path)
-    cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
-    if cell is None or cell.cell_type != "code":
-        raise ValueError(
-            f"{path.name} has no code cell tagged 'parameters'; its first code cell should be "
-            "`# %% tags=[\"parameters\"]` holding `profile = None`, `seed = 0`, `device = None`"
-        )
-    try:
-        tree = ast.parse(cell.source)
-    except SyntaxError as e:
-        raise ValueError(f"{path.name}: the parameters cell is not valid Python: {e}") from e
-    params: dict[str, Any] = {}
-    for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-        if len(targets) != 1 or not isinstance(targets[0], ast.Name) or node.value is None:
-            continue
-        try:
-            params[targets[0].id] = ast.literal_eval(node.value)
-        except (ValueError, TypeError, SyntaxError):
-            continue  # not a literal: computed from the parameters, not one of them
-    return params
-
-
-def validate_parameters(path: str | os.PathLike, parameters: Mapping[str, Any]) -> None:
-    """Raise ``ValueError`` when ``parameters`` holds a name the notebook does not declare, or a bad profile."""
-    declared = notebook_parameters(path)
-    unknown = sorted(set(parameters) - set(declared))
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown} for {Path(path).name}; "
-                         f"valid parameters are {', '.join(sorted(declared))}")
-    if "profile" in parameters:
-        check_profile(parameters["profile"])
-
-
-def _cells(nb) -> list[tuple[str, str, tuple[str, ...]]]:
-    return [(c.cell_type, c.source.strip(), tuple(c.get("metadata", {}).get("tags", []))) for c in nb.cells]
-
-
-def pairing_differences(py_path: str | os.PathLike, ipynb_path: str | os.PathLike) -> list[str]:
-    """How a jupytext ``.py`` and its ``.ipynb`` differ, cell by cell (empty list: same cells and tags).
-
-    Also reports outputs or execution counts stored in the ``.ipynb`` (it is committed without them).
-    """
-    import jupytext
-
-    py_nb, ip_nb = jupytext.read(str(py_path)), jupytext.read(str(ipynb_path))
-    a, b = _cells(py_nb), _cells(ip_nb)
-    diffs = []
-    if len(a) != len(b):
-        diffs.append(f"{len(a)} cells in {Path(py_path).name} but {len(b)} in {Path(ipynb_path).name}")
-    for i, (ca, cb) in enumerate(zip(a, b)):
-        if ca != cb:
-            first = (ca[1].splitlines() or [""])[0]
-            diffs.append(f"cell {i} differs ({ca[0]} {ca[2]} vs {cb[0]} {cb[2]}), starting {first!r}")
-    for i, c in enumerate(ip_nb.cells):
-        if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count") is not None):
-            diffs.append(f"cell {i} of {Path(ipynb_path).name} stores outputs or an execution count")
-    return diffs
 
 
 # ----------------------------------------------------------------------------------------------
@@ -304,7 +187,7 @@ def _locate_failure(executed: Path, source_nb, exc: Exception, chapter: str) -> 
     if source is None and executed.exists():
         # A timeout or a dead kernel: the failing cell is the last one papermill started.
         with contextlib.suppress(Exception):
-            started = [c for c in _read_notebook(executed).cells
+            started = [c for c in read_notebook(executed).cells
                        if c.cell_type == "code" and c.get("metadata", {}).get("papermill", {}).get("start_time")]
             if started:
                 source, exec_count = started[-1].source, started[-1].get("execution_count")
@@ -316,108 +199,6 @@ def _locate_failure(executed: Path, source_nb, exc: Exception, chapter: str) -> 
         first_line = next((ln for ln in lines if not ln.startswith("#")), lines[0] if lines else "")
     return ChapterError(chapter, executed, ename, evalue, cell_index=cell_index, exec_count=exec_count,
                         first_line=first_line)
-
-
-INJECTED_TAG = "injected-parameters"
-HIDE_TAG = "remove-cell"
-
-
-def hide_injected_parameters(executed: str | os.PathLike) -> int:
-    """Tag papermill's injected ``# Parameters`` cell(s) ``remove-cell`` so the HTML leaves them out.
-
-    The chapter's own ``parameters`` cell stays. Returns how many cells were tagged.
-    """
-    import nbformat
-
-    executed = Path(executed)
-    nb = _read_notebook(executed)
-    n = 0
-    for c in nb.cells:
-        tags = c.setdefault("metadata", {}).setdefault("tags", [])
-        if INJECTED_TAG in tags and HIDE_TAG not in tags:
-            tags.append(HIDE_TAG)
-            n += 1
-    if n:
-        report.atomic_write_text(executed, nbformat.writes(nb) + "\n")
-    return n
-
-
-def _elapsed(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    return f"{m}m{s:02d}s" if m else f"{s}s"
-
-
-class ChapterProgress:
-    """Shows a running chapter in the terminal: its name, the elapsed time and its latest progress bar.
-
-    The chapter's bars (:func:`bertrepro.progress.bar`) write their state to ``progress_file``; a
-    thread reads it. On a terminal (``tty``) one line is rewritten in place every ``refresh`` seconds;
-    otherwise (CI logs) a new line is printed every ``interval`` seconds, and nothing in between, so
-    a log gets at most one line per ``interval``.
-
-    Use as a context manager around the chapter's execution; :meth:`finish` prints the result.
-    """
-
-    def __init__(self, prefix: str, label: str, progress_file: str | os.PathLike, *, stream: Any = None,
-                 interval: float = 30.0, tty: bool | None = None, refresh: float = 1.0):
-        import threading
-
-        self.prefix, self.label, self.progress_file = prefix, label, Path(progress_file)
-        self.stream = sys.stdout if stream is None else stream
-        self.interval, self.refresh = float(interval), float(refresh)
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)()) if tty is None else tty
-        self.lines = 0  # progress lines printed (not on a tty)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"progress-{label}", daemon=True)
-        self._start = 0.0
-        self._lock = threading.Lock()
-        self._drawn = False  # a tty line is on screen
-
-    def _write(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
-
-    def line(self) -> str:
-        """The current progress line: chapter, elapsed time and the bar's state."""
-        text = f"{self.prefix} {self.label} {_elapsed(time.perf_counter() - self._start)}"
-        state = progress.format_status(progress.read_status(self.progress_file))
-        return text + (f" | {state}" if state else "")
-
-    def __enter__(self) -> "ChapterProgress":
-        self.progress_file.unlink(missing_ok=True)
-        self._start = time.perf_counter()
-        self._write(f"{self.prefix} {self.label} ... ")
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        period = self.refresh if self.tty else self.interval
-        while not self._stop.wait(period):
-            with self._lock:
-                if self._stop.is_set():
-                    return
-                if self.tty:
-                    self._write("\r\x1b[K" + self.line())
-                    self._drawn = True
-                else:
-                    self._write(("\n" if self.lines == 0 else "") + self.line() + "\n")
-                    self.lines += 1
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        with self._lock:
-            pass
-        self._thread.join()
-        self.progress_file.unlink(missing_ok=True)
-
-    def finish(self, result: str) -> None:
-        """Print the chapter's result (``12.3 s, 4 record(s)`` or ``FAILED after ...``)."""
-        if self.tty and self._drawn:
-            self._write(f"\r\x1b[K{self.prefix} {self.label} ... {result}\n")
-        elif self.lines:
-            self._write(f"{self.prefix} {self.label} ... {result}\n")
-        else:
-            self._write(f"{result}\n")
 
 
 def run_chapter(path: str | os.PathLike, profile: str | None, out_dir: str | os.PathLike,
@@ -454,9 +235,6 @@ def run_chapter(path: str | os.PathLike, profile: str | None, out_dir: str | os.
         ChapterError: a cell raised; names the chapter, the cell and the exception. The partially
             executed notebook is kept in ``out_dir``.
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     path = Path(path).resolve()
     if path.suffix != ".ipynb" or not path.is_file():
         raise ValueError(f"chapter notebook {path} does not exist or is not an .ipynb")
@@ -471,42 +249,54 @@ def run_chapter(path: str | os.PathLike, profile: str | None, out_dir: str | os.
     cdir = Path(cache_dir).resolve() if cache_dir is not None else None
     # Stale records of an earlier run must not survive into this one.
     report.chapter_file(chapter, rdir).unlink(missing_ok=True)
+    start = time.perf_counter()
+    with _progress_file(progress_file, chapter) as pfile:
+        try:
+            with _environ(_kernel_env(chapter, None if records_dir is None else rdir, cdir, online, pfile)):
+                _execute(path, executed, params, kernel_name=kernel_name, cwd=cwd, timeout=timeout)
+        finally:
+            if executed.exists():
+                with contextlib.suppress(Exception):
+                    hide_injected_parameters(executed)
+    seconds = time.perf_counter() - start
+    return ChapterResult(chapter=chapter, source=path, executed=executed, seconds=seconds,
+                         records=report.collect(rdir, chapters=[chapter]))
 
+
+@contextlib.contextmanager
+def _progress_file(progress_file: str | os.PathLike | None, chapter: str) -> Iterator[Path]:
+    """The file the chapter's bars write to: ``progress_file``, or a temporary one deleted afterwards."""
+    if progress_file is not None:
+        yield Path(progress_file).resolve()
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f"{chapter}.", suffix=".progress.json")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _execute(path: Path, executed: Path, params: Mapping[str, Any], *, kernel_name: str, cwd: Path,
+             timeout: float | None) -> None:
+    """Run the notebook with papermill; a failing cell becomes a :class:`ChapterError` naming it."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
     from traitlets.config import Config
 
     # IPC sockets: the kernel talks only to this machine (and ipykernel does not warn about plain TCP).
     engine_kwargs: dict[str, Any] = {"config": Config({"KernelManager": {"transport": "ipc"}})}
     if timeout is not None:
         engine_kwargs["execution_timeout"] = timeout
-    import tempfile
-
-    if progress_file is None:
-        fd, tmp_progress = tempfile.mkstemp(prefix=f"{chapter}.", suffix=".progress.json")
-        os.close(fd)
-        pfile = Path(tmp_progress)
-    else:
-        pfile = Path(progress_file).resolve()
-    start = time.perf_counter()
     try:
-        with _environ(_kernel_env(chapter, None if records_dir is None else rdir, cdir, online, pfile)):
-            try:
-                papermill.execute_notebook(
-                    str(path), str(executed), parameters=params, kernel_name=kernel_name, language="python",
-                    progress_bar=False, log_output=False, cwd=str(cwd), **engine_kwargs,
-                )
-            except PapermillExecutionError as e:
-                raise _locate_failure(executed, _read_notebook(path), e, chapter) from None
-            except Exception as e:  # timeout, dead kernel, kernel that cannot start
-                raise _locate_failure(executed, _read_notebook(path), e, chapter) from e
-    finally:
-        if progress_file is None:
-            pfile.unlink(missing_ok=True)
-        if executed.exists():
-            with contextlib.suppress(Exception):
-                hide_injected_parameters(executed)
-    seconds = time.perf_counter() - start
-    return ChapterResult(chapter=chapter, source=path, executed=executed, seconds=seconds,
-                         records=report.collect(rdir, chapters=[chapter]))
+        papermill.execute_notebook(
+            str(path), str(executed), parameters=dict(params), kernel_name=kernel_name, language="python",
+            progress_bar=False, log_output=False, cwd=str(cwd), **engine_kwargs,
+        )
+    except PapermillExecutionError as e:
+        raise _locate_failure(executed, read_notebook(path), e, path.stem) from None
+    except Exception as e:  # timeout, dead kernel, kernel that cannot start
+        raise _locate_failure(executed, read_notebook(path), e, path.stem) from e
 
 
 # ----------------------------------------------------------------------------------------------
@@ -619,12 +409,40 @@ def build(profile: str | None = None, chapters: Sequence[str] | None = None, see
     """
     prof = resolve_profile(profile)
     output = Path(output).resolve()
-    selected = select_chapters(find_chapters(notebooks_dir), chapters)
-    extra: dict[str, Any] = {}
-    if seed is not None:
-        extra["seed"] = seed
-    if device is not None:
-        extra["device"] = device
+    extra = {k: v for k, v in (("seed", seed), ("device", device)) if v is not None}
+    selected = _preflight(select_chapters(find_chapters(notebooks_dir), chapters), prof, extra,
+                          Path(book_dir) if html else None)
+    dirs = {k: output / k for k in ("executed", "records", "cache", "work")}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    log(f"bertrepro book: {len(selected)} chapter(s), profile {prof}" + (", online" if online else ", offline")
+        + f", output {output}")
+    timings: dict[str, Any] = {"profile": prof, "chapters": {}}
+    results, failure = _run_chapters(selected, prof, extra, dirs, timings, output, online=online,
+                                     progress_interval=progress_interval, stream=stream)
+    timings["total_seconds"] = round(sum(t["seconds"] for t in timings["chapters"].values()), 3)
+    records = report.collect(dirs["records"], chapters=[r.chapter for r in results])
+    report.write_scorecard(records, output / "scorecard.json", profile=prof)
+    scorecard_md = report.render_scorecard(records, profile=prof)
+    report.atomic_write_text(output / "scorecard.md", scorecard_md)
+    html_index = None
+    if failure is None and html:
+        html_index = _html(book_dir, output, results, scorecard_md, timings, online=online, log=log)
+    _write_json(output / "timings.json", timings)
+    summary = report.render_summary(records, timings, profile=prof,
+                                    failure=None if failure is None else " — ".join(
+                                        ln.strip() for ln in str(failure).splitlines()[:2]))
+    report.atomic_write_text(output / "summary.md", summary)
+    if failure is not None:
+        raise failure
+    counts = report.count_statuses(records)
+    log("scorecard: " + ", ".join(f"{v} {k}" for k, v in counts.items())
+        + f"; total chapter time {timings['total_seconds']:.1f} s")
+    return BookResult(profile=prof, chapters=results, records=records, output=output, html_index=html_index)
+
+
+def _preflight(selected: list[Path], prof: str, extra: Mapping[str, Any], book_dir: Path | None) -> list[Path]:
+    """Check every chapter's parameters and pairing, and the book config, before anything runs."""
     for nb in selected:
         validate_parameters(nb, {"profile": prof, **extra})
         py = nb.with_suffix(".py")
@@ -632,18 +450,17 @@ def build(profile: str | None = None, chapters: Sequence[str] | None = None, see
             diffs = pairing_differences(py, nb)
             if diffs:
                 raise ValueError(f"{py.name} and {nb.name} are out of sync ({diffs[0]}); run `make sync`")
-    if html:
-        _check_config(Path(book_dir))
+    if book_dir is not None:
+        _check_config(book_dir)
+    return selected
 
-    dirs = {k: output / k for k in ("executed", "records", "cache", "work")}
-    for d in dirs.values():
-        d.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, Any] = {"profile": prof, "chapters": {}}
+
+def _run_chapters(selected: Sequence[Path], prof: str, extra: Mapping[str, Any], dirs: Mapping[str, Path],
+                  timings: dict[str, Any], output: Path, *, online: bool, progress_interval: float,
+                  stream: Any) -> tuple[list[ChapterResult], ChapterError | None]:
+    """Run the chapters in order, each in a fresh working folder, until one fails."""
     results: list[ChapterResult] = []
     n = len(selected)
-    log(f"bertrepro book: {n} chapter(s), profile {prof}" + (", online" if online else ", offline")
-        + f", output {output}")
-    failure: ChapterError | None = None
     for i, nb in enumerate(selected, 1):
         work = dirs["work"] / nb.stem
         if work.exists():
@@ -660,38 +477,23 @@ def build(profile: str | None = None, chapters: Sequence[str] | None = None, see
             secs = time.perf_counter() - start
             monitor.finish(f"FAILED after {secs:.1f} s")
             timings["chapters"][nb.stem] = {"seconds": round(secs, 3), "status": "failed"}
-            failure = e
-            break
+            return results, e
         monitor.finish(f"{res.seconds:.1f} s" + (f", {len(res.records)} record(s)" if res.records else ""))
         timings["chapters"][nb.stem] = {"seconds": round(res.seconds, 3), "status": "ok"}
         results.append(res)
         _write_json(output / "timings.json", timings)
+    return results, None
 
-    timings["total_seconds"] = round(sum(t["seconds"] for t in timings["chapters"].values()), 3)
-    records = report.collect(dirs["records"], chapters=[r.chapter for r in results])
-    report.write_scorecard(records, output / "scorecard.json", profile=prof)
-    scorecard_md = report.render_scorecard(records, profile=prof)
-    report.atomic_write_text(output / "scorecard.md", scorecard_md)
 
-    html_index = None
-    if failure is None and html:
-        print("[html] jupyter-book build ...", end=" ", flush=True)
-        start = time.perf_counter()
-        src = assemble_source(book_dir, output / "src", [r.executed for r in results], scorecard_md)
-        html_index = build_html(src, output / "html", online=online, log=log)
-        timings["html_seconds"] = round(time.perf_counter() - start, 3)
-        print(f"{timings['html_seconds']:.1f} s -> {html_index}", flush=True)
-    _write_json(output / "timings.json", timings)
-    summary = report.render_summary(records, timings, profile=prof,
-                                    failure=None if failure is None else " — ".join(
-                                        ln.strip() for ln in str(failure).splitlines()[:2]))
-    report.atomic_write_text(output / "summary.md", summary)
-    if failure is not None:
-        raise failure
-    counts = report.count_statuses(records)
-    log("scorecard: " + ", ".join(f"{v} {k}" for k, v in counts.items())
-        + f"; total chapter time {timings['total_seconds']:.1f} s")
-    return BookResult(profile=prof, chapters=results, records=records, output=output, html_index=html_index)
+def _html(book_dir: str | os.PathLike, output: Path, results: Sequence[ChapterResult], scorecard_md: str,
+          timings: dict[str, Any], *, online: bool, log: Callable[[str], None]) -> Path:
+    print("[html] jupyter-book build ...", end=" ", flush=True)
+    start = time.perf_counter()
+    src = assemble_source(book_dir, output / "src", [r.executed for r in results], scorecard_md)
+    html_index = build_html(src, output / "html", online=online, log=log)
+    timings["html_seconds"] = round(time.perf_counter() - start, 3)
+    print(f"{timings['html_seconds']:.1f} s -> {html_index}", flush=True)
+    return html_index
 
 
 def _parser() -> argparse.ArgumentParser:

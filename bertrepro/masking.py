@@ -80,6 +80,17 @@ def _check(input_ids: torch.Tensor, special_tokens_mask: torch.Tensor, vocab_siz
                          f"row {b}, position {t}; vocab_size must be the size of the vocabulary that produced the ids")
 
 
+def _check_mix(mask_fraction: float, same_fraction: float, random_fraction: float) -> None:
+    """MASK / SAME / RND must be probabilities that add up to 1."""
+    mix = {"mask_fraction": mask_fraction, "same_fraction": same_fraction, "random_fraction": random_fraction}
+    for name, p in mix.items():
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+            raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
+    if abs(sum(mix.values()) - 1.0) > 1e-9:
+        raise ValueError(f"mask_fraction + same_fraction + random_fraction must be 1, got {mask_fraction!r} + "
+                         f"{same_fraction!r} + {random_fraction!r} = {sum(mix.values())!r}; e.g. 0.8, 0.1, 0.1")
+
+
 def _choose_positions(keys: torch.Tensor, candidates: torch.Tensor, k: torch.Tensor,
                       kmax: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The k[b] candidates with the smallest keys in each row b, as slots.
@@ -145,6 +156,7 @@ def mask_tokens(input_ids: torch.Tensor, special_tokens_mask: torch.Tensor, *, v
                 mask_token_id: int, pad_token_id: int = 0, mlm_probability: float = 0.15,
                 max_predictions: int | None = None, generator: torch.Generator | None = None,
                 word_start: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                mask_fraction: float = 0.8, same_fraction: float = 0.1, random_fraction: float = 0.1,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Corrupt a batch for the masked LM: choose positions, apply 80/10/10, return inputs and labels.
 
@@ -162,6 +174,9 @@ def mask_tokens(input_ids: torch.Tensor, special_tokens_mask: torch.Tensor, *, v
             pieces). Given, whole words are masked together (whole-word masking).
         attention_mask: optional (B, T), 1 at real tokens and 0 at padding (preferred over
             ``pad_token_id`` when the vocabulary's [PAD] can also be a real token).
+        mask_fraction, same_fraction, random_fraction: what becomes of a chosen position -- [MASK],
+            unchanged, or a random token (MASK / SAME / RND of Appendix C.2); each in [0, 1], summing
+            to 1. The default is the paper's 80/10/10.
 
     Returns:
         ``(masked_input_ids, labels)``, both (B, T) int64; ``labels`` holds the original id at the
@@ -171,6 +186,7 @@ def mask_tokens(input_ids: torch.Tensor, special_tokens_mask: torch.Tensor, *, v
         ValueError: wrong shapes or dtypes, or probabilities / ids out of range.
     """
     _check(input_ids, special_tokens_mask, vocab_size, mask_token_id, mlm_probability, max_predictions)
+    _check_mix(mask_fraction, same_fraction, random_fraction)
     B, T = input_ids.shape
     dev = input_ids.device
     if attention_mask is not None:
@@ -198,12 +214,14 @@ def mask_tokens(input_ids: torch.Tensor, special_tokens_mask: torch.Tensor, *, v
         idx = chosen.to(keys.dtype).topk(kmax, dim=1).indices  # (B, K) the chosen positions first
         take = torch.arange(kmax, device=dev)[None, :] < n_chosen[:, None]
 
-    # The 80/10/10 decision, drawn per chosen slot only (K is ~T * 0.15, not T).
+    # The 80/10/10 decision, drawn per chosen slot only (K is ~T * 0.15, not T):
+    # u < MASK -> [MASK], MASK <= u < 1 - SAME -> random token, else unchanged.
     K = idx.shape[1]
     u = torch.rand(B, K, generator=generator, device=dev)
     random_ids = torch.randint(0, vocab_size, (B, K), generator=generator, device=dev, dtype=input_ids.dtype)
     original = input_ids.gather(1, idx)  # (B, K)
-    new = torch.where(u < 0.8, torch.full_like(original, mask_token_id), torch.where(u < 0.9, random_ids, original))
+    new = torch.where(u < mask_fraction, torch.full_like(original, mask_token_id),
+                      torch.where(u < 1.0 - same_fraction, random_ids, original))
     masked = input_ids.clone()
     masked.scatter_(1, idx, torch.where(take, new, original))  # untaken slots write their own value back
     labels = torch.full_like(input_ids, IGNORE_INDEX)

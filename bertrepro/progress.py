@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["bar", "PROGRESS_ENV", "mode", "read_status", "format_status"]
+__all__ = ["bar", "PROGRESS_ENV", "mode", "read_status", "format_status", "ChapterProgress"]
 
 #: Environment variable the book runner sets to the path of the chapter's progress file.
 PROGRESS_ENV = "BERTREPRO_PROGRESS_FILE"
@@ -176,3 +176,81 @@ def format_status(state: dict[str, Any] | None) -> str:
     if state.get("postfix"):
         text += f", {state['postfix']}"
     return text
+
+
+def _elapsed(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+class ChapterProgress:
+    """Shows a running chapter in the terminal: its name, the elapsed time and its latest progress bar.
+
+    The chapter's bars (:func:`bar`) write their state to ``progress_file``; a
+    thread reads it. On a terminal (``tty``) one line is rewritten in place every ``refresh`` seconds;
+    otherwise (CI logs) a new line is printed every ``interval`` seconds, and nothing in between, so
+    a log gets at most one line per ``interval``.
+
+    Use as a context manager around the chapter's execution; :meth:`finish` prints the result.
+    """
+
+    def __init__(self, prefix: str, label: str, progress_file: str | os.PathLike, *, stream: Any = None,
+                 interval: float = 30.0, tty: bool | None = None, refresh: float = 1.0):
+        import threading
+
+        self.prefix, self.label, self.progress_file = prefix, label, Path(progress_file)
+        self.stream = sys.stdout if stream is None else stream
+        self.interval, self.refresh = float(interval), float(refresh)
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)()) if tty is None else tty
+        self.lines = 0  # progress lines printed (not on a tty)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"progress-{label}", daemon=True)
+        self._start = 0.0
+        self._lock = threading.Lock()
+        self._drawn = False  # a tty line is on screen
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+    def line(self) -> str:
+        """The current progress line: chapter, elapsed time and the bar's state."""
+        text = f"{self.prefix} {self.label} {_elapsed(time.perf_counter() - self._start)}"
+        state = format_status(read_status(self.progress_file))
+        return text + (f" | {state}" if state else "")
+
+    def __enter__(self) -> "ChapterProgress":
+        self.progress_file.unlink(missing_ok=True)
+        self._start = time.perf_counter()
+        self._write(f"{self.prefix} {self.label} ... ")
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        period = self.refresh if self.tty else self.interval
+        while not self._stop.wait(period):
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                if self.tty:
+                    self._write("\r\x1b[K" + self.line())
+                    self._drawn = True
+                else:
+                    self._write(("\n" if self.lines == 0 else "") + self.line() + "\n")
+                    self.lines += 1
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        with self._lock:
+            pass
+        self._thread.join()
+        self.progress_file.unlink(missing_ok=True)
+
+    def finish(self, result: str) -> None:
+        """Print the chapter's result (``12.3 s, 4 record(s)`` or ``FAILED after ...``)."""
+        if self.tty and self._drawn:
+            self._write(f"\r\x1b[K{self.prefix} {self.label} ... {result}\n")
+        elif self.lines:
+            self._write(f"{self.prefix} {self.label} ... {result}\n")
+        else:
+            self._write(f"{result}\n")

@@ -27,6 +27,8 @@ Example, in a chapter::
     record("mlm.masked_fraction", frac, paper=0.15, tolerance=0.005)      # -> "reproduced" or not
     record("glue.sst2.accuracy", acc, paper=93.5, status="qualitatively reproduced",
            note="tiny model, 1 epoch: above chance, far below the paper")
+    record("table6.ppl", ppl, paper=3.99, status="not comparable",
+           note="8k-piece vocabulary, not the paper's 30k")                # -> no verdict, not counted as failed
 """
 from __future__ import annotations
 
@@ -42,6 +44,8 @@ from .io import atomic_write_text  # the package's one atomic writer
 
 __all__ = [
     "STATUSES",
+    "NO_VERDICT_STATUSES",
+    "STATUS_MEANINGS",
     "RECORDS_ENV",
     "CHAPTER_ENV",
     "STANDALONE_CHAPTER",
@@ -67,8 +71,25 @@ __all__ = [
     "atomic_write_text",
 ]
 
-#: The four verdicts, strongest first.
-STATUSES = ("exact", "reproduced", "qualitatively reproduced", "not reproduced at this scale")
+#: The four verdicts, strongest first, then the two outcomes that are no verdict on the paper.
+STATUSES = ("exact", "reproduced", "qualitatively reproduced", "not reproduced at this scale", "inconclusive",
+            "not comparable")
+#: Statuses that say the comparison cannot be judged; they are only ever set explicitly (``status=``),
+#: override what ``paper``/``tolerance`` would derive, and need a ``note`` saying why.
+NO_VERDICT_STATUSES = ("inconclusive", "not comparable")
+#: One sentence per status, for the scorecard's legend.
+STATUS_MEANINGS = {
+    "exact": "Our number equals the paper's.",
+    "reproduced": "Our number is within the stated tolerance of the paper's.",
+    "qualitatively reproduced": "The effect the paper reports shows up (direction, ordering, rough size) at this "
+                                "run's much smaller scale.",
+    "not reproduced at this scale": "The effect does not show up at this profile's scale, although the runs "
+                                    "behind it learned and measure the same thing as the paper.",
+    "inconclusive": "A run behind the comparison did not pass its own learning check, so the measurement cannot "
+                    "confirm or refute the paper.",
+    "not comparable": "The paper's number was measured on another corpus, vocabulary or machine, so ours is shown "
+                      "beside it but not judged against it.",
+}
 
 RECORDS_ENV = "BERTREPRO_RECORDS_DIR"
 CHAPTER_ENV = "BERTREPRO_CHAPTER"
@@ -188,8 +209,13 @@ def make_record(key: str, value: Any, paper: Any = None, tolerance: float | None
         raise ValueError(f"note of {key!r} must be a string, got {type(note).__name__}")
     if status is not None and status not in STATUSES:
         raise ValueError(f"unknown status {status!r} for {key!r}; valid statuses are {', '.join(map(repr, STATUSES))}")
+    if status in NO_VERDICT_STATUSES and not note.strip():
+        raise ValueError(f"status {status!r} for {key!r} needs a note saying why (e.g. which run did not learn, or "
+                         f"what differs from the paper's setup)")
     derived = derive_status(value, paper, tolerance)
-    if status is None:
+    if status in NO_VERDICT_STATUSES:
+        pass  # no verdict: whatever the numbers would give does not apply
+    elif status is None:
         if derived is None:
             raise ValueError(
                 f"cannot derive a status for {key!r}: pass paper= and tolerance= (numbers), or status= "
@@ -246,7 +272,10 @@ def record(key: str, value: Any, paper: Any = None, tolerance: float | None = No
         tolerance: absolute tolerance; with ``paper`` the status is derived:
             equal -> ``"exact"``, within -> ``"reproduced"``, outside -> ``"not reproduced at this scale"``.
         note: one line on what is compared (shown on the Scorecard page).
-        status: one of :data:`STATUSES`; required when it cannot be derived, and must agree when it can.
+        status: one of :data:`STATUSES`; required when it cannot be derived, and must agree when it can,
+            except ``"inconclusive"`` (a run behind the claim did not learn) and ``"not comparable"``
+            (the paper measured on another corpus, vocabulary or machine), which replace the derived
+            verdict and need a ``note`` saying why (:data:`STATUS_MEANINGS`).
 
     Returns:
         ``value``, as passed, so a cell can end with ``record(...)``.

@@ -134,7 +134,7 @@ def test_chapter_progress_log_lines_are_rate_limited(tmp_path):
     assert lines[0] == "[09/12] 09_pretraining ... "
     assert lines[-1] == "[09/12] 09_pretraining ... 1.5 s, 7 record(s)"
     body = lines[1:-1]
-    assert 3 <= len(body) <= 5, body
+    assert 1 <= len(body) <= 5, body  # at most one line per interval; a loaded machine may print fewer
     pat = re.compile(r"^\[09/12\] 09_pretraining \d+s \| pretraining \d+/1000 step, loss=\d\.\d\d$")
     assert all(pat.match(ln) for ln in body), body
     gaps = [b - a for a, b in zip(stream.line_times[1:], stream.line_times[2:-1])]

@@ -101,6 +101,52 @@ def test_selection_rate_and_80_10_10_statistics():
     assert stats.binomtest(int(is_mask.sum()), n, p_mask).pvalue > 1e-6
 
 
+@pytest.mark.parametrize("mix", [(0.0, 0.0, 1.0), (0.8, 0.0, 0.2), (1.0, 0.0, 0.0), (0.4, 0.3, 0.3)])
+def test_other_mask_same_random_mixes(mix):
+    """Appendix C.2's mixes: the MASK / SAME / RND shares of 77,824 chosen positions (chi-square)."""
+    p_mask, p_same, p_rnd = mix
+    ids, special, _ = _batch(4096, 128, seed=15, min_len=128)
+    masked, labels = _mask(ids, special, seed=16, mask_fraction=p_mask, same_fraction=p_same, random_fraction=p_rnd)
+    chosen = labels != IGNORE_INDEX
+    assert (chosen.sum(1) == 19).all() and (masked[~chosen] == ids[~chosen]).all()
+    is_mask = masked[chosen] == MASK
+    kept = masked[chosen] == ids[chosen]
+    # A random token is [MASK] or the original with probability 1/V each.
+    expected = torch.tensor([p_mask + p_rnd / V, p_same + p_rnd / V, p_rnd * (1 - 2 / V)], dtype=torch.float64)
+    observed = torch.tensor([int(is_mask.sum()), int(kept.sum()), int((~is_mask & ~kept).sum())], dtype=torch.float64)
+    n = float(observed.sum())
+    assert n == 4096 * 19
+    if (expected == 0).any():  # a share of 0 must be observed exactly 0 times
+        assert (observed[expected == 0] == 0).all()
+    live = expected > 0
+    if int(live.sum()) > 1:
+        pvalue = stats.chisquare(observed[live].numpy(), (n * expected[live] / expected[live].sum()).numpy()).pvalue
+        assert pvalue > 1e-6, (observed, n * expected)
+    else:
+        assert observed[live].item() == n
+
+
+def test_mix_decision_matches_a_reference_and_default_is_80_10_10():
+    """Replay the generator: slot k of a row is [MASK] when u < MASK, random when u < 1 - SAME, else kept."""
+    B, T = 256, 40
+    ids, special, _ = _batch(B, T, seed=17, min_len=T)
+    for mix in ((0.8, 0.1, 0.1), (0.0, 0.0, 1.0), (0.8, 0.0, 0.2), (0.5, 0.5, 0.0)):
+        masked, labels = _mask(ids, special, seed=18, mask_fraction=mix[0], same_fraction=mix[1], random_fraction=mix[2])
+        g = torch.Generator().manual_seed(18)
+        keys = torch.rand(B, T, generator=g).masked_fill(special, 2.0)
+        K = int(num_to_predict(torch.tensor([T]), 0.15))
+        idx = keys.topk(K, dim=1, largest=False, sorted=True).indices
+        u = torch.rand(B, K, generator=g)
+        rnd = torch.randint(0, V, (B, K), generator=g)
+        orig = ids.gather(1, idx)
+        want = torch.where(u < mix[0], torch.full_like(orig, MASK), torch.where(u < 1 - mix[1], rnd, orig))
+        assert torch.equal(masked.gather(1, idx), want), mix
+        assert torch.equal(labels.gather(1, idx), orig)
+    default = _mask(ids, special, seed=18)
+    explicit = _mask(ids, special, seed=18, mask_fraction=0.8, same_fraction=0.1, random_fraction=0.1)
+    assert torch.equal(default[0], explicit[0]) and torch.equal(default[1], explicit[1])
+
+
 def test_random_replacements_are_uniform_token_ids():
     B, T = 8192, 128
     ids, special, _ = _batch(B, T, seed=4, min_len=T)
@@ -199,3 +245,9 @@ def test_bad_inputs_raise():
         _mask(ids, special, mask_token_id=V)
     with pytest.raises(ValueError, match=r"\(B, T\)"):
         _mask(ids[0], special[0])
+    with pytest.raises(ValueError, match="same_fraction must be a probability"):
+        _mask(ids, special, mask_fraction=0.9, same_fraction=-0.1, random_fraction=0.2)
+    with pytest.raises(ValueError, match="must be 1"):
+        _mask(ids, special, mask_fraction=0.8, same_fraction=0.1, random_fraction=0.2)
+    with pytest.raises(ValueError, match="random_fraction must be a probability"):
+        _mask(ids, special, mask_fraction=0.0, same_fraction=0.0, random_fraction=float("nan"))

@@ -13,7 +13,7 @@ MAX_FUNCTION_LINES = 80
 MAX_MODULE_LINES = 700
 # The book runner's driver is the one function allowed past the limit; the test below fails once it
 # is short enough, so the exception cannot outlive its reason.
-LONG_FUNCTIONS = {("book.py", "build")}
+LONG_FUNCTIONS: set[tuple[str, str]] = set()
 
 
 def _modules() -> list[Path]:
