@@ -248,3 +248,17 @@ def test_the_run_prints_one_summary_line_not_its_configuration(tmp_path, cache, 
     train(tmp_path, cache, max_steps=2)
     out = capsys.readouterr().out
     assert len(out.splitlines()) == 1 and out.startswith("pretrain smoke: mlm_nsp") and "{" not in out
+
+
+def test_resume_without_the_latest_pointer_uses_the_newest_complete_checkpoint(tmp_path, cache):
+    train(tmp_path, cache, max_steps=4)
+    (tmp_path / "checkpoints" / "latest").unlink()
+    (tmp_path / "checkpoints" / ".tmp-step-00000006-999999").mkdir()  # an unfinished save is not a checkpoint
+    assert pt.latest_checkpoint(tmp_path).name == "step-00000004"
+    with pytest.raises(ValueError, match="already holds a previous run"):
+        train(tmp_path, cache, max_steps=6)
+    resumed = train(tmp_path, cache, resume=True, max_steps=6)
+    straight = train(tmp_path / "straight", cache, max_steps=6)
+    assert resumed.step == 6
+    for (name, a), (_, b) in zip(resumed.model.state_dict().items(), straight.model.state_dict().items()):
+        assert torch.equal(a, b), name

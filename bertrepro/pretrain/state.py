@@ -84,11 +84,16 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The directory ``output_dir/checkpoints/latest`` points to, or None when there is none."""
+    """The directory ``output_dir/checkpoints/latest`` points to, or None when there is none.
+
+    Without the ``latest`` pointer (deleted by hand), the newest published ``step-NNNNNNNN``
+    folder is the latest checkpoint: a folder is published by a rename only once it is complete.
+    """
     root = Path(output_dir) / "checkpoints"
     pointer = root / "latest"
     if not pointer.is_file():
-        return None
+        steps = sorted(d for d in root.glob("step-*") if d.is_dir() and (d / "trainer_state.json").is_file())
+        return steps[-1] if steps else None
     name = pointer.read_text().strip()
     if not name or "/" in name or name.startswith("."):
         raise CheckpointError(f"{pointer} holds {name!r}, not a checkpoint directory name; the checkpoint is corrupt")
