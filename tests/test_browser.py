@@ -89,8 +89,21 @@ async ({maxLines, scorecard}) => {
   };
 
   // 1. Output areas longer than maxLines.
+  // A line is a line of plain-text output, a table row, or a block (paragraph, list item, heading,
+  // image) of rich output: a six-row table is six lines, not one per cell.
+  const outputLines = el => {
+    let n = 0;
+    el.querySelectorAll("pre").forEach(pre => {
+      n += (pre.textContent || "").replace(/\n+$/, "").split("\n").length;
+    });
+    n += el.querySelectorAll("tr").length;
+    el.querySelectorAll("p, li, h1, h2, h3, h4, h5, h6, img").forEach(b => {
+      if (!b.closest("pre, table")) n += 1;
+    });
+    return n;
+  };
   document.querySelectorAll(".cell_output").forEach((el, i) => {
-    const lines = (el.innerText || el.textContent || "").replace(/\n+$/, "").split("\n").length;
+    const lines = outputLines(el);
     if (lines > maxLines) problems.push(`output area ${i + 1} has ${lines} lines (limit ${maxLines}): "${snip(el)}"`);
   });
 
