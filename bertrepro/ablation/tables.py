@@ -250,7 +250,7 @@ def plot_table5(summary: Sequence[Mapping[str, Any]], metrics: Sequence[tuple[st
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(8, 4))
+        _, ax = plt.subplots(figsize=(7.4, 3.6))
     colors = {"mlm_nsp": "tab:blue", "mlm": "tab:orange", "ltr": "tab:gray"}
     width = 0.8 / len(summary)
     for j, row in enumerate(summary):
@@ -259,11 +259,11 @@ def plot_table5(summary: Sequence[Mapping[str, Any]], metrics: Sequence[tuple[st
         errs = [100 * sigmas * row[k][1] for _, k in metrics]
         ax.bar(xs, means, width, yerr=errs, capsize=3, color=colors[row["objective"]], label=row["label"])
     ax.set_xticks(range(len(metrics)))
-    ax.set_xticklabels([m for m, _ in metrics], fontsize=8)
+    ax.set_xticklabels([m for m, _ in metrics], fontsize=9)
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"Table 5 analog: equal compute, different objectives (error bars ±{sigmas:g} SE)", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     return ax
 
 
@@ -275,18 +275,18 @@ def plot_table6(summary: Sequence[Mapping[str, Any]], probe_key: str, paper=None
     import matplotlib.pyplot as plt
 
     if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+        _, axes = plt.subplots(1, 2, figsize=(7.4, 3.4))
     n = [r["parameters"] for r in summary]
     ax = axes[0]
     ax.errorbar(n, [r["perplexity"] for r in summary], yerr=[sigmas * r["perplexity_se"] for r in summary],
                 marker="o", capsize=3, label="ours (held-out MLM)")
     for r in summary:
-        ax.annotate(r["shape"], (r["parameters"], r["perplexity"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.annotate(r["shape"], (r["parameters"], r["perplexity"]), fontsize=9, xytext=(3, 3), textcoords="offset points")
     handles, labels = ax.get_legend_handles_labels()
     if paper:
         ax2 = ax.twinx()
         ax2.plot([p for p, _ in paper], [v for _, v in paper], "s--", color="tab:red", label="paper, Table 6 (right axis)")
-        ax2.set_ylabel("paper LM ppl", color="tab:red", fontsize=8)
+        ax2.set_ylabel("paper LM ppl", color="tab:red", fontsize=9)
         ax2.set_xscale("log")
         h2, l2 = ax2.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2
@@ -294,7 +294,7 @@ def plot_table6(summary: Sequence[Mapping[str, Any]], probe_key: str, paper=None
     ax.set_xlabel("parameters (BertModel)")
     ax.set_ylabel("held-out MLM perplexity")
     ax.grid(alpha=0.3)
-    ax.legend(handles, labels, fontsize=7, loc="lower center")
+    ax.legend(handles, labels, fontsize=9, loc="lower center")
     ax = axes[1]
     ax.errorbar(n, [100 * r[probe_key][0] for r in summary], yerr=[100 * sigmas * r[probe_key][1] for r in summary],
                 marker="o", capsize=3, color="tab:green")
