@@ -87,7 +87,7 @@ def crossover_claim(results: Mapping[str, Any], key: str = "cloze") -> dict[str,
     what = "held-out cloze" if key == "cloze" else "topic probe, all labels"
     c = ordering_claim(f"appendix_c1.{key}.mlm_nsp_minus_ltr",
                        f"After the whole budget MLM + NSP beats LTR ({what}; LTR at "
-                       f"{ltr['flops'] / 1e12:.1f} of {mlm_nsp['flops'] / 1e12:.1f} TFLOP)",
+                       f"{ltr['flops'] / 1e12:.3g} of {mlm_nsp['flops'] / 1e12:.3g} TFLOP)",
                        [_points(paired_difference([mlm_nsp[key]], [ltr[key]]))], None, "points")
     return gate_claim(c, results, names)
 
