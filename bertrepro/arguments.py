@@ -1,17 +1,40 @@
-"""One dataclass-to-argparse helper for the package's command lines.
+"""The helpers the package's command lines share.
 
 ``add_dataclass_arguments(parser, Config)`` adds one ``--field-name`` option per field, typed from
 the field's annotation (``int``, ``float``, ``str``, optionally ``| None``; a ``bool`` becomes a
 switch), with default None so that only the options given override a preset;
-:func:`dataclass_overrides` reads them back.
+:func:`dataclass_overrides` reads them back. :func:`exit_code` runs a command and turns an expected
+error (bad input, a run that cannot start) into one line on stderr and an exit status.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any, Iterable, Mapping
+import sys
+from typing import Any, Callable, Iterable, Mapping
 
-__all__ = ["add_dataclass_arguments", "dataclass_overrides"]
+__all__ = ["add_dataclass_arguments", "dataclass_overrides", "exit_code", "INPUT_ERRORS"]
+
+# Errors that mean "the request cannot be done as given" (exit 2): bad values, missing files, a
+# corpus that needs the network, a folder another run holds. Anything else is a crash (a traceback).
+INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, FileNotFoundError, FileExistsError,
+                                                 NotADirectoryError, PermissionError, ConnectionError)
+
+
+def exit_code(command: Callable[[], Any], prog: str, *, debug: bool = False,
+              inputs: tuple[type[BaseException], ...] = (), failures: tuple[type[BaseException], ...] = ()) -> int:
+    """Run ``command``: 0 when it returns; 2 and one ``prog: error: ...`` line on stderr for an
+    :data:`INPUT_ERRORS` error or one of ``inputs``; 1 and one line for one of ``failures`` (a run
+    that stopped on purpose, e.g. diverged). With ``debug`` these raise too (a full traceback);
+    any other error is a crash and always raises."""
+    try:
+        command()
+    except failures + inputs + INPUT_ERRORS as e:
+        if debug:
+            raise
+        print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
+        return 1 if isinstance(e, failures) else 2
+    return 0
 
 _TYPES = {"int": int, "float": float, "str": str}
 
@@ -28,20 +51,23 @@ def _fields(cls: type, include: Iterable[str] | None, exclude: Iterable[str]) ->
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, *, include: Iterable[str] | None = None,
                             exclude: Iterable[str] = (), choices: Mapping[str, Iterable[Any]] | None = None,
-                            help_default: str = "the profile's") -> list[str]:
+                            help_default: str = "the profile's", helps: Mapping[str, str] | None = None) -> list[str]:
     """Add a ``--field-name`` option for each field of dataclass ``cls`` (``include`` in that order, or
-    every init field but ``exclude``); returns the field names. ``choices`` restricts some fields."""
-    choices = choices or {}
+    every init field but ``exclude``); returns the field names. ``choices`` restricts some fields;
+    ``helps`` adds a sentence to some fields' help."""
+    choices, helps = choices or {}, helps or {}
     names = []
     for f in _fields(cls, include, exclude):
         flag = "--" + f.name.replace("_", "-")
         typ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
         base = typ.split("|")[0].strip()
         if base == "bool":
-            parser.add_argument(flag, action="store_true", default=None, help=f"{cls.__name__}.{f.name} (a switch)")
+            parser.add_argument(flag, action="store_true", default=None,
+                                help=f"{cls.__name__}.{f.name} (a switch){_extra(helps, f.name)}")
         elif base in _TYPES:
             kwargs: dict[str, Any] = {"type": _TYPES[base], "default": None,
-                                      "help": f"{cls.__name__}.{f.name} ({typ}; default: {help_default})"}
+                                      "help": f"{cls.__name__}.{f.name} ({typ}; default: {help_default})"
+                                              f"{_extra(helps, f.name)}"}
             if f.name in choices:
                 kwargs["choices"] = tuple(choices[f.name])
             parser.add_argument(flag, **kwargs)
@@ -49,6 +75,10 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, *, inclu
             raise TypeError(f"no command-line type for {cls.__name__}.{f.name}: {typ}")
         names.append(f.name)
     return names
+
+
+def _extra(helps: Mapping[str, str], name: str) -> str:
+    return f"; {helps[name]}" if name in helps else ""
 
 
 def dataclass_overrides(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:

@@ -61,12 +61,18 @@ def resolve_profile(profile: str | None) -> str:
 
 
 def resolve_device(device: str | torch.device | None, profile: str | None) -> torch.device:
-    """The device of a run: ``device`` when given, else CUDA for the ``gpu`` profile (or none: the paper's
-    recipe) when available, else the CPU.
+    """The device of a run: ``device`` when given; else CUDA for the ``gpu`` profile, CUDA when available
+    for no profile (the paper's recipe), and the CPU for ``cpu`` and ``smoke``.
 
-    Raises ``ValueError`` when CUDA is asked for and not available.
+    Raises ``ValueError`` when CUDA is asked for and not available, the ``gpu`` profile included: a
+    GPU machine with a broken driver stops at once instead of training BERT-base on its CPU. Pass
+    ``device="cpu"`` to run the gpu profile's settings on the CPU on purpose.
     """
     if device is None or device == "":
+        if profile == "gpu" and not torch.cuda.is_available():
+            raise ValueError("the gpu profile needs CUDA, but torch.cuda.is_available() is False (no GPU, or a "
+                             "broken driver: check nvidia-smi); use --profile cpu, or pass --device cpu "
+                             "(device='cpu') to run the gpu profile on the CPU on purpose")
         device = "cuda" if (profile in ("gpu", None) and torch.cuda.is_available()) else "cpu"
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():

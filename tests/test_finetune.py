@@ -434,12 +434,12 @@ def test_summaries_and_the_two_standard_error_verdict():
 def test_command_line_fine_tunes_and_writes_its_result(tmp_path, monkeypatch):
     import json
 
-    from bertrepro.finetune import main
+    from bertrepro.finetune.cli import main, run
 
     monkeypatch.setenv("BERTREPRO_CACHE_DIR", str(tmp_path / "cache"))
     model_dir = _tiny_checkpoint(tmp_path)
     out = tmp_path / "out"
-    result = main(["--profile", "smoke", "--arm", "random", "--pretrained-dir", str(model_dir), "--per-class", "2",
+    result = run(["--profile", "smoke", "--arm", "random", "--pretrained-dir", str(model_dir), "--per-class", "2",
                    "--learning-rate", "1e-3", "3e-3", "--output-dir", str(out), "--no-progress"])
     assert result["chosen_learning_rate"] in (1e-3, 3e-3) and set(result["dev_accuracy"]) == {1e-3, 3e-3}
     assert 0.0 <= result["test_accuracy"] <= 1.0 and result["train_examples"] == 22
@@ -450,5 +450,5 @@ def test_command_line_fine_tunes_and_writes_its_result(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     t = time.perf_counter()
     with pytest.raises(NetworkRequiredError, match="--task topics"):
-        main(["--task", "mrpc", "--arm", "minilm", "--profile", "smoke", "--output-dir", str(out)])
+        run(["--task", "mrpc", "--arm", "minilm", "--profile", "smoke", "--output-dir", str(out)])
     assert time.perf_counter() - t < 5.0

@@ -365,7 +365,7 @@ def test_resume_forces_the_architecture(tmp_path, cache):
 
 def test_fresh_run_into_a_checkpointed_directory_is_an_error(tmp_path, cache):
     train(tmp_path, cache, max_steps=2)
-    with pytest.raises(ValueError, match="already holds a checkpoint.*--resume"):
+    with pytest.raises(ValueError, match="already holds a previous run.*checkpoints/.*--resume"):
         train(tmp_path, cache)
 
 
@@ -557,10 +557,11 @@ def test_nsp_length_baseline_against_a_hand_lookup(trained):
 
 def test_main_runs_the_smoke_profile_on_the_embedded_corpus(tmp_path, cache, capsys):
     out = tmp_path / "run"
-    result = pt.main(["--profile", "smoke", "--output-dir", str(out), "--cache-dir", str(cache), "--max-steps", "4",
-                      "--seed", "1", "--no-progress", "--num-threads", "1"])
+    result = pt.cli.run(["--profile", "smoke", "--output-dir", str(out), "--cache-dir", str(cache), "--max-steps",
+                         "4", "--seed", "1", "--no-progress", "--num-threads", "1"])
     printed = capsys.readouterr().out
-    assert '"profile": "smoke"' in printed and '"max_steps": 4' in printed  # the resolved config is printed
+    summary = [line for line in printed.splitlines() if line.startswith("pretrain smoke:")]
+    assert len(summary) == 1 and "steps 0 -> 4" in summary[0]  # one line, not the whole configuration
     assert isinstance(result, pt.PretrainResult) and result.step == 4 and result.config.seed == 1
     assert json.loads((out / "config.json").read_text())["max_steps"] == 4
     assert result.evaluation["mlm_predictions"] > 0 and 0 <= result.evaluation["nsp_accuracy"] <= 1

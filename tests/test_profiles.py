@@ -51,10 +51,13 @@ def test_default_profile(monkeypatch, cuda, expected):
     assert profiles.resolve_profile("") == expected
 
 
-def test_gpu_profile_falls_back_to_cpu_device_without_cuda(monkeypatch):
+def test_gpu_profile_without_cuda_is_an_error_unless_the_cpu_is_asked_for(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    run = profiles.setup(profile="gpu")
+    with pytest.raises(ValueError, match="the gpu profile needs CUDA.*--device cpu"):
+        profiles.setup(profile="gpu")
+    run = profiles.setup(profile="gpu", device="cpu")
     assert run.profile == "gpu" and run.device == torch.device("cpu")
+    assert profiles.setup(profile=None).device == torch.device("cpu")  # no profile: the CPU when no CUDA
 
 
 def test_pick():

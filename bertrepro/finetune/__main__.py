@@ -1,4 +1,6 @@
 """``python -m bertrepro.finetune``: see :mod:`bertrepro.finetune.cli`."""
+import sys
+
 from .cli import main
 
-main()
+sys.exit(main())

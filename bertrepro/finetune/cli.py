@@ -10,21 +10,24 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
 from unittest import mock
 
-from ..arguments import add_dataclass_arguments, dataclass_overrides
+from ..arguments import add_dataclass_arguments, dataclass_overrides, exit_code
 from ..io import atomic_write_text
 from ..pretrain import pretrained_model
-from ..profiles import OFFLINE_ENV, Run, setup
+from ..profiles import OFFLINE_ENV, PROFILES, Run, setup
 from .classifier import PAPER_LEARNING_RATES, FinetuneConfig, predict, tune_on_dev
 from .curves import BUDGETS, Budget, training_indices
 from .probe import accuracy
 from .tasks import ARMS, GLUE_TASKS, Arm, encode_texts, load_arm, load_glue, topic_task
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "run", "main"]
+
+_PROG = "python -m bertrepro.finetune"
 
 _CONFIG_OPTIONS = ("epochs", "batch_size", "min_steps", "max_seq_length", "warmup_proportion", "weight_decay",
                    "dropout", "eval_batch_size")
@@ -42,18 +45,32 @@ def _size(text: str) -> int | str:
     return v
 
 
+def _learning_rate(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--learning-rate takes positive numbers, got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"--learning-rate must be a finite number > 0, e.g. 3e-5, got {text!r}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bertrepro.finetune", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog=_PROG, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="topics", choices=("topics", *GLUE_TASKS),
                    help="topics: the offline Wikipedia task (default); sst2/mrpc/mnli need --online")
     p.add_argument("--arm", default="minilm", choices=ARMS, help="which encoder to fine-tune (default minilm)")
-    p.add_argument("--profile", default=None, help="smoke | cpu | gpu (default: gpu with CUDA, else cpu)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
+    p.add_argument("--profile", default=None, choices=PROFILES,
+                   help="smoke | cpu | gpu (default: gpu with CUDA, else cpu); gpu without CUDA is an error "
+                        "unless --device cpu")
+    p.add_argument("--seed", type=int, default=0, help="seed of the training subset, the head and the data order "
+                                                       "(default 0)")
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: the profile's: "
+                                                  "CUDA for gpu, else the CPU)")
     p.add_argument("--per-class", type=_size, default=None,
                    help="topics: labeled articles per topic, or 'all' (default: the profile's first fine-tuning size)")
-    p.add_argument("--learning-rate", type=float, nargs="+", default=None,
+    p.add_argument("--learning-rate", type=_learning_rate, nargs="+", default=None,
                    help="the grid to choose from on dev (default: the profile's grid; GLUE: the paper's)")
     add_dataclass_arguments(p, FinetuneConfig, include=_CONFIG_OPTIONS, help_default="the profile's or the paper's")
     p.add_argument("--pretrained-dir", default=None,
@@ -61,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-examples", type=int, default=None, help="GLUE: keep the first N examples of each split")
     p.add_argument("--online", action="store_true", help="turn the Hugging Face offline switches off (GLUE)")
     p.add_argument("--output-dir", default=None, help="where config.json and result.json go (default runs/finetune-TASK-ARM)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     return p
 
 
@@ -100,12 +118,22 @@ def _data(args: argparse.Namespace, arm: Arm, config: FinetuneConfig, budget: Bu
             "eval": (enc["test"], task.test["labels"])}
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Fine-tune one arm on one task, choosing the learning rate on dev; returns (and writes) the result."""
-    args = build_parser().parse_args(argv)
+    return _online(build_parser().parse_args(argv))
+
+
+def _online(args: argparse.Namespace) -> dict[str, Any]:
     online = {k: "0" for k in OFFLINE_ENV} if args.online else {}
     with mock.patch.dict(os.environ, online):
         return _main(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status: 0 done, 2 bad input (one line on stderr; the
+    traceback with ``--debug``), 1 a crash."""
+    args = build_parser().parse_args(argv)
+    return exit_code(lambda: _online(args), _PROG, debug=args.debug)
 
 
 def _main(args: argparse.Namespace) -> dict[str, Any]:
@@ -120,7 +148,9 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
     resolved = {"task": args.task, "arm": args.arm, "profile": run.profile, "seed": run.seed, "device": str(run.device),
                 "per_class": d["size"], "train_examples": len(d["train"][1]), "learning_rates": list(grid),
                 "pretrained_dir": str(pretrained_dir) if pretrained_dir else None, **dataclasses.asdict(config)}
-    print("finetune config:\n" + json.dumps(resolved, indent=2), flush=True)
+    print(f"finetune {args.task} / {args.arm}: profile {run.profile}, {len(d['train'][1])} training examples, "
+          f"learning rates {', '.join(f'{x:g}' for x in grid)}, {run.device}; settings in {out_dir / 'config.json'}",
+          flush=True)
     atomic_write_text(out_dir / "config.json", json.dumps(resolved, indent=2))
     lr, scores, best = tune_on_dev(arm.encoder, d["num_labels"], d["train"], d["dev"], grid, config, seed=run.seed,
                                    device=run.device, progress=progress)

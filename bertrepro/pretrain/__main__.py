@@ -1,4 +1,6 @@
 """``python -m bertrepro.pretrain``: see :mod:`bertrepro.pretrain.cli`."""
+import sys
+
 from .cli import main
 
-main()
+sys.exit(main())

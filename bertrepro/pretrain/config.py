@@ -69,7 +69,7 @@ class PretrainConfig:
     eval_every: int = 0  # steps between held-out evaluations (0: only at the end)
     eval_batch_size: int = 64
     checkpoint_every: int = 1000  # steps between checkpoints; one is also written where the run stops
-    keep_checkpoints: int = 1  # how many step directories to keep
+    keep_checkpoints: int = 2  # how many step directories to keep (2: a damaged newest one leaves a good one)
     peak_tflops: float | None = None  # accelerator peak for MFU; None on CUDA: measured with a bf16 matmul
     dist_timeout_s: float = 60.0  # process-group rendezvous/collective timeout (env BERTREPRO_DIST_TIMEOUT)
 

@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -47,7 +48,9 @@ from ..train.optim import WarmupLinearDecay, autocast, build_adamw, optimizer_st
 from .config import PretrainConfig
 from .data import BatchStream, CorpusLike, PretrainData, epoch_examples, make_batch, prepare_data, validation_examples
 from .evaluate import evaluate, nsp_length_baseline
-from .state import TrainState, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .guard import DivergedError, RunLock, check_output_dir, claim_fresh_dir
+from .state import (TrainState, latest_checkpoint, load_checkpoint, remove_stale_temporaries, rng_state,
+                    save_checkpoint, set_rng_state)
 
 __all__ = ["PretrainResult", "pretrain", "build_optimizer", "build_scheduler", "read_metrics", "resolve_run_device"]
 
@@ -101,7 +104,7 @@ def resolve_run_device(config: PretrainConfig) -> torch.device:
 
 def pretrain(config: PretrainConfig, output_dir: str | os.PathLike, *, corpus: CorpusLike | None = None,
              resume: bool = False, cache_dir: str | os.PathLike | None = None,
-             progress: bool = True) -> PretrainResult:
+             progress: bool = True, overwrite: bool = False) -> PretrainResult:
     """Pre-train a :class:`BertForPreTraining` and return it with its metrics and evaluation.
 
     Args:
@@ -115,13 +118,20 @@ def pretrain(config: PretrainConfig, output_dir: str | os.PathLike, *, corpus: C
             :attr:`PretrainConfig.RESUMABLE` fields (``max_steps`` ...) may differ.
         cache_dir: where the trained vocabulary is cached (default ``bertrepro.profiles.cache_dir``).
         progress: show a progress bar (rank 0).
+        overwrite: a fresh run may delete an earlier run in ``output_dir`` (its logs, config,
+            checkpoints and model); without it such a folder is refused.
 
     Raises:
-        ValueError: bad settings; a fresh run into a directory that has a checkpoint; a resume
-            that changes the architecture or the schedule.
+        ValueError: bad settings; an empty ``output_dir``; a fresh run into a directory holding an
+            earlier run (:class:`~bertrepro.pretrain.guard.RunExistsError`); a resume that changes
+            the architecture or the schedule.
         CheckpointError: ``resume`` with a missing or corrupt checkpoint.
+        RunLockedError: another live run holds ``output_dir``.
+        DivergedError: the loss or gradient norm became non-finite; nothing from that state was
+            saved, the last good checkpoint stays.
         RuntimeError: the process group cannot be joined in time.
     """
+    output_dir = check_output_dir(output_dir)
     set_offline()
     device = resolve_run_device(config)
     # Check the batch split before any rendezvous: every rank fails at once, with the same message.
@@ -130,7 +140,7 @@ def pretrain(config: PretrainConfig, output_dir: str | os.PathLike, *, corpus: C
     try:
         if dist_info.enabled and device.type == "cuda":
             device = torch.device("cuda", dist_info.local_rank)
-        return _pretrain(config, Path(output_dir), corpus, resume, cache_dir, progress, device, dist_info)
+        return _pretrain(config, output_dir, corpus, resume, overwrite, cache_dir, progress, device, dist_info)
     finally:
         if dist_info.enabled:
             dist.destroy_process_group()
@@ -162,6 +172,8 @@ class _Run:
     length_baseline: dict[str, float] = field(default_factory=dict)
     peak_flops: float | None = None
     last_checkpoint: Path | None = None  # the latest checkpoint written (or resumed from)
+    # First non-finite step on the device: [step (-1: none), loss, grad norm]; read only where the loop syncs.
+    watch: torch.Tensor | None = None
 
     @property
     def main(self) -> bool:
@@ -198,15 +210,36 @@ def _check_resume_config(requested: PretrainConfig, saved: PretrainConfig) -> Pr
     return dataclasses.replace(saved, **{k: getattr(requested, k) for k in PretrainConfig.RESUMABLE})
 
 
+def _claim(output_dir: Path, resume: bool, overwrite: bool, dist_info: DistInfo) -> RunLock | None:
+    """Rank 0 locks the folder, removes the leftovers of killed saves and (a fresh run) refuses or clears an
+    earlier run; every rank raises rank 0's error, so none waits for a collective that never comes."""
+    lock, error = None, None
+    if dist_info.is_main:
+        try:
+            lock = RunLock(output_dir).acquire()
+            remove_stale_temporaries(output_dir)
+            if not resume:
+                claim_fresh_dir(output_dir, overwrite)
+        except Exception as e:  # noqa: BLE001 - re-raised below, on every rank
+            error = e
+    if dist_info.enabled:
+        box = [None if error is None else (type(error), str(error))]
+        dist.broadcast_object_list(box, src=0)
+        if box[0] is not None and error is None:
+            error = box[0][0](box[0][1])
+    if error is not None:
+        if lock is not None:
+            lock.release()
+        raise error
+    return lock
+
+
 def _start_or_resume(config: PretrainConfig, output_dir: Path,
                      resume: bool) -> tuple[PretrainConfig, TrainState | None]:
     """The run's configuration and, when resuming, the checkpoint's state."""
     if resume:
         state = load_checkpoint(output_dir)
         return _check_resume_config(config, state.config), state
-    if latest_checkpoint(output_dir) is not None:
-        raise ValueError(f"{str(output_dir)!r} already holds a checkpoint ({latest_checkpoint(output_dir).name}); "
-                         f"pass --resume (resume=True) to continue it, or choose another --output-dir")
     return config, None
 
 
@@ -364,6 +397,7 @@ def _train_step(run: _Run, window: torch.Tensor) -> tuple[int, torch.Tensor]:
     config, split, device, world = run.config, run.split, run.device, run.dist_info.world_size
     batch = make_batch(run.stream.next(), run.data, config, run.masking_gen)  # the GLOBAL batch, masked on CPU
     n_pred = int((batch["labels"] != IGNORE_INDEX).sum())  # global count: no device sync
+    step_loss = torch.zeros((), dtype=torch.float64, device=device)
     for micro in range(split.accumulation_steps):
         rows = split.rows(run.dist_info.rank, micro)
         mb = {k: v[rows].to(device, non_blocking=True) for k, v in batch.items()}
@@ -380,6 +414,7 @@ def _train_step(run: _Run, window: torch.Tensor) -> tuple[int, torch.Tensor]:
                 nsp_loss = F.cross_entropy(out.seq_relationship_logits.float(), mb["next_sentence_label"],
                                            reduction="sum") / config.batch_size
                 loss = loss + nsp_loss
+            step_loss += loss.detach()
             with torch.no_grad():  # running sums on the device, read only on log steps
                 window[0] += out.mlm_loss.detach()
                 window[2] += (out.prediction_logits.argmax(-1) == mb["labels"][out.mlm_positions]).sum()
@@ -389,7 +424,36 @@ def _train_step(run: _Run, window: torch.Tensor) -> tuple[int, torch.Tensor]:
             (loss * world).backward()
     grad_norm = optimizer_step(run.raw_model, run.optimizer, run.scheduler, config.max_grad_norm)
     run.step += 1
+    _watch(run, step_loss, grad_norm)
     return n_pred, grad_norm
+
+
+def _watch(run: _Run, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+    """Remember the first step whose loss or gradient norm is not finite, on the device (no host sync)."""
+    if run.watch is None:
+        run.watch = torch.tensor([-1.0, 0.0, 0.0], dtype=torch.float64, device=run.device)
+    bad = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))
+    now = torch.stack([torch.full((), float(run.step), dtype=torch.float64, device=run.device), loss.double(),
+                       grad_norm.double()])
+    run.watch = torch.where(bad & (run.watch[0] < 0), now, run.watch)
+
+
+def _diverged(run: _Run) -> bool:
+    """Whether a non-finite loss or gradient norm has been seen (reading it synchronises with the device)."""
+    return run.watch is not None and float(run.watch[0]) >= 0
+
+
+def _stop_if_diverged(run: _Run) -> None:
+    """Raise :class:`DivergedError` naming the step when the run has diverged: called before every save."""
+    if not _diverged(run):
+        return
+    step, loss, grad_norm = run.watch.tolist()
+    last = run.last_checkpoint
+    raise DivergedError(
+        f"training diverged at step {int(step)}: loss {loss}, gradient norm {grad_norm} (learning rate "
+        f"{run.config.learning_rate:g}); stopped without saving anything from that state. The last good "
+        f"checkpoint is {str(last) if last else 'none (no checkpoint was written before it)'}; lower "
+        f"--learning-rate and start again, or --resume from it with the same settings.")
 
 
 def _log_window(run: _Run, window: torch.Tensor, steps: int, predictions: int, lr: float, grad_norm: torch.Tensor,
@@ -419,28 +483,41 @@ def _log_window(run: _Run, window: torch.Tensor, steps: int, predictions: int, l
 # Set-up -> loop -> finish
 # ---------------------------------------------------------------------------------------------
 
-def _pretrain(config: PretrainConfig, output_dir: Path, corpus: CorpusLike | None, resume: bool,
+def _pretrain(config: PretrainConfig, output_dir: Path, corpus: CorpusLike | None, resume: bool, overwrite: bool,
               cache_dir: str | os.PathLike | None, progress: bool, device: torch.device,
               dist_info: DistInfo) -> PretrainResult:
-    config, state = _start_or_resume(config, output_dir, resume)
-    _configure_backend(config, device)
-    if dist_info.is_main:
-        _write_config(config, output_dir, device, dist_info)
-    data, vocab_sha = _prepare(config, output_dir, corpus, cache_dir, state, dist_info.is_main)
-    run = _build(config, output_dir, device, dist_info, data, vocab_sha, state)
-    _prepare_logs(run, resumed=state is not None)
-    start_step = run.step
-    run.last_checkpoint = latest_checkpoint(output_dir) if state is not None else None
-    t_train = _loop(run, progress)
-    return _finish(run, start_step, t_train)
+    lock = _claim(output_dir, resume, overwrite, dist_info)
+    try:
+        config, state = _start_or_resume(config, output_dir, resume)
+        _configure_backend(config, device)
+        data, vocab_sha = _prepare(config, output_dir, corpus, cache_dir, state, dist_info.is_main)
+        if dist_info.is_main:  # after the data: a run that cannot load its corpus leaves no config.json behind
+            _write_config(config, output_dir, device, dist_info, 0 if state is None else state.step)
+        run = _build(config, output_dir, device, dist_info, data, vocab_sha, state)
+        _prepare_logs(run, resumed=state is not None)
+        start_step = run.step
+        run.last_checkpoint = latest_checkpoint(output_dir) if state is not None else None
+        if state is not None and run.step >= config.stop_step and run.main:
+            print(f"nothing to train: the checkpoint in {output_dir} is at step {run.step} and this run stops at "
+                  f"step {config.stop_step}; pass a larger --max-steps (up to total_steps={config.total_steps}) "
+                  f"to train further", file=sys.stderr, flush=True)
+        t_train = _loop(run, progress)
+        return _finish(run, start_step, t_train)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
-def _write_config(config: PretrainConfig, output_dir: Path, device: torch.device, dist_info: DistInfo) -> None:
+def _write_config(config: PretrainConfig, output_dir: Path, device: torch.device, dist_info: DistInfo,
+                  start: int) -> None:
+    """``config.json``, and one line saying what runs (the whole configuration is in the file)."""
     split = split_batch(config.batch_size, dist_info.world_size, config.micro_batch_size)
     output_dir.mkdir(parents=True, exist_ok=True)
-    resolved = {**config.to_dict(), "world_size": dist_info.world_size, "micro_batch_size_resolved": split.micro_batch_size,
-                "accumulation_steps": split.accumulation_steps, "device": str(device)}
-    print("pretrain config:\n" + json.dumps(resolved, indent=2), flush=True)
+    print(f"pretrain {config.profile or 'paper'}: {config.objective}, L={config.num_hidden_layers} "
+          f"H={config.hidden_size} A={config.num_attention_heads}, batch {config.batch_size} "
+          f"({split.micro_batch_size} x {split.accumulation_steps} x {dist_info.world_size}), lr "
+          f"{config.learning_rate:g}, steps {start} -> {config.stop_step}, {device}; settings in "
+          f"{output_dir / 'config.json'}", flush=True)
     atomic_write_text(output_dir / "config.json", json.dumps(config.to_dict(), indent=2))
 
 
@@ -458,23 +535,36 @@ def _loop(run: _Run, progress: bool) -> float:
         window_steps += 1
         window_predictions += n_pred
         bar.update(1)
-        if run.step % config.log_every == 0 or run.step == stop:
+        log_step = run.step % config.log_every == 0 or run.step == stop
+        # On the CPU reading the watch costs nothing: check every step. On an accelerator, where the loop syncs.
+        diverged = (log_step or run.device.type == "cpu") and _diverged(run)
+        if log_step or diverged:
             now = time.perf_counter()
             rec = _log_window(run, window, window_steps, window_predictions, lr, grad_norm, now - t_window,
                               now - t_train)
             bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:,.0f}")
             window, window_steps, window_predictions, t_window = zeros(), 0, 0, time.perf_counter()
+        if diverged:
+            bar.close()
+            _stop_if_diverged(run)
         if config.eval_every and run.step % config.eval_every == 0 and run.step != stop:
+            _stop_if_diverged(run)
             _evaluate_run(run)
         if run.step % config.checkpoint_every == 0 or run.step == stop:
+            _stop_if_diverged(run)
             run.last_checkpoint = _checkpoint(run)
     bar.close()
     return time.perf_counter() - t_train
 
 
 def _finish(run: _Run, start_step: int, train_time: float) -> PretrainResult:
-    """The final evaluation and the Hugging Face-layout ``model/``; the model is left in eval mode."""
-    evaluation = _evaluate_run(run)
+    """The final evaluation and the Hugging Face-layout ``model/``; the model is left in eval mode.
+
+    A run that trained nothing (resumed at its stop step) reuses the evaluation already logged for that step.
+    """
+    _stop_if_diverged(run)
+    logged = [r for r in read_metrics(run.eval_path) if r.get("step") == run.step] if run.step == start_step else []
+    evaluation = logged[-1] if logged and run.valid is not None else _evaluate_run(run)
     model_dir = run.output_dir / "model"
     if run.main:
         save_pretrained(run.raw_model, model_dir)

@@ -87,8 +87,10 @@ def load_or_train(config: PretrainConfig, out: str | os.PathLike, *, cache_dir: 
         if not build:
             raise FileNotFoundError(f"no finished pre-training run in {out}; run chapter 09, or call "
                                     f"pretrained_model({config.profile!r}, {config.seed}) with build=True")
-        return pretrain(config, out, resume=latest_checkpoint(out) is not None, cache_dir=cache_dir,
-                        progress=progress)
+        # The cache owns this folder: a run with no checkpoint to resume (killed before its first one)
+        # is started again over whatever it left.
+        resume = latest_checkpoint(out) is not None
+        return pretrain(config, out, resume=resume, overwrite=not resume, cache_dir=cache_dir, progress=progress)
     data = prepare_data(config, cache_dir=cache_dir) if with_data else None
     if data is not None and sha256_file(data.vocab_path) != sha256_file(model_dir / "vocab.txt"):
         raise CheckpointError(f"the cached vocabulary {data.vocab_path} differs from the one the model in {model_dir} "

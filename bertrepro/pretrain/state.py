@@ -19,12 +19,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..checkpoints import CheckpointError, load_pretrained, save_pretrained
-from ..io import atomic_write_text, sha256_file
+from ..io import atomic_write_text, fault_point, fsync_dir, sha256_file
 from ..model import BertForPreTraining
 from .config import PretrainConfig
 
 __all__ = ["CHECKPOINT_FORMAT", "TrainState", "rng_state", "set_rng_state", "latest_checkpoint", "save_checkpoint",
-           "load_checkpoint", "CheckpointError"]
+           "load_checkpoint", "remove_stale_temporaries", "CheckpointError"]
 
 
 CHECKPOINT_FORMAT = 1
@@ -84,23 +84,73 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The directory ``output_dir/checkpoints/latest`` points to, or None when there is none."""
+    """The directory ``output_dir/checkpoints/latest`` points to, or None when there is none.
+
+    Without the ``latest`` pointer (deleted by hand), the newest published ``step-NNNNNNNN``
+    folder is the latest checkpoint: a folder is published by a rename only once it is complete.
+    """
     root = Path(output_dir) / "checkpoints"
     pointer = root / "latest"
     if not pointer.is_file():
-        return None
+        steps = sorted(d for d in root.glob("step-*") if d.is_dir() and (d / "trainer_state.json").is_file())
+        return steps[-1] if steps else None
     name = pointer.read_text().strip()
     if not name or "/" in name or name.startswith("."):
         raise CheckpointError(f"{pointer} holds {name!r}, not a checkpoint directory name; the checkpoint is corrupt")
     return root / name
 
 
-def save_checkpoint(output_dir: str | os.PathLike, state: TrainState, keep: int = 1) -> Path:
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temporaries(output_dir: str | os.PathLike) -> list[Path]:
+    """Remove what killed writers left: ``checkpoints/.tmp-step-...-PID`` folders of interrupted saves and
+    ``.NAME.PID.*.tmp`` files of interrupted atomic writes, when their PID is dead; those of live
+    processes stay. Returns the paths removed."""
+    output_dir = Path(output_dir)
+    root = output_dir / "checkpoints"
+    found = [(p, p.name.rsplit("-", 1)[-1]) for p in (root.glob(".tmp-*") if root.is_dir() else ())]
+    for d in (output_dir, root, output_dir / "model"):
+        if d.is_dir():
+            found += [(p, p.name.split(".")[-3]) for p in d.glob(".*.tmp") if p.name.count(".") >= 4]
+    removed = []
+    for path, pid in sorted(found):
+        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _fsync_files(directory: Path) -> None:
+    """Flush every file of ``directory`` and the directory itself to disk (before the rename that publishes it)."""
+    for f in directory.iterdir():
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    fsync_dir(directory)
+
+
+def save_checkpoint(output_dir: str | os.PathLike, state: TrainState, keep: int = 2) -> Path:
     """Write ``state`` to ``output_dir/checkpoints/step-NNNNNNNN`` atomically.
 
     Files go into a temporary directory, which is renamed into place once complete; then the
     ``latest`` pointer is replaced atomically and older step directories beyond ``keep`` are
-    removed. A crash at any point leaves ``latest`` naming a complete checkpoint.
+    removed. A crash at any point leaves ``latest`` naming a complete checkpoint: every file and the
+    temporary directory are fsynced before the rename. A crash may leave the temporary directory;
+    :func:`remove_stale_temporaries` removes it when the next run starts.
 
     Layout: ``config.json`` + ``model.safetensors`` (the Hugging Face layout; the architecture),
     ``optimizer.safetensors`` (moment tensors), ``rng.safetensors`` (torch/CUDA/masking generator
@@ -125,6 +175,7 @@ def save_checkpoint(output_dir: str | os.PathLike, state: TrainState, keep: int 
                 else:
                     opt_scalars[f"{pid}.{k}"] = v
         _write_tensors(tmp / "optimizer.safetensors", opt_tensors)
+        fault_point("save")  # crash tests: a kill here leaves a half-written temporary folder
         rng_tensors = {"masking": state.masking_rng}
         rng_json = []
         for r, s in enumerate(state.rank_rng):
@@ -145,7 +196,9 @@ def save_checkpoint(output_dir: str | os.PathLike, state: TrainState, keep: int 
         while final.exists():  # a re-save of the same step never touches the complete one
             k += 1
             final = root / f"step-{state.step:08d}-{k}"
+        _fsync_files(tmp)
         os.rename(tmp, final)
+        fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -18,7 +18,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["BatchSplit", "split_batch", "DistInfo", "env_int", "init_distributed", "derive_seed", "seed_rank_streams"]
+__all__ = ["RendezvousError", "BatchSplit", "split_batch", "DistInfo", "env_int", "init_distributed", "derive_seed", "seed_rank_streams"]
+
+
+class RendezvousError(RuntimeError):
+    """A process could not join the process group (no master, a wrong address, a timeout)."""
+
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,7 @@ def init_distributed(device_type: str, timeout_s: float = 60.0) -> DistInfo:
     try:
         dist.init_process_group(backend, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
     except Exception as e:  # DistStoreError, RuntimeError, TimeoutError ... depending on the failure
-        raise RuntimeError(
+        raise RendezvousError(
             f"rank {rank} of {world} could not join the process group at "
             f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} ({backend}) within {timeout_s:g} s: {e}. "
             f"Start all ranks together with torchrun --nproc_per_node N (and --nnodes/--rdzv-endpoint for "
