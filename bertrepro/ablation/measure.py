@@ -6,6 +6,7 @@ perplexity, and the topic task (probe for every run, fine-tuning for Table 5 and
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -99,9 +100,18 @@ def _curves(runs, summaries, settings, data, items, word, encoded, task, device)
 
 
 def _snapshots(run) -> dict[int, Path]:
+    """The run's kept checkpoints; a warning when it kept fewer than its settings plan (a run cached
+    before its snapshots were kept: delete its directory to train it again with them)."""
     from .runs import snapshot_dirs
 
-    return snapshot_dirs(run.output_dir)
+    found = snapshot_dirs(run.output_dir)
+    c = run.config
+    planned = min(c.keep_checkpoints, math.ceil(c.stop_step / c.checkpoint_every))
+    if len(found) < planned:
+        warnings.warn(f"{run.name}: {len(found)} snapshot(s) in {run.output_dir / 'checkpoints'}, {planned} "
+                      f"planned; the run was cached with fewer kept checkpoints: delete {run.output_dir} to "
+                      f"train it again with its snapshots")
+    return found
 
 
 def _perplexities(runs, data: PretrainData, device: str) -> dict[str, Any]:
