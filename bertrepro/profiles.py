@@ -267,9 +267,10 @@ FINETUNE: dict[str, dict[str, Any]] = {
 #   ~560-610 s idle (an estimate from FLOPs; CI machines differ by up to 1.5x). At this budget
 #   the 1-2/64 runs do not pass their learning checks (measured: 2/64 needs > 5,000 steps), so
 #   Tables 6 and 8 are reported as inconclusive at cpu (gpu: larger runs, not measured).
-# * gpu: MLM arm to 1,600 steps (~150 s at 11 steps/s), LTR half its equal-FLOP schedule (1,640 steps,
-#   ~175 s), Table 6 at 3/768 and 6/768 x 1,500 steps (~105 s), Table 8 at 4/256/4 x 2,000 steps
-#   (~100 s), evaluation ~60 s: ~10 minutes on one H100 (an estimate; not measured).
+# * gpu: MLM arm 4,000 steps (~360 s at 11 steps/s), LTR a quarter of its equal-FLOP schedule
+#   (~820 of ~3,270 steps, ~90 s), Table 6 at 3/768 and 6/768 x 800 steps (~55 s), Table 8 at
+#   4/256/4 x 1,000 steps (~50 s), evaluation ~60 s: ~10 minutes on one H100 (an estimate from
+#   chapter 09's measured rates; not measured for this chapter).
 _MIXES = ((0.8, 0.1, 0.1), (1.0, 0.0, 0.0), (0.8, 0.0, 0.2), (0.0, 0.0, 1.0))  # Table 8's MASK/SAME/RND rows
 ABLATION: dict[str, dict[str, Any]] = {
     "smoke": dict(arm_shape=(2, 32, 2), ltr_fraction=0.5, ltr_snapshots=3, mlm_max_steps=None,
@@ -280,9 +281,9 @@ ABLATION: dict[str, dict[str, Any]] = {
                 sizes=((1, 64, 2), (2, 64, 2)), table6_steps=1000, table8_shape=(1, 64, 2), table8_mixes=_MIXES,
                 table8_steps=1000, cloze_items=2000, cloze_context=4, probe_sizes=(10, "all"), probe_seeds=3,
                 finetune_sizes=(10,), finetune_seeds=2, learning_rates=_SMALL_MODEL_LEARNING_RATES["cpu"]),
-    "gpu": dict(arm_shape=(12, 768, 12), ltr_fraction=0.5, ltr_snapshots=5, mlm_max_steps=1600,
-                sizes=((3, 768, 12), (6, 768, 12)), table6_steps=1500, table8_shape=(4, 256, 4),
-                table8_mixes=_MIXES, table8_steps=2000, cloze_items=5000, cloze_context=5, probe_sizes=(10, "all"),
+    "gpu": dict(arm_shape=(12, 768, 12), ltr_fraction=0.25, ltr_snapshots=5, mlm_max_steps=None,
+                sizes=((3, 768, 12), (6, 768, 12)), table6_steps=800, table8_shape=(4, 256, 4),
+                table8_mixes=_MIXES, table8_steps=1000, cloze_items=5000, cloze_context=5, probe_sizes=(10, "all"),
                 probe_seeds=5, finetune_sizes=(10,), finetune_seeds=3,
                 learning_rates=_SMALL_MODEL_LEARNING_RATES["gpu"]),
 }

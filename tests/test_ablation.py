@@ -253,6 +253,7 @@ def test_arms_hold_compute_equal(profile):
     cfgs = {o: ab.pretrain_config(s, o, seed=3, ltr_total_steps=ltr_total) for o in ab.OBJECTIVE_ARMS}
     assert cfgs["mlm_nsp"] == base
     assert ab.differing_fields(base, cfgs["mlm"]) <= {"objective", "max_steps"}
+    assert cfgs["mlm"].stop_step == base.stop_step  # Table 5's NSP comparison: equal steps
     assert ab.differing_fields(base, cfgs["ltr"]) <= {"objective", "total_steps", "warmup_steps", "max_steps",
                                                       "checkpoint_every", "keep_checkpoints"}
     ltr = cfgs["ltr"]

@@ -46,7 +46,8 @@ class AblationSettings:
     arm_shape: tuple[int, int, int]  # (L, H, A) of the Table 5 arms: chapter 09's shape
     ltr_fraction: float  # the LTR arm stops at this fraction of its equal-FLOP schedule
     ltr_snapshots: int  # kept LTR checkpoints (evenly spaced up to its stop)
-    mlm_max_steps: int | None  # where the MLM-only arm stops (None: the end of chapter 09's schedule)
+    mlm_max_steps: int | None  # where the MLM-only arm stops (None: chapter 09's whole schedule, which
+    # the NSP comparison of Table 5 needs: it compares the two final models at equal steps)
     sizes: tuple[tuple[int, int, int], ...]  # the Table 6 grid (MLM + NSP), smallest first
     table6_steps: int  # schedule of every Table 6 run (10 % warm-up)
     table8_shape: tuple[int, int, int]  # the Table 8 runs' shape (MLM, no NSP)
