@@ -1,6 +1,8 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: kernelspec,jupytext
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -15,24 +17,26 @@
 # %% [markdown]
 # # 11 · Ablations at small scale
 #
-# Section 5 of the paper takes BERT apart to see which pieces matter. Two of its ablations fit this
-# book:
+# Section 5 and Appendix C of the paper take BERT apart to see which pieces matter. This
+# chapter re-runs four of those experiments at the scale of the book's profiles:
 #
-# * **§5.1, Table 5: the pre-training tasks.** With "exactly the same pre-training data, fine-tuning
-#   scheme, and hyperparameters as BERT-BASE", the paper trains a model without next-sentence
-#   prediction (*No NSP*) and a *left-context-only* model trained "using a standard Left-to-Right (LTR)
-#   LM, rather than an MLM", also without NSP (*LTR & No NSP*). Removing NSP costs a little (most on
-#   QNLI); going left-to-right costs a lot (MRPC −9.0, SQuAD −10.1 F1).
-# * **§5.2, Table 6: model size.** Models with different numbers of layers $L$, hidden units $H$ and
-#   heads $A$, "otherwise using the same hyperparameters and training procedure". Held-out masked-LM
-#   perplexity and fine-tuning accuracy both improve at every step up the grid, even on the small
-#   MRPC data set.
+# * **§5.1, Table 5: the pre-training tasks.** BERT (MLM + NSP) against *No NSP* (MLM
+#   only) and *LTR & No NSP*, a left-to-right language model. Removing NSP costs a
+#   little (most on QNLI); going left-to-right costs a lot (MRPC −9.0, SQuAD −10.1 F1).
+# * **Appendix C.1, Figure 5: does MLM converge more slowly?** The paper plots MNLI
+#   accuracy against pre-training steps and finds the MLM model "begins to outperform
+#   the LTR model almost immediately".
+# * **§5.2, Table 6: model size.** Larger $L$, $H$, $A$ give lower held-out perplexity
+#   and better accuracy.
+# * **Appendix C.2, Table 8: the MASK/SAME/RND mix** of the chosen positions.
+#   Fine-tuning is "surprisingly robust" to it; MASK-only is "problematic" for
+#   feature-based use.
 #
-# This chapter re-runs both at the scale of the book's profiles: every pre-training run gets the **same
-# compute** (the same number of steps, batch, sequence length and, in Table 5, model), and is scored
-# on held-out text and on the book's topic-classification task (chapter 10). The numbers are far from
-# the paper's; the question is whether its **orderings** survive, and every verdict below is computed
-# from the measurements with its standard error, never written in advance.
+# Two rules hold throughout. **No verdict from an arm that did not learn:** every run
+# passes a learning check first, and a comparison that involves a run that failed it is
+# *inconclusive*, never "not reproduced". **Compute is counted, not assumed:** one FLOP
+# counter prices every objective, and every plot and table says whether FLOPs or steps
+# are held equal.
 
 # %% tags=["parameters"]
 profile = None  # "smoke" | "cpu" | "gpu"; None picks gpu if CUDA is available, else cpu
@@ -46,6 +50,7 @@ run = profiles.setup(profile=profile, seed=seed, device=device)
 print(run)
 
 # %%
+import dataclasses
 import math
 
 import matplotlib.pyplot as plt
@@ -56,50 +61,51 @@ from torch.testing import assert_close
 
 from bertrepro import ablation
 from bertrepro.attention import scaled_dot_product_attention
-from bertrepro.config import BertConfig
-from bertrepro.params import count_parameters
-from bertrepro.pretrain import EVAL_SEED, flops_per_token, ltr_labels, prepare_data
-from bertrepro.report import PAPER_TABLES, paper_value, record
+from bertrepro.pretrain import (EVAL_SEED, PretrainConfig, epoch_examples, ltr_labels,
+                                make_batch, prepare_data)
+from bertrepro.model import BertForPreTraining
+from bertrepro.report import PAPER_TABLES, record
+from bertrepro.train.flops import count_step_flops, step_flops
 
 settings = ablation.settings_for(run.profile)
 print(settings)
 
+
+def md_table(rows, floatfmt=".3g"):
+    """A list of dicts as a Markdown table (no index)."""
+    return pd.DataFrame(rows).to_markdown(index=False, floatfmt=floatfmt)
+
+
 # %% [markdown]
-# ## Three objectives, one budget
+# ## Three objectives
 #
-# The three arms differ only in what the model is asked to predict. With $\tilde{x}$ the input after
-# masking 15 % of the positions $M$ (chapter 07) and $C$ the pooled `[CLS]` vector (chapter 08):
-#
-# $$
-# \mathcal{L}_{\text{MLM+NSP}} = -\frac{1}{|M|}\sum_{t \in M} \log p_\theta(x_t \mid \tilde{x})
-#   \;-\; \log p_\theta(\text{IsNext?} \mid C), \qquad
-# \mathcal{L}_{\text{MLM}} = -\frac{1}{|M|}\sum_{t \in M} \log p_\theta(x_t \mid \tilde{x}),
-# $$
+# The three Table 5 arms differ only in what the model is asked to predict. With
+# $\tilde{x}$ the input after masking the positions $M$ (chapter 07) and $C$ the pooled
+# `[CLS]` vector (chapter 08):
 #
 # $$
-# \mathcal{L}_{\text{LTR}} = -\frac{1}{T-1}\sum_{t=1}^{T-1} \log p_\theta(x_{t+1} \mid x_1, \dots, x_t).
+# \mathcal{L}_{\text{MLM+NSP}} = -\frac{1}{|M|}\sum_{t \in M} \log p_\theta(x_t \mid
+# \tilde{x}) \;-\; \log p_\theta(\text{IsNext?} \mid C), \qquad \mathcal{L}_{\text{LTR}}
+# = -\frac{1}{T-1}\sum_{t=1}^{T-1} \log p_\theta(x_{t+1} \mid x_{\le t}).
 # $$
 #
-# The LTR model is the same Transformer encoder with a **causal mask**: position $i$ may attend to
-# position $j$ only when $j \le i$, so its output at $t$ never sees $x_{t+1}$, the token it must
-# predict. It sees no `[MASK]` tokens, and every position is a training target. Without NSP the second
-# segment is always the true continuation, so all three arms read the same kind of text.
-#
-# First the causal mask, derived with a loop over query positions and compared with the attention
-# the model uses (`is_causal=True`), then the LTR targets, derived token by token.
+# The MLM arm drops the NSP term. The LTR model is the same encoder with a **causal
+# mask**: position $i$ attends to $j$ only when $j \le i$. First the causal mask,
+# derived with a loop over query positions, then the LTR targets, derived token by
+# token.
 
 # %%
 g = run.generator()
-q, k, v = (torch.randn(2, 3, 7, 8, generator=g) for _ in range(3))  # (B, heads, T, head size)
+q, k, v = (torch.randn(2, 3, 7, 8, generator=g) for _ in range(3))  # (B, heads, T, hs)
 rows = []
 for i in range(7):  # query i sees keys 0..i only
-    w = torch.softmax(q[:, :, i:i + 1] @ k[:, :, : i + 1].transpose(-1, -2) / math.sqrt(8), dim=-1)  # (B, h, 1, i+1)
-    rows.append(w @ v[:, :, : i + 1])
+    s = q[:, :, i:i + 1] @ k[:, :, : i + 1].transpose(-1, -2) / math.sqrt(8)
+    rows.append(torch.softmax(s, dim=-1) @ v[:, :, : i + 1])
 naive = torch.cat(rows, dim=2)  # (B, h, T, hs)
-causal_out, causal_weights = scaled_dot_product_attention(q, k, v, is_causal=True, training=False)
+causal_out, causal_weights = scaled_dot_product_attention(q, k, v, is_causal=True,
+                                                          training=False)
 assert_close(naive, causal_out)
 assert causal_weights.triu(diagonal=1).abs().max() == 0  # no weight on a future key
-print("causal attention = loop over prefixes; max |difference|", (naive - causal_out).abs().max().item())
 
 ids = torch.tensor([[2, 17, 23, 5, 3, 0, 0], [2, 9, 4, 11, 6, 8, 3]])
 mask = (ids != 0).long()
@@ -107,281 +113,435 @@ naive_labels = torch.full_like(ids, -100)
 for b in range(ids.shape[0]):
     for t in range(ids.shape[1] - 1):
         if mask[b, t + 1]:
-            naive_labels[b, t] = ids[b, t + 1]  # position t predicts the NEXT real token
+            naive_labels[b, t] = ids[b, t + 1]  # position t predicts the next token
 assert torch.equal(naive_labels, ltr_labels(ids, mask))
-print(ltr_labels(ids, mask))
+print("causal attention = loop over prefixes; LTR labels = next tokens")
 
 # %% [markdown]
-# **Equal compute.** Each arm's training configuration comes from `bertrepro.ablation.pretrain_config`;
-# the cell below asserts that the three differ in the objective and nothing else (steps, batch,
-# sequence length, model, learning rate, warm-up, seed), as in the paper. One caveat, measured
-# rather than hidden: the LTR model computes its vocabulary projection at every position, MLM only at
-# the ~15 % masked ones, so an LTR step costs more FLOPs for the same encoder work.
-
-# %%
-configs = {o: ablation.pretrain_config(settings, o, seed=run.seed) for o in ablation.OBJECTIVE_ARMS}
-for o in ("mlm", "ltr"):
-    assert ablation.differing_fields(configs["mlm_nsp"], configs[o]) == {"objective"}, o
-c = configs["mlm_nsp"]
-tokens_seen = c.total_steps * c.batch_size * c.max_seq_length
-paper_tokens = 1_000_000 * 256 * 512  # §A.2: 1M steps of 256 sequences (90 % of them at 128 tokens; an upper bound)
-arm_cfg = c.bert_config(c.vocab_size)
-fpt = {o: flops_per_token(arm_cfg, c.max_seq_length,
-                          1.0 if o == "ltr" else c.max_predictions_per_seq / c.max_seq_length) for o in configs}
-pd.DataFrame({
-    "objective": [ablation.ARM_LABELS[o] for o in configs],
-    "L/H/A": ["/".join(map(str, settings.arm_shape))] * 3,
-    "steps": [cf.total_steps for cf in configs.values()],
-    "batch": [cf.batch_size for cf in configs.values()],
-    "tokens/seq": [cf.max_seq_length for cf in configs.values()],
-    "peak lr": [cf.learning_rate for cf in configs.values()],
-    "training MFLOP/token": [round(fpt[o] / 1e6, 3) for o in configs],
-}).set_index("objective")
-
-# %%
-size_ratio = count_parameters(BertConfig.base()) / count_parameters(arm_cfg)
-print(f"each run reads {tokens_seen:,} tokens; BERT-base read at most {paper_tokens:,} "
-      f"({paper_tokens / tokens_seen:,.0f}x more) with a {size_ratio:,.0f}x larger model")
-
-# %% [markdown]
-# ## Pre-training the runs
+# ## Equal compute, counted
 #
-# The runs are the three Table 5 arms and the rest of the Table 6 grid, whose point with the arms'
-# shape **is** the MLM + NSP arm (same configuration, one run). Each is trained by
-# `bertrepro.pretrain.pretrain` with its `objective`; the models and a JSON of every
-# measurement are cached under `profiles.cache_dir("ablation", profile, f"seed{seed}")`, so a second
-# book run only reads them. One pre-training seed per run: the error bars below measure the
-# evaluation's randomness, not the spread between pre-training runs.
+# An optimizer step costs three forward passes (the backward pass about twice the
+# forward). For an encoder with $L$ layers, width $H$, feed-forward width $F = 4H$, a
+# batch of $B$ sequences of $T$ tokens, vocabulary $V$ and $P$ predicted positions in
+# the batch, the matmul FLOPs (a multiply-add counts 2) of one step are
+#
+# $$
+# 3\Big[L\big(2BT(4H^2 + 2HF) + 4BT^2H\big) + 2BH^2 + 4BH + P\cdot 2(H^2 + HV)\Big].
+# $$
+#
+# The objectives differ only in $P$: about 15 % of the real tokens for the masked LM
+# (capped per sequence), every real next token for LTR. So $P$ is **counted** on each
+# run's own batches, not taken from the nominal 15 %. The formula is checked below
+# against PyTorch's `FlopCounterMode` on one real batch of each objective, through the
+# explicit attention path (the counter sees nothing of the fused attention kernel on
+# CPU; `tests/test_flops.py` measures that blind spot).
+
+# %%
+flops = ablation.equal_flop_ltr_steps(settings, run.seed)
+base_cfg = PretrainConfig.for_profile(run.profile, seed=run.seed)
+data = prepare_data(base_cfg)
+tok = data.tokenizer
+bert_cfg = base_cfg.bert_config(data.vocab_size)
+for o in ("mlm_nsp", "ltr"):
+    cfg = dataclasses.replace(base_cfg, objective=o, batch_size=4)
+    batch = make_batch(epoch_examples(data, cfg, 0).select(slice(0, 4)), data, cfg,
+                       torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    m = BertForPreTraining(bert_cfg)
+    measured = count_step_flops(m, batch, is_causal=o == "ltr")
+    predicted = int((batch["labels"] != -100).sum())
+    formula = step_flops(bert_cfg, 4, cfg.max_seq_length, predicted)
+    assert abs(formula - measured) / measured < 1e-3, (o, formula, measured)
+    print(f"{o}: formula {formula / 1e9:.4f} GFLOP, "
+          f"FlopCounterMode {measured / 1e9:.4f}")
+ch09_steps = base_cfg.total_steps
+display(Markdown(md_table([
+    {"objective": "MLM (+NSP)", "predicted per step": flops["mlm_predicted"],
+     "GFLOP per step": flops["mlm_step_flops"] / 1e9, "schedule (steps)": ch09_steps,
+     "TFLOP": ch09_steps * flops["mlm_step_flops"] / 1e12},
+    {"objective": "LTR", "predicted per step": flops["ltr_predicted"],
+     "GFLOP per step": flops["ltr_step_flops"] / 1e9,
+     "schedule (steps)": flops["ltr_total_steps"],
+     "TFLOP": flops["ltr_total_steps"] * flops["ltr_step_flops"] / 1e12}])))
+
+# %% [markdown]
+# **What is held equal.** The MLM + NSP arm **is** chapter 09's run
+# (`bertrepro.pretrain.pretrained_model`); the MLM arm repeats its schedule without NSP
+# (equal steps *and*, since NSP adds 0.03 % of the FLOPs, equal FLOPs). The LTR arm's
+# schedule (warm-up share, linear decay) is as long as gives the **same FLOPs** as
+# chapter 09's run, and it stops at a fraction of that schedule: it learns fast, and its
+# curve up to there already decides the question of C.1. Its last point therefore has
+# *fewer* FLOPs than the MLM arms; wherever it still wins, the comparison is tilted in
+# MLM's favour. The cell asserts what differs between the arms' configurations.
+
+# %%
+configs = {o: ablation.pretrain_config(settings, o, run.seed,
+                                       ltr_total_steps=int(flops["ltr_total_steps"]))
+           for o in ablation.OBJECTIVE_ARMS}
+assert configs["mlm_nsp"] == base_cfg
+mlm_diff = ablation.differing_fields(configs["mlm_nsp"], configs["mlm"])
+assert mlm_diff <= {"objective", "max_steps"}, mlm_diff
+ltr_diff = ablation.differing_fields(configs["mlm_nsp"], configs["ltr"])
+assert ltr_diff <= {"objective", "total_steps", "warmup_steps", "max_steps",
+                    "checkpoint_every", "keep_checkpoints"}, ltr_diff
+ltr_cfg = configs["ltr"]
+share = base_cfg.warmup_steps / base_cfg.total_steps  # chapter 09's warm-up share
+assert ltr_cfg.warmup_steps == round(share * ltr_cfg.total_steps)
+print("MLM differs from chapter 09's run in", sorted(mlm_diff))
+print("LTR differs in", sorted(ltr_diff), f"- it stops at step {ltr_cfg.stop_step} of "
+      f"{ltr_cfg.total_steps}")
+
+# %% [markdown]
+# ## The runs and their learning checks
+#
+# Every run is trained (or read from the cache) and measured once; the models and a JSON
+# of the measurements are cached under `profiles.cache_dir("ablation", profile, ...)`.
+# One pre-training seed per run: the error bars below are the evaluation's, not the
+# spread between pre-training seeds.
+#
+# The **learning check** asks whether a run learned its own task, on held-out text. A
+# *cloze* blank is one whole word (a single alphabetic WordPiece) with context on both
+# sides; the masked models read it as `[MASK]` with both sides, the LTR model predicts
+# it from the left context. The baseline always answers the most frequent word. A run
+# has learned when its cloze accuracy is at least $1.5\times$ the baseline's **and**
+# above it by
+# $z \ge 3$ (paired on the same blanks), and, for an NSP run, its held-out balanced NSP
+# accuracy is at least 65 %.
 
 # %%
 results = ablation.run_ablation(settings, seed=run.seed, device=run.device)
-seconds = results["seconds"]
+sec = results["seconds"]
 print("read from the cache" if results["cached"] else
-      f"built in {seconds['pretraining']:.0f} s of pre-training + {seconds['evaluation']:.0f} s of evaluation")
-pd.DataFrame([{"run": name, "objective": r["objective"], "L/H/A": "/".join(map(str, r["shape"])),
-               "parameters": r["parameters"], "steps": r["steps"],
-               "train s": None if r["train_seconds"] is None else round(r["train_seconds"], 1),
-               "held-out accuracy of its own objective":
-                   round(r["evaluation"].get("mlm_accuracy", r["evaluation"].get("lm_accuracy")), 4)}
-              for name, r in results["runs"].items()]).set_index("run")
-
-# %% [markdown]
-# ## A fair cloze test
-#
-# The paper's §3.1 argument is that "a deep bidirectional model is strictly more powerful than either
-# a left-to-right model or the shallow concatenation of a left-to-right and a right-to-left model".
-# A **cloze** test makes that measurable without a downstream task. From held-out articles (never
-# seen in pre-training) we cut windows of $T$ pieces and blank out one **whole word** $w_t$ (a single
-# alphabetic WordPiece, not followed by a `##` piece) that has at least $k$ pieces of context on
-# **each** side. Every model scores the same blanks, with the same vocabulary and its own trained
-# output head:
-#
-# * **bidirectional** (MLM + NSP, MLM): $w_t$ is replaced by `[MASK]` and the model predicts it at
-#   position $t$ from both sides, $p(w_t \mid x_{<t}, x_{>t})$ — its pre-training task, with one mask;
-# * **left-to-right**: the model reads the same input through its causal mask and predicts $w_t$ at
-#   position $t-1$, as in pre-training: $p(w_t \mid x_{<t})$. The causal mask hides $w_t$ (or its
-#   `[MASK]`) and everything after it, so nothing leaks, and nothing that it could use is withheld.
-#
-# The LTR model is not handicapped by the test: it sees all the context its objective lets it use.
-# What it lacks is the right context, and that is the point of §5.1. A control separates the two
-# effects: the bidirectional models given **only** the left context, `[CLS]` $x_{<t}$ `[MASK] [SEP]`.
-#
-# A model's answer is its most probable **whole word** (single alphabetic piece): the blank is known
-# to hold one, and a small model's most probable piece is often a comma. The log-probabilities come
-# from the full softmax over the vocabulary.
-#
-# Below, one blank filled by each model, then the same numbers computed by hand: the bidirectional
-# model on the masked window, the LTR model on the prefix $x_{<t}$ alone (no right context at all,
-# not even padding).
+      f"built in {sec['pretraining']:.0f} s of pre-training + "
+      f"{sec['evaluation']:.0f} s of evaluation")
+arm_rows = ablation.arm_table(results)
+display(Markdown(md_table(arm_rows)))
 
 # %%
-arms = {o: ablation.load_run(settings, ablation.run_name(o, settings.arm_shape), run.seed, str(run.device), progress=False)
-        for o in ablation.OBJECTIVE_ARMS}
-data = prepare_data(configs["mlm_nsp"])
-tok = data.tokenizer
-items = ablation.make_cloze_items(data.validation_documents, tok, c.max_seq_length, settings.cloze_items,
-                                  settings.cloze_context, EVAL_SEED)
+gates = results["gates"]
+
+
+def gate_key(name, r):
+    """A run's record prefix: ablation.<arm>, table6.<L>x<H>, table8.<M>_<S>_<R>."""
+    if r["role"] == "table5":
+        return f"ablation.{r['objective']}"
+    if r["role"] == "table6":
+        return f"table6.{r['shape'][0]}x{r['shape'][1]}"
+    return "table8." + ablation.mix_name(r["mix"])
+
+
+for name, r in results["runs"].items():
+    gk, gt = gate_key(name, r), gates[name]
+    note = f"{name}: " + ablation.gate_note(gt) + f"; {run.profile} profile"
+    status = "qualitatively reproduced" if gt["learned"] else "inconclusive"
+    record(f"{gk}.cloze_over_baseline", round(min(gt["cloze_over_baseline"], 1e6), 4),
+           status=status, note=note)
+    record(f"{gk}.learned", gt["learned"], status=status, note=note)
+    if gt["nsp_balanced_accuracy"] is not None:
+        record(f"{gk}.nsp_balanced_accuracy", round(gt["nsp_balanced_accuracy"], 4),
+               status=status, note=note)
+unlearned = [n for n, gt in gates.items() if not gt["learned"]]
+print(f"{len(gates) - len(unlearned)} of {len(gates)} runs passed their learning check")
+
+# %% [markdown]
+# One blank, filled by each arm's final model, and the same numbers by hand: the masked
+# model on the masked window, the LTR model on the prefix $x_{<t}$ alone.
+
+# %%
+names = {o: ablation.run_name(o, settings.arm_shape) for o in ablation.OBJECTIVE_ARMS}
+arms = {o: ablation.load_run(settings, names[o], run.seed, str(run.device),
+                             progress=False) for o in ablation.OBJECTIVE_ARMS}
+items = ablation.make_cloze_items(
+    data.validation_documents, tok, base_cfg.max_seq_length, settings.cloze_items,
+    settings.cloze_context, EVAL_SEED)
 assert len(items) == results["cloze"]["items"]
 i = 0
 t, n = int(items.position[i]), int(items.attention_mask[i].sum())
-def text(ids):
-    return " ".join(tok.convert_ids_to_tokens(ids)).replace(" ##", "")
-
-
-print(text(items.input_ids[i, 1:t]), "[ ____ ]", text(items.input_ids[i, t + 1:n - 1]))
-print("answer:", tok.convert_ids_to_tokens([int(items.target[i])])[0])
-one = items.select(slice(i, i + 1))
-for o, r in arms.items():
-    mode = ablation.ARM_CLOZE_MODE[o]
-    ids_in, mask_in, read = ablation.cloze_inputs(one, mode, tok.mask_token_id, tok.sep_token_id, tok.pad_token_id)
-    with torch.no_grad():
-        h = r.model.bert(ids_in.to(run.device), None, mask_in.to(run.device),
-                         is_causal=mode == "left_to_right").last_hidden_state  # (1, T, H)
-        probs = r.model.cls.predictions(h[0, int(read[0])]).float().softmax(-1)  # (V,)
-    top = probs.topk(5)
-    guesses = zip(tok.convert_ids_to_tokens(top.indices.cpu()), top.values.tolist())
-    print(f"{ablation.ARM_LABELS[o]:>18} ({mode}): " + ", ".join(f"{w} {p:.3f}" for w, p in guesses))
-
-# %%
 x = items.input_ids[i, :n].clone()
 masked = x.clone()
 masked[t] = tok.mask_token_id
+one = items.select(slice(i, i + 1))
 with torch.no_grad():
-    bi_naive = arms["mlm"].model(masked[None].to(run.device)).prediction_logits[0, t].float().log_softmax(-1)
-    prefix = x[None, :t].to(run.device)  # [CLS] w_1 .. w_{t-1}: no blank, no right context
-    ltr_naive = arms["ltr"].model(prefix, is_causal=True).prediction_logits[0, -1].float().log_softmax(-1)
-bi = ablation.cloze_scores(arms["mlm"].model, one, "bidirectional", tok, device=run.device)
-ltr = ablation.cloze_scores(arms["ltr"].model, one, "left_to_right", tok, device=run.device)
+    bi_naive = arms["mlm"].model(masked[None].to(run.device)).prediction_logits[0, t]
+    prefix = x[None, :t].to(run.device)  # [CLS] w_1 .. w_{t-1}: no right context
+    ltr_naive = arms["ltr"].model(prefix, is_causal=True).prediction_logits[0, -1]
+bi = ablation.cloze_scores(arms["mlm"].model, one, "bidirectional", tok,
+                          device=run.device)
+ltr = ablation.cloze_scores(arms["ltr"].model, one, "left_to_right", tok,
+                           device=run.device)
 target = int(items.target[i])
-tol = 1e-4 if run.device.type == "cpu" else 5e-2  # on CUDA the evaluation runs in bf16 autocast
-assert_close(bi.log_prob[0], bi_naive[target].double().cpu(), atol=tol, rtol=tol)
-assert_close(ltr.log_prob[0], ltr_naive[target].double().cpu(), atol=tol, rtol=tol)
-print(f"log p(answer): MLM {bi.log_prob[0]:.4f} (by hand {bi_naive[target]:.4f}), "
-      f"LTR {ltr.log_prob[0]:.4f} (prefix alone {ltr_naive[target]:.4f})")
-# the evaluation behind the tables scored the same blank the same way
-for key, s in (("mlm:bidirectional", bi), ("ltr:left_to_right", ltr)):
-    # (float32 sums in another order: a batch of 256 blanks there, one blank here)
-    assert_close(torch.tensor(results["cloze"]["scores"][key]["log_prob"][i], dtype=torch.float64), s.log_prob[0],
-                 atol=tol, rtol=tol)
+tol = 1e-4 if run.device.type == "cpu" else 5e-2  # bf16 autocast on CUDA
+assert_close(bi.log_prob[0], bi_naive.float().log_softmax(-1)[target].double().cpu(),
+             atol=tol, rtol=tol)
+assert_close(ltr.log_prob[0], ltr_naive.float().log_softmax(-1)[target].double().cpu(),
+             atol=tol, rtol=tol)
+for o, s in (("mlm", bi), ("ltr", ltr)):
+    mode = ablation.ARM_CLOZE_MODE[o]
+    cached = results["cloze"]["scores"][f"{names[o]}:{mode}"]["log_prob"][i]
+    assert_close(torch.tensor(cached, dtype=torch.float64), s.log_prob[0], atol=tol,
+                 rtol=tol)
+words = tok.convert_ids_to_tokens(x.tolist())
+print(" ".join(words[1:t]), "[ ____ ]", " ".join(words[t + 1:n - 1]))
+print("answer:", words[t],
+      f"| log p: MLM {bi.log_prob[0]:.3f}, LTR {ltr.log_prob[0]:.3f}")
+
+# %% [markdown]
+# ## Appendix C.1: the crossover curve
+#
+# The paper's Figure 5 reads MNLI accuracy off checkpoints of **one** BERT-base run of
+# 1M steps. Here the points are the kept checkpoints of each Table 5 arm's run, scored
+# with the same cloze blanks (both sides for the masked arms, the left context for LTR,
+# and the left-only control for MLM + NSP) and the frozen topic probe (all labels). As
+# in Figure 5, an intermediate point is a model in the middle of its schedule, at a
+# higher learning rate than a run that *ends* there. **The x-axis is counted
+# pre-training FLOPs:** points at the same $x$ had the same compute.
+
+# %%
+curve = ablation.curve_rows(results)
+fig, axes = plt.subplots(1, 2, figsize=(7.4, 3.3))
+ablation.plot_crossover(results, axes=axes)
+axes[0].set_title("cloze, equal FLOPs on the x-axis", fontsize=9)
+axes[1].set_title("topic probe (all labels), equal FLOPs", fontsize=9)
+plt.tight_layout()
+plt.show()
+display(Markdown(md_table([{
+    "arm": r["label"], "step": r["step"], "TFLOP": r["tflop"],
+    "cloze %": f"{100 * r['cloze'][0]:.1f} ± {100 * r['cloze'][1]:.1f}",
+    "left only %": "" if r["left_only"] is None else f"{100 * r['left_only'][0]:.1f}",
+    "probe %": f"{100 * r['probe'][0]:.1f} ± {100 * r['probe'][1]:.1f}"}
+    for r in curve])))
+
+# %%
+cross = {key: ablation.crossover(results, key) for key in ("cloze", "probe")}
+c1 = [ablation.crossover_claim(results, key) for key in ("cloze", "probe")]
+steps_per = {o: max(p["step"] for p in results["curves"][o]) for o in results["curves"]}
+
+
+def crossover_sentence(key, c):
+    what = "cloze" if key == "cloze" else "topic probe"
+    if c is None:
+        return (f"* **{what}:** MLM + NSP never beats LTR by two standard errors "
+                "at any of its snapshots (LTR read at its latest snapshot with no "
+                "more FLOPs): no crossover within this budget.")
+    return (f"* **{what}:** MLM + NSP first beats LTR at step {c['step']} "
+            f"({c['flops'] / 1e12:.2f} TFLOP), by {100 * c['difference']:+.1f} ± "
+            f"{100 * c['se']:.1f} points against LTR's step {c['ltr_step']} "
+            f"({c['ltr_flops'] / 1e12:.2f} TFLOP).")
+
+
+curve_learned = all(gates[names[o]]["learned"] for o in ("mlm_nsp", "ltr"))
+caveat = "" if curve_learned else (
+    "\n\n*The final models of MLM + NSP and LTR did not both pass their learning "
+    "checks, so the curve decides nothing at this profile.*")
+display(Markdown("\n".join(crossover_sentence(k, c) for k, c in cross.items()) + caveat
+                 + "\n\n" + "\n\n".join("* " + ablation.gated_sentence(c) for c in c1)))
+
+# %% [markdown]
+# **Against Figure 5.** Figure 5's x-axis starts at 200k steps of 128k tokens ($2.6
+# \cdot 10^{10}$ tokens); at that point MLM is already ahead. The runs here read
+# $B \cdot T \cdot$ steps tokens, printed below: thousands of times less than Figure 5's
+# *first* point. Per FLOP the LTR model gets several times more training targets, and at
+# this budget that dominates. So a curve without a crossover here does not contradict
+# the paper's "almost immediately": its "immediately" lies beyond this budget. The
+# left-only control shows what the right context is worth to the masked model once it
+# has learned.
+
+# %%
+tokens = {o: configs[o].stop_step * base_cfg.batch_size * base_cfg.max_seq_length
+          for o in configs}
+fig5_first = 200_000 * 128_000
+print(f"tokens read: MLM + NSP {tokens['mlm_nsp']:,}, LTR {tokens['ltr']:,}; "
+      f"Figure 5's first point: {fig5_first:,} "
+      f"({fig5_first / tokens['mlm_nsp']:,.0f}x)")
+targets_per_tflop = {o: flops[f"{o}_predicted"] / flops[f"{o}_step_flops"] * 1e12
+                     for o in ("mlm", "ltr")}
+print(f"training targets per TFLOP: MLM {targets_per_tflop['mlm']:,.0f}, "
+      f"LTR {targets_per_tflop['ltr']:,.0f}")
 
 # %% [markdown]
 # ## Table 5 analog
 #
-# For each arm: cloze accuracy on the held-out blanks, the left-context control, and the topic task of
-# chapter 10 (11 Wikipedia topics, articles unseen in pre-training) as a **linear probe** on frozen
-# mean-pooled features and **fine-tuned** with few labels. The LTR arm keeps its causal mask in both,
-# as the paper did ("the left-only constraint was also applied at fine-tuning"); its sentence vector
-# for fine-tuning is its last token's, the only position that has read the whole article.
-#
-# Error bars are standard errors (shown as ±2 SE): for the cloze, the binomial error of the blanks;
-# for the topic task, the spread over training-set draws (seeds) plus the error of the fixed test
-# set. The paper's Table 5 reports dev-set scores of BERT-base on GLUE and SQuAD; it is printed
-# beside ours for its ordering, not its numbers.
+# The arms' final models: the cloze, its left-context control, and chapter 10's topic
+# task as a linear probe on frozen mean-pooled features and fine-tuned with few labels.
+# The LTR arm keeps its causal mask in both ("the left-only constraint was also applied
+# at fine-tuning"). Error bars are standard errors: the binomial error of the blanks;
+# for the topic task the spread over training draws plus the error of the test set.
+# **Equal steps** hold between MLM + NSP and MLM; LTR had the FLOPs printed in the
+# per-run table (fewer).
 
 # %%
 summary5 = ablation.table5_summary(results, settings)
 p_small = min(s for s in settings.probe_sizes if s != "all")
 f_small = settings.finetune_sizes[0]
-metrics = [("cloze", "cloze"), ("cloze,\nleft context only", "cloze_left_context"),
-           (f"probe,\n{p_small} labels/topic", f"probe@{p_small}"), ("probe,\nall labels", "probe@all"),
-           (f"fine-tuned,\n{f_small} labels/topic", f"finetune@{f_small}")]
+metrics = [("cloze", "cloze"), ("cloze, left only", "cloze_left_context"),
+           (f"probe {p_small}/topic", f"probe@{p_small}"), ("probe all", "probe@all"),
+           (f"fine-tuned {f_small}/topic", f"finetune@{f_small}")]
 metrics = [m for m in metrics if m[1] in summary5[0]]
-table5 = pd.DataFrame([{
-    "pre-training": r["label"],
-    **{m.replace("\n", " "): f"{100 * r[key][0]:.1f} ± {100 * r[key][1]:.1f}" for m, key in metrics},
-    **{f"paper {col}": paper_value("table5", r["paper_row"], col) for col in ablation.PAPER_TABLE5_COLUMNS + ("SQuAD F1",)},
-} for r in summary5]).set_index("pre-training")
-base = results["cloze"]["baseline"]
-base_accuracy = 100 * sum(base["correct"]) / len(base["correct"])
-print(f"{results['cloze']['items']} cloze blanks, >= {settings.cloze_context} pieces of context on each side; "
-      f"always guessing the most frequent word ({base['token']!r}) scores {base_accuracy:.1f} %")
-print(f"topic task: test articles per topic {results['topic']['counts']['test']}; accuracies in %, mean ± 1 SE")
-table5
-
-# %%
-fig, ax = plt.subplots(figsize=(9, 4))
+display(Markdown(md_table([{
+    "pre-training": r["label"], "learned": r["learned"],
+    **{m: f"{100 * r[key][0]:.1f} ± {100 * r[key][1]:.1f}" for m, key in metrics},
+} for r in summary5])))
+display(Markdown(PAPER_TABLES["table5"].to_markdown()))
+fig, ax = plt.subplots(figsize=(7.4, 3.4))
 ablation.plot_table5(summary5, metrics, ax=ax)
-plt.show()
-
-# %% [markdown]
-# The control separates what the cloze gap is made of: how much the right context is worth to a
-# bidirectional model, and how the two objectives compare when both see only the left context
-# (there the LTR model has an advantage of its own: it was trained on every position, MLM on ~15 %).
-
-# %%
-cz = results["cloze"]["scores"]
-
-
-def cloze_gap(a, b):
-    d = ablation.paired_difference([cz[a]["correct"]], [cz[b]["correct"]])
-    size = f"{100 * d['difference']:+.1f} ± {100 * d['se']:.1f} points"
-    if abs(d["difference"]) <= 2 * d["se"]:
-        return size + ", within two standard errors of no difference"
-    return size + (", a real gain" if d["difference"] > 0 else ", a real loss")
-
-
-display(Markdown(
-    f"* Both sides vs the left side only, MLM-only model: {cloze_gap('mlm:bidirectional', 'mlm:left_only')}.\n"
-    f"* Both sides vs the left side only, MLM + NSP model: {cloze_gap('mlm_nsp:bidirectional', 'mlm_nsp:left_only')}.\n"
-    f"* Left context only, LTR model vs MLM-only model: {cloze_gap('ltr:left_to_right', 'mlm:left_only')}."))
-
-# %% [markdown]
-# ## Table 6 analog
-#
-# The size grid, all trained with MLM + NSP for the same number of steps as the arms. The perplexity
-# is the masked LM's on held-out pairs, $\exp\big(-\frac{1}{N}\sum \log p(x_t \mid \tilde{x})\big)$ over
-# the $N$ masked positions, the quantity the paper reports for "held-out training data". It is
-# computed here token by token (so two sizes can be compared on the same tokens) and must equal the
-# held-out evaluation that `pretrain` ran at the end of each run. Note the paper's condition for the
-# gains on small tasks: they come "provided that the model has been sufficiently pre-trained" (§5.2);
-# with a fixed, short budget a larger model may not have caught up yet. Our perplexities are not comparable
-# to the paper's numbers (another vocabulary, another corpus, and the far shorter training printed at
-# the top of the chapter), only their trend is.
-
-# %%
-summary6 = ablation.table6_summary(results, settings)
-for r in summary6:
-    assert_close(r["perplexity"], r["pretrain_perplexity"], rtol=1e-3 if run.device.type == "cuda" else 1e-6, atol=0)
-probe_key = "probe@all" if "all" in settings.probe_sizes else f"probe@{max(settings.probe_sizes)}"
-table6 = pd.DataFrame([{
-    "L/H/A": r["shape"], "parameters": f"{r['parameters']:,}",
-    "held-out MLM ppl": f"{r['perplexity']:.1f} ± {r['perplexity_se']:.1f}",
-    **{f"probe {k.split('@')[1]}": f"{100 * r[k][0]:.1f} ± {100 * r[k][1]:.1f}" for k in r if k.startswith("probe@")},
-} for r in summary6]).set_index("L/H/A")
-display(table6)
-display(Markdown(PAPER_TABLES["table6"].to_markdown()))
-
-# %%
-paper_points = []
-for label, values in PAPER_TABLES["table6"].rows:
-    L, H, A = map(int, label.split("/"))
-    paper_points.append((count_parameters(BertConfig(num_hidden_layers=L, hidden_size=H, num_attention_heads=A,
-                                                     intermediate_size=4 * H)), values[0]))
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-ablation.plot_table6(summary6, probe_key, paper=paper_points, axes=axes)
-axes[0].set_title("held-out MLM perplexity (ours left axis, paper right)", fontsize=9)
-axes[1].set_title(f"topic probe accuracy, {probe_key.split('@')[1]} labels", fontsize=9)
+ax.set_title("Table 5 analog: final models (MLM arms equal steps; LTR fewer FLOPs), "
+             "±2 SE", fontsize=9)
 plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# ## Which orderings survive at this scale
+# ## NSP in context
 #
-# Each claim below is a difference oriented so that the paper's direction is positive, with its
-# standard error. A claim counts as **qualitatively reproduced** only if every step of it is positive
-# by more than two standard errors; a difference inside that band, or against the paper, is **not
-# reproduced at this scale**. The sentences are generated from the numbers.
-
-# %%
-claims = ablation.table5_claims(results, settings) + ablation.table6_claims(results, settings)
-display(Markdown("\n\n".join("* " + ablation.claim_sentence(cl) for cl in claims)))
-for cl in claims:
-    record(cl["key"], round(cl["value"], 4), paper=None if cl["paper"] is None else round(cl["paper"], 4),
-           status=cl["status"],
-           note=f"{cl['claim']}: {cl['value']:+.2f} ± {cl['se']:.2f} {cl['unit']} ({cl['verdict']}); "
-                f"{run.profile} profile, one pre-training seed per run")
+# The paper's Table 5 finds NSP worth 0.1–3.5 points, most on QNLI. RoBERTa (Liu et al.,
+# 2019, §4.2) re-examined this: removing NSP while packing **full-length segments** of
+# contiguous text matched or slightly improved downstream results, and the authors
+# suggest BERT's No-NSP ablation may have removed only the loss while keeping the
+# segment-pair inputs. Our MLM arm reads contiguous text (its second segment is always
+# the true continuation) in the same short pairs, so it sits between the two papers'
+# settings; and our topic task is a single-text task, unlike QNLI, where the paper's
+# gain was largest. A small or absent NSP gain here agrees with RoBERTa and does not
+# contradict BERT's QNLI result.
 
 # %% [markdown]
-# ## What this does and does not show
+# ## Table 6 analog
 #
-# * **Scale.** Each run reads the number of tokens printed above, a tiny fraction of BERT-base's
-#   pre-training, with a model far smaller than BERT-base. Orderings that need long training may not
-#   appear. The paper's NSP gain is 0.1–3.5 points, mostly on QNLI, a sentence-pair task our
-#   single-text topic task does not resemble; the later RoBERTa study (Liu et al. 2019) found that
-#   dropping NSP does not hurt when inputs are long contiguous text.
-# * **MLM learns slowly at first.** The paper's Appendix C.1 asks whether MLM converges more slowly
-#   than LTR, "since only 15% of words are predicted in each batch", and answers that it converges
-#   slightly more slowly but leads in accuracy almost at once; its checkpoints, though, are BERT-base
-#   runs with orders of magnitude more compute than ours. The "held-out accuracy of its own objective"
-#   above shows how far each run got (the MLM numbers include the 10 % of chosen tokens left unchanged,
-#   which a model can copy).
-# * **Noise.** One pre-training seed per run. The error bars cover the cloze blanks, the draw of the
-#   few labeled articles, and the test articles; they do not cover a re-run of pre-training with
-#   another seed, which can move a small difference either way.
-# * **The cloze is not a benchmark of the paper.** It measures the §3.1 argument directly, on text
-#   the models never saw. Several blanks may come from one window, so its standard errors, computed
-#   as if the blanks were independent, are somewhat too small.
-# * **Fair comparison of LTR.** The LTR model is trained on every token (more targets per step than
-#   MLM's 15 %, an advantage at small compute), keeps its causal mask when probed and fine-tuned, and
-#   classifies from its last token. Its steps cost more FLOPs, because its output layer runs at every
-#   position.
+# A grid of MLM + NSP models, smaller than the arms, each trained for the same number of
+# steps. The held-out masked-LM perplexity is
+# $\exp\big(-\frac{1}{N}\sum \log p(x_t \mid \tilde{x})\big)$ over the $N$ masked
+# positions, computed token by token so two sizes are compared on the same tokens; it
+# must equal the evaluation `pretrain` ran at the end of each run. Its value is **not
+# comparable** with the paper's column (another vocabulary and corpus); only the
+# ordering is judged.
+
+# %%
+summary6 = ablation.table6_summary(results, settings)
+for r in summary6:
+    rtol = 1e-3 if run.device.type == "cuda" else 1e-6
+    assert_close(r["perplexity"], r["pretrain_perplexity"], rtol=rtol, atol=0)
+probe_key = "probe@all" if "all" in settings.probe_sizes else f"probe@{p_small}"
+display(Markdown(md_table([{
+    "L/H/A": r["shape"], "parameters": f"{r['parameters']:,}", "learned": r["learned"],
+    "held-out MLM ppl": f"{r['perplexity']:.1f} ± {r['perplexity_se']:.1f}",
+    "probe %": f"{100 * r[probe_key][0]:.1f} ± {100 * r[probe_key][1]:.1f}",
+} for r in summary6])))
+display(Markdown(PAPER_TABLES["table6"].to_markdown()))
+for r in summary6:
+    L, H, _ = map(int, r["shape"].split("/"))
+    record(f"table6.{L}x{H}.perplexity", round(r["perplexity"], 3), paper=3.99,
+           status="not comparable",
+           note=f"held-out MLM perplexity of {r['shape']}, {run.profile} profile; the "
+                "paper's 3.99 (BERT-base) is over a 30k vocabulary on BooksCorpus + "
+                "Wikipedia")
+
+# %% [markdown]
+# ## Appendix C.2: Table 8 analog
+#
+# The same MLM run (no NSP) at a small shape, four times, with a different fate for the
+# chosen positions: replaced by `[MASK]`, kept (SAME), or replaced by a random token
+# (RND). They are compared as the paper does, fine-tuned (our topic fine-tuning, the
+# paper's MNLI column) and feature-based (our frozen probe, the paper's NER
+# feature-based column). The learning check uses the `[MASK]` cloze for every mix. A
+# model that never saw `[MASK]` (0/0/100) is then measured on an input it was not
+# trained on, so its check mixes learning with the mismatch; such a row stays
+# *inconclusive* rather than being judged on a test that is unfair to it.
+
+# %%
+summary8 = ablation.table8_summary(results, settings)
+
+
+def pm(pair):
+    return f"{100 * pair[0]:.1f} ± {100 * pair[1]:.1f}"
+
+
+p8 = "all" if "all" in settings.probe_sizes else p_small
+display(Markdown(md_table([{
+    "MASK/SAME/RND": r["mix"], "learned": r["learned"],
+    "cloze ÷ baseline": f"{r['cloze_over_baseline']:.2f}",
+    f"probe {p8} %": pm(r[f"probe@{p8}"]),
+    f"fine-tuned {f_small} %": pm(r[f"finetune@{f_small}"]),
+    "paper MNLI": (r["paper"] or {}).get("MNLI"),
+    "paper NER feat.": (r["paper"] or {}).get("NER (feature-based)"),
+} for r in summary8])))
+display(Markdown(PAPER_TABLES["table8"].to_markdown()))
+
+# %% [markdown]
+# ## Which orderings survive at this scale
+#
+# Each claim is a difference oriented so that the paper's direction is positive, with
+# its standard error. *Qualitatively reproduced*: positive by more than two standard
+# errors, and every run behind it learned. *Not reproduced at this scale*: the runs
+# learned, but the difference is within noise or reversed. *Inconclusive*: a run behind
+# it failed its learning check. The sentences are generated from the numbers.
+
+# %%
+claims = (ablation.table5_claims(results, settings)
+          + ablation.table6_claims(results, settings)
+          + ablation.table8_claims(results, settings) + c1)
+display(Markdown("\n\n".join("* " + ablation.gated_sentence(cl) for cl in claims)))
+for cl in claims:
+    why = (" no verdict: did not learn: " + ", ".join(cl["unlearned"])) \
+        if cl["unlearned"] else ""
+    record(cl["key"], round(cl["value"], 4),
+           paper=None if cl["paper"] is None else round(cl["paper"], 4),
+           status=cl["status"],
+           note=f"{cl['claim']}: {cl['value']:+.2f} ± {cl['se']:.2f} {cl['unit']} "
+                f"({cl['verdict']}); {run.profile} profile, one seed;{why}")
+assert not any(cl["status"] == "not reproduced at this scale" and cl["unlearned"]
+               for cl in claims)
+
+# %% [markdown]
+# ## Summary
+
+# %%
+def pct(pair):
+    return f"{100 * pair[0]:.1f} %"
+
+
+by_arm = {r["objective"]: r for r in summary5}
+status_count = pd.Series([cl["status"] for cl in claims]).value_counts().to_dict()
+display(Markdown("\n".join([
+    f"* **Learning checks:** {len(gates) - len(unlearned)} of {len(gates)} runs "
+    "learned "
+    f"at the `{run.profile}` profile"
+    + (f"; not learned: {', '.join(unlearned)}." if unlearned else "."),
+    f"* **Table 5 (final models):** cloze MLM + NSP {pct(by_arm['mlm_nsp']['cloze'])}, "
+    f"MLM {pct(by_arm['mlm']['cloze'])}, LTR {pct(by_arm['ltr']['cloze'])} "
+    "(left context; "
+    f"most frequent word {100 * gates[names['mlm']]['baseline']:.1f} %).",
+    "* **Crossover (C.1):** "
+    + ("none within this budget on the cloze" if cross["cloze"] is None
+       else f"on the cloze at step {cross['cloze']['step']}") + "; "
+    + ("none on the probe." if cross["probe"] is None
+       else f"on the probe at step {cross['probe']['step']}."),
+    "* **Verdicts:** " + ", ".join(f"{v} {k}" for k, v in status_count.items()) + ".",
+])))
+
+# %% [markdown]
+# ## Exercises
+#
+# **1.** The learning check needs $z \ge 3$ on the paired cloze difference. Compute $z$
+# by hand for the LTR arm from the per-blank correctness and the baseline's, and check
+# it against `ablation.learning_check`.
+
+# %% tags=["hide-input"]
+a = torch.tensor(results["cloze"]["scores"][f"{names['ltr']}:left_to_right"]["correct"],
+                 dtype=torch.float64)
+bl = torch.tensor(results["cloze"]["baseline"]["correct"], dtype=torch.float64)
+d = a - bl
+z_hand = float(d.mean() / (d.std() / math.sqrt(len(d)))) if d.std() > 0 else 0.0
+z_lib = gates[names["ltr"]]["z"]
+assert math.isclose(z_hand, z_lib, rel_tol=1e-6, abs_tol=1e-9) or (
+    math.isinf(z_lib) and d.std() == 0), (z_hand, z_lib)
+print(f"z by hand {z_hand:.3f}, learning_check {z_lib:.3f}")
+
+# %% [markdown]
+# **2.** How many LTR steps have the FLOPs of 100 MLM steps? Use `step_flops` with the
+# counted predictions, and check that the MLM arm's FLOPs in the per-run table are its
+# steps times its step FLOPs.
+
+# %% tags=["hide-input"]
+ratio = flops["mlm_step_flops"] / flops["ltr_step_flops"]
+print(f"100 MLM steps = {100 * ratio:.1f} LTR steps")
+assert ratio < 1  # an LTR step predicts more positions, so it costs more
+mlm_run = results["runs"][names["mlm"]]
+assert math.isclose(mlm_run["flops"], mlm_run["steps"] * mlm_run["step_flops"])

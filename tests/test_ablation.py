@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 
 import pytest
@@ -243,51 +244,145 @@ def test_masked_lm_nll_matches_pretrain_evaluate(mlm_run):
 # ----------------------------------------------------------------------------- equal compute and the grid
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
-def test_arms_differ_only_in_the_objective(profile):
+def test_arms_hold_compute_equal(profile):
+    """MLM + NSP is chapter 09's preset; MLM differs in the objective (and where it stops); LTR's
+    schedule has chapter 09's FLOPs by the one counter (checked without running anything)."""
     s = ab.settings_for(profile)
-    cfgs = {o: ab.pretrain_config(s, o, seed=3) for o in ab.OBJECTIVE_ARMS}
-    for o in ("mlm", "ltr"):
-        assert ab.differing_fields(cfgs["mlm_nsp"], cfgs[o]) == {"objective"}
-    for c in cfgs.values():
-        assert (c.total_steps, c.warmup_steps, c.max_steps, c.stop_step) == (s.steps, s.warmup_steps, None, s.steps)
-        assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads) == s.arm_shape
-        assert c.intermediate_size == 4 * c.hidden_size and c.seed == 3
-        base = pt.PretrainConfig.for_profile(profile)
-        assert (c.batch_size, c.max_seq_length, c.learning_rate, c.vocab, c.vocab_size) == \
-            (base.batch_size, base.max_seq_length, base.learning_rate, base.vocab, base.vocab_size)
-    assert [c.objective for c in cfgs.values()] == ["mlm_nsp", "mlm", "ltr"]
+    base = pt.PretrainConfig.for_profile(profile, seed=3)
+    ltr_total = 1234  # any schedule length: the data-dependent count is checked at smoke below
+    cfgs = {o: ab.pretrain_config(s, o, seed=3, ltr_total_steps=ltr_total) for o in ab.OBJECTIVE_ARMS}
+    assert cfgs["mlm_nsp"] == base
+    assert ab.differing_fields(base, cfgs["mlm"]) <= {"objective", "max_steps"}
+    assert cfgs["mlm"].stop_step == base.stop_step  # Table 5's NSP comparison: equal steps
+    assert ab.differing_fields(base, cfgs["ltr"]) <= {"objective", "total_steps", "warmup_steps", "max_steps",
+                                                      "checkpoint_every", "keep_checkpoints"}
+    ltr = cfgs["ltr"]
+    assert ltr.total_steps == ltr_total
+    assert ltr.warmup_steps == round(ltr_total * base.warmup_steps / base.total_steps)
+    assert ltr.stop_step == max(s.ltr_snapshots, math.ceil(s.ltr_fraction * ltr_total))
+    assert ltr.keep_checkpoints > ltr.stop_step // ltr.checkpoint_every  # every snapshot is kept
+    assert (ltr.num_hidden_layers, ltr.hidden_size, ltr.num_attention_heads) == s.arm_shape
+    # chapter 09's run keeps its snapshots, and they do not change the run's identity
+    assert base.keep_checkpoints >= base.total_steps // base.checkpoint_every >= 4
+    assert {"checkpoint_every", "keep_checkpoints"} <= set(pt.PretrainConfig.RESUMABLE)
+
+
+def test_equal_flop_ltr_schedule_at_smoke():
+    s = ab.settings_for("smoke")
+    f = ab.equal_flop_ltr_steps(s)
+    assert f["ltr_predicted"] > f["mlm_predicted"] > 0
+    assert f["ch09_flops"] == pytest.approx(pt.PretrainConfig.for_profile("smoke").total_steps * f["mlm_step_flops"])
+    assert abs(f["ltr_total_steps"] * f["ltr_step_flops"] - f["ch09_flops"]) <= f["ltr_step_flops"] / 2
 
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
-def test_size_grid_is_valid(profile):
+def test_table6_and_table8_plans(profile):
     s = ab.settings_for(profile)
-    arm = ab.pretrain_config(s, "mlm_nsp")
     counts = []
-    for L, H, A in s.sizes:
-        assert H % A == 0 and min(L, H, A) >= 1
-        c = ab.pretrain_config(s, "mlm_nsp", (L, H, A))
-        assert ab.differing_fields(arm, c) <= {"num_hidden_layers", "hidden_size", "num_attention_heads",
-                                               "intermediate_size"}
-        counts.append(count_parameters(c.bert_config(c.vocab_size)))
-    # small to large (the number of heads does not change the count: 6/768/3 and 6/768/12 tie, as in the paper)
+    for shape in s.sizes:
+        counts.append(count_parameters(pt.PretrainConfig.for_profile(profile, num_hidden_layers=shape[0],
+                                                                     hidden_size=shape[1],
+                                                                     num_attention_heads=shape[2],
+                                                                     intermediate_size=4 * shape[1])
+                                       .bert_config(100)))
     assert counts == sorted(counts) and counts[0] < counts[-1], counts
-    runs = ab.planned_runs(s)
-    assert len(runs) == 3 + len(s.sizes) - 1  # the Table 5 BERT arm is also a grid point
-    assert ab.run_name("mlm_nsp", s.arm_shape) in runs
+    mixes = [ab.mix_name(m) for m in s.table8_mixes]
+    assert mixes[0] == "80_10_10" and {"100_0_0", "80_0_20", "0_0_100"} <= set(mixes)
+    # Table 8 runs are smaller than the Table 5 arms
+    assert s.table8_shape[1] < s.arm_shape[1] or s.table8_shape[0] < s.arm_shape[0]
 
 
 def test_settings_reject_bad_values():
     good = ab.settings_for("smoke")
     with pytest.raises(ValueError, match="A must divide H"):
-        dataclasses.replace(good, sizes=((1, 30, 4), good.arm_shape))
-    with pytest.raises(ValueError, match="must contain"):
-        dataclasses.replace(good, sizes=((1, 16, 2), (2, 64, 4)))
-    with pytest.raises(ValueError, match="pretrain_overrides"):
-        dataclasses.replace(good, pretrain_overrides=(("objective", "mlm"),))
-    with pytest.raises(ValueError, match="warmup"):
-        dataclasses.replace(good, warmup_steps=good.steps)
+        dataclasses.replace(good, sizes=((1, 30, 4), (2, 32, 2)))
+    with pytest.raises(ValueError, match="chapter 09"):
+        dataclasses.replace(good, arm_shape=(1, 16, 2))
+    with pytest.raises(ValueError, match="ltr_fraction"):
+        dataclasses.replace(good, ltr_fraction=0.0)
+    with pytest.raises(ValueError, match="two distinct mixes"):
+        dataclasses.replace(good, table8_mixes=((0.8, 0.1, 0.1),))
     with pytest.raises(ValueError, match="unknown profile"):
         ab.settings_for("tpu")
+
+
+# ----------------------------------------------------------------------------- the masking mix
+
+@pytest.mark.parametrize("mix", [(0.0, 0.0, 1.0), (1.0, 0.0, 0.0), (0.8, 0.1, 0.1)])
+def test_mix_reaches_mask_tokens_through_pretrain_config(mix, cache):
+    """A 0/0/100 batch has no [MASK] (but for random tokens that hit its id); a 100/0/0 batch has
+    [MASK] at every chosen position; 80/10/10 about 80 %."""
+    m, same, r = mix
+    cfg = tiny(mask_fraction=m, same_fraction=same, random_fraction=r, objective="mlm")
+    data = pt.prepare_data(cfg, corpus=CORPUS, cache_dir=cache)
+    ex = pt.epoch_examples(data, cfg, 0)
+    batch = pt.make_batch(ex, data, cfg, torch.Generator().manual_seed(0))
+    chosen = batch["labels"] != IGNORE_INDEX
+    is_mask = batch["input_ids"] == data.mask_token_id
+    assert chosen.sum() > 20
+    assert not (is_mask & ~chosen).any()
+    if m == 0.0:  # no [MASK] but the random draws (uniform over the vocabulary) that land on its id
+        assert float(is_mask[chosen].double().mean()) < 5 / data.vocab_size
+    if m == 1.0:
+        assert is_mask[chosen].all()
+    if mix == (0.8, 0.1, 0.1):
+        assert 0.6 < float(is_mask[chosen].double().mean()) < 0.95
+
+
+def test_mix_fields_are_validated_and_part_of_the_run():
+    with pytest.raises(ValueError, match="must be 1"):
+        tiny(mask_fraction=0.5)
+    with pytest.raises(ValueError, match="probability"):
+        tiny(mask_fraction=1.2, same_fraction=-0.2, random_fraction=0.0)
+    for name in ("mask_fraction", "same_fraction", "random_fraction"):
+        assert name not in pt.PretrainConfig.RESUMABLE
+
+
+# ----------------------------------------------------------------------------- the learning check
+
+def test_learning_check_by_hand_and_at_the_boundary():
+    base = [True] * 10 + [False] * 90  # baseline 10 %
+    model = [True] * 30 + [False] * 70  # 30 %, and right wherever the baseline is
+    g = ab.learning_check(model, base)
+    d = torch.tensor(model, dtype=torch.float64) - torch.tensor(base, dtype=torch.float64)
+    z = float(d.mean() / (d.std() / math.sqrt(len(d))))
+    assert g["cloze_over_baseline"] == pytest.approx(3.0) and g["z"] == pytest.approx(z) and g["learned"]
+    at = ab.learning_check([True] * 15 + [False] * 85, base)  # exactly 1.5x, z = 5 / se
+    assert at["cloze_over_baseline"] == pytest.approx(ab.MIN_OVER_BASELINE)
+    assert at["learned"] == (at["z"] >= ab.MIN_Z)
+    below = ab.learning_check([True] * 14 + [False] * 86, base)
+    assert not below["learned"]
+    assert not ab.learning_check(model, base, nsp_accuracy=0.64)["learned"]
+    assert ab.learning_check(model, base, nsp_accuracy=0.65)["learned"]
+    with pytest.raises(ValueError, match="equal-length"):
+        ab.learning_check([True], [True, False])
+
+
+def test_unlearned_arm_gives_inconclusive_never_not_reproduced():
+    results = {"gates": {"a": {"learned": True}, "b": {"learned": False}}}
+    reversed_claim = ab.ordering_claim("k.x", "A beats B", [{"difference": -5.0, "se": 1.0}], 1.0, "points")
+    assert reversed_claim["status"] == "not reproduced at this scale"
+    gated = ab.gate_claim(reversed_claim, results, ["a", "b"])
+    assert gated["status"] == "inconclusive" and gated["unlearned"] == ["b"]
+    assert "`b` did not pass" in ab.gated_sentence(gated)
+    kept = ab.gate_claim(reversed_claim, results, ["a"])
+    assert kept["status"] == "not reproduced at this scale" and kept["unlearned"] == []
+
+
+def test_smoke_chapter_results_are_all_inconclusive(tmp_path, monkeypatch):
+    """At smoke no arm learns: every claim of chapter 11 is "inconclusive", none "not reproduced"."""
+    monkeypatch.setenv("BERTREPRO_CACHE_DIR", str(tmp_path))
+    s = ab.settings_for("smoke")
+    res = ab.run_ablation(s, seed=0, device="cpu", progress=False)
+    assert not any(g["learned"] for g in res["gates"].values())
+    claims = (ab.table5_claims(res, s) + ab.table6_claims(res, s) + ab.table8_claims(res, s)
+              + [ab.crossover_claim(res, k) for k in ("cloze", "probe")])
+    assert claims and all(c["status"] == "inconclusive" for c in claims)
+    # the curve has the snapshots of the runs, with FLOPs rising, and the per-run table adds up
+    for o, points in res["curves"].items():
+        assert len(points) >= 3 and [p["flops"] for p in points] == sorted(p["flops"] for p in points)
+    for row, r in zip(ab.arm_table(res), res["runs"].values()):
+        assert row["TFLOP"] * 1e12 == pytest.approx(r["steps"] * r["step_flops"])
 
 
 # ----------------------------------------------------------------------------- topic task loops

@@ -222,6 +222,29 @@ def test_render_scorecard():
     assert "No chapter recorded" in report.render_scorecard([])
 
 
+def test_scorecard_legend_explains_every_status():
+    md = report.render_scorecard(_sample_records())
+    legend = md[: md.index("## Claims")]
+    for status, meaning in report.STATUS_MEANINGS.items():
+        assert f"* **{status}** — {meaning}" in legend, status
+
+
+def test_table8_rows_and_the_papers_contrasts():
+    """Appendix C.2: six MASK/SAME/RND rows summing to 100 %; MASK-only is the worst feature-based
+    row (-0.9 F1 against 80/10/10) and RND-only is worse than 80/10/10 on every column."""
+    t8 = PAPER_TABLES["table8"]
+    assert len(t8.rows) == 6
+    for label, values in t8.rows:
+        assert sum(map(int, label.split("/"))) == 100 and len(values) == 3
+    feat = {label: t8.value(label, "NER (feature-based)") for label, _ in t8.rows}
+    assert min(feat, key=feat.get) == "100/0/0"
+    assert round(feat["80/10/10"] - feat["100/0/0"], 6) == 0.9
+    for col in t8.columns:
+        assert paper_value("table8", "80/10/10", col) > paper_value("table8", "0/0/100", col)
+    mnli = [t8.value(label, "MNLI") for label, _ in t8.rows]
+    assert round(max(mnli) - min(mnli), 6) <= 0.8  # "surprisingly robust" fine-tuning
+
+
 def test_render_summary():
     timings = {"chapters": {"01_a": {"seconds": 1.24, "status": "ok"}, "02_b": {"seconds": 3.0, "status": "failed"}},
                "html_seconds": 2.0}
@@ -264,7 +287,7 @@ def test_table6_trends_and_agreement_with_table5():
 
 
 def test_paper_value_errors_list_valid_names():
-    with pytest.raises(ValueError, match=r"valid tables are \['table1', 'table5', 'table6'\]"):
+    with pytest.raises(ValueError, match=r"valid tables are \['table1', 'table5', 'table6', 'table8'\]"):
         paper_value("table9", "BERT-base", "SST-2")
     with pytest.raises(ValueError, match="valid rows are"):
         paper_value("table1", "BERT-huge", "SST-2")

@@ -15,7 +15,12 @@ from ..model import BertForPreTraining
 from ..train.optim import autocast, eval_mode
 
 __all__ = ["CLOZE_MODES", "ARM_CLOZE_MODE", "ClozeItems", "word_token_mask", "make_cloze_items", "cloze_inputs",
-           "ClozeScores", "cloze_scores"]
+           "ClozeScores", "cloze_scores", "MIN_OVER_BASELINE", "MIN_Z", "MIN_NSP_BALANCED", "learning_check", "gate_note"]
+
+# The learning check of an arm: no verdict comes from a model that did not learn its own task.
+MIN_OVER_BASELINE = 1.5  # cloze accuracy at least this many times the most-frequent-word baseline's
+MIN_Z = 3.0  # ... and above it by at least this many standard errors (paired, same blanks)
+MIN_NSP_BALANCED = 0.65  # NSP arms: held-out balanced NSP accuracy (chance: 0.5)
 
 # How each model fills a cloze blank:
 #   bidirectional -- the word is replaced by [MASK]; the model reads both sides and predicts at its position;
@@ -179,3 +184,40 @@ def cloze_scores(model: BertForPreTraining, items: ClozeItems, mode: str, tokeni
                 logits = logits.masked_fill(~candidates.to(device), float("-inf"))
             preds.append(logits.argmax(-1).cpu())
     return ClozeScores(torch.cat(log_probs), torch.cat(preds))
+
+
+def learning_check(correct: Sequence[bool] | torch.Tensor, baseline_correct: Sequence[bool] | torch.Tensor,
+                   nsp_accuracy: float | None = None) -> dict[str, Any]:
+    r"""Did an arm learn? Its cloze against the most-frequent-word baseline on the same blanks.
+
+    ``cloze_over_baseline`` = accuracy / baseline accuracy; ``z`` = the paired difference over its
+    standard error, :math:`\bar d / \mathrm{SE}(\bar d)` with :math:`d_i` = model correct - baseline
+    correct on blank :math:`i` (:func:`bertrepro.stats.paired_difference`). ``learned`` needs
+    ``cloze_over_baseline >= MIN_OVER_BASELINE`` and ``z >= MIN_Z`` and, when ``nsp_accuracy`` (balanced,
+    held-out) is given, ``nsp_accuracy >= MIN_NSP_BALANCED``.
+    """
+    from ..stats import paired_difference
+
+    a = torch.as_tensor(correct, dtype=torch.float64)
+    b = torch.as_tensor(baseline_correct, dtype=torch.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.numel() < 2:
+        raise ValueError(f"correct and baseline_correct must be equal-length 1-d lists of >= 2 items, got shapes "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}")
+    d = paired_difference([a.tolist()], [b.tolist()])
+    base = float(b.mean())
+    ratio = float(a.mean()) / base if base > 0 else (math.inf if float(a.mean()) > 0 else 0.0)
+    z = d["difference"] / d["se"] if d["se"] > 0 else (math.inf if d["difference"] > 0 else 0.0)
+    nsp_ok = nsp_accuracy is None or nsp_accuracy >= MIN_NSP_BALANCED
+    return {"cloze": float(a.mean()), "baseline": base, "cloze_over_baseline": ratio, "z": z,
+            "nsp_balanced_accuracy": nsp_accuracy,
+            "learned": bool(ratio >= MIN_OVER_BASELINE and z >= MIN_Z and nsp_ok)}
+
+
+def gate_note(check: dict[str, Any]) -> str:
+    """Why an arm passed or failed its learning check, in one phrase."""
+    s = f"cloze {check['cloze_over_baseline']:.2f}x the baseline, z {check['z']:.1f}"
+    if check.get("nsp_balanced_accuracy") is not None:
+        s += f", NSP {100 * check['nsp_balanced_accuracy']:.1f} % balanced"
+    need = f"needs {MIN_OVER_BASELINE:g}x and z {MIN_Z:g}" + (
+        f" and NSP {100 * MIN_NSP_BALANCED:.0f} %" if check.get("nsp_balanced_accuracy") is not None else "")
+    return s + ("; " + need if not check["learned"] else "")

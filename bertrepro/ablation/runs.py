@@ -1,11 +1,11 @@
 """Chapter 11's runs: the settings of each profile, the pre-training runs they plan, training (or
-loading) them, and measuring every result once, cached as JSON.
+loading) them with their snapshots, and measuring every result once, cached as JSON.
 
 Every run's settings live in :data:`bertrepro.profiles.ABLATION` (one entry per profile); results
 are cached under ``bertrepro.profiles.cache_dir("ablation", profile, f"seed{seed}")`` and rebuilt
-when absent or when the settings change. To add an experiment: plan its runs in
-:func:`planned_runs`, measure it in a ``_measure_*`` function called by :func:`_measure`, and
-read it in :mod:`bertrepro.ablation.tables`.
+when absent or when the settings change. The MLM + NSP arm is chapter 09's run
+(:func:`bertrepro.pretrain.pretrained_model`); its kept checkpoints are the snapshots of the
+crossover curve. The measurements themselves are in :mod:`bertrepro.ablation.measure`.
 """
 from __future__ import annotations
 
@@ -16,41 +16,43 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import torch
 
-from ..finetune import BUDGETS, Budget, FinetuneConfig, encode_texts, extract_features, topic_task
+from ..finetune import BUDGETS, Budget
 from ..io import atomic_write_text, cache_dir
 from ..model import BertForPreTraining
-from ..params import count_parameters
-from ..pretrain import (EVAL_SEED, OBJECTIVES, PretrainConfig, PretrainData, load_or_train, masked_lm_nll, prepare_data,
-                        validation_examples)
-from ..profiles import ABLATION, PROFILES, check_profile
-from .cloze import ARM_CLOZE_MODE, cloze_scores, make_cloze_items, word_token_mask
-from .tables import OBJECTIVE_ARMS, finetune_rows, probe_rows, run_name, topic_encoder
+from ..pretrain import OBJECTIVES, PretrainConfig, load_or_train, pretrained_dir, prepare_data
+from ..profiles import ABLATION, PRETRAIN, PROFILES, check_profile
+from ..train.flops import mean_predictions, step_flops, steps_for_flops
+from .tables import OBJECTIVE_ARMS, run_name
 
 __all__ = ["AblationSettings", "SETTINGS", "settings_for", "pretrain_config", "differing_fields", "run_name",
-           "planned_runs", "ablation_dir", "TrainedRun", "train_or_load", "run_ablation", "load_run"]
+           "mix_name", "planned_runs", "ablation_dir", "TrainedRun", "train_or_load", "run_ablation", "load_run",
+           "snapshot_dirs", "equal_flop_ltr_steps"]
 
 
-
-
-
-
-
+def mix_name(mix: Sequence[float]) -> str:
+    """``(0.8, 0.1, 0.1)`` -> ``"80_10_10"`` (MASK_SAME_RND in percent, Table 8's rows)."""
+    return "_".join(str(round(100 * p)) for p in mix)
 
 
 @dataclass(frozen=True)
 class AblationSettings:
-    """What chapter 11 runs at one profile. Every pre-training run uses the same compute budget."""
+    """What chapter 11 runs at one profile (see :data:`bertrepro.profiles.ABLATION`)."""
 
-    profile: str  # smoke | cpu | gpu: the PretrainConfig preset the runs start from
-    steps: int  # optimizer steps of EVERY pre-training run (the schedule ends there)
-    warmup_steps: int  # linear warm-up of every run
-    arm_shape: tuple[int, int, int]  # (L, H, A) of the three Table 5 arms
-    sizes: tuple[tuple[int, int, int], ...]  # the Table 6 grid, smallest first; includes arm_shape (shared run)
-    pretrain_overrides: tuple[tuple[str, Any], ...] = ()  # PretrainConfig fields changed for every run
+    profile: str  # smoke | cpu | gpu: the PretrainConfig preset every run starts from
+    arm_shape: tuple[int, int, int]  # (L, H, A) of the Table 5 arms: chapter 09's shape
+    ltr_fraction: float  # the LTR arm stops at this fraction of its equal-FLOP schedule
+    ltr_snapshots: int  # kept LTR checkpoints (evenly spaced up to its stop)
+    mlm_max_steps: int | None  # where the MLM-only arm stops (None: chapter 09's whole schedule, which
+    # the NSP comparison of Table 5 needs: it compares the two final models at equal steps)
+    sizes: tuple[tuple[int, int, int], ...]  # the Table 6 grid (MLM + NSP), smallest first
+    table6_steps: int  # schedule of every Table 6 run (10 % warm-up)
+    table8_shape: tuple[int, int, int]  # the Table 8 runs' shape (MLM, no NSP)
+    table8_mixes: tuple[tuple[float, float, float], ...]  # MASK/SAME/RND rows; the first is the reference
+    table8_steps: int
     cloze_items: int = 2000  # held-out cloze items (one blank each)
     cloze_context: int = 4  # at least this many word pieces on EACH side of a blank
     probe_sizes: tuple[int | str, ...] = (10, "all")  # labeled articles per topic ("all": the whole pool)
@@ -61,25 +63,27 @@ class AblationSettings:
 
     def __post_init__(self) -> None:
         check_profile(self.profile)
-        if not (isinstance(self.steps, int) and self.steps > 0 and 0 <= self.warmup_steps < self.steps):
-            raise ValueError(f"need steps > 0 and 0 <= warmup_steps < steps, got steps={self.steps!r}, "
-                             f"warmup_steps={self.warmup_steps!r}")
-        for shape in (self.arm_shape, *self.sizes):
+        preset = PRETRAIN[self.profile]
+        ch09 = (preset["num_hidden_layers"], preset["hidden_size"], preset["num_attention_heads"])
+        if tuple(self.arm_shape) != ch09:
+            raise ValueError(f"arm_shape {self.arm_shape} must be chapter 09's shape {ch09}: the MLM + NSP arm "
+                             f"is chapter 09's run")
+        for shape in (self.arm_shape, self.table8_shape, *self.sizes):
             L, H, A = shape
             if min(L, H, A) < 1 or H % A:
                 raise ValueError(f"shape L/H/A = {L}/{H}/{A} is invalid: all must be positive and A must divide H")
-        if self.arm_shape not in self.sizes:
-            raise ValueError(f"the size grid {self.sizes} must contain the Table 5 shape {self.arm_shape} "
-                             f"(that run is shared between the two tables)")
         if len(set(self.sizes)) != len(self.sizes) or len(self.sizes) < 2:
             raise ValueError(f"the size grid needs at least two distinct shapes, got {self.sizes}")
-        names = {f.name for f in dataclasses.fields(PretrainConfig)}
-        fixed = {"objective", "num_hidden_layers", "hidden_size", "num_attention_heads", "total_steps",
-                 "warmup_steps", "max_steps", "seed", "profile"}
-        for k, _ in self.pretrain_overrides:
-            if k not in names or k in fixed:
-                raise ValueError(f"pretrain_overrides may not set {k!r}: it must be a PretrainConfig field other "
-                                 f"than {sorted(fixed)}")
+        if not 0 < self.ltr_fraction <= 1 or self.ltr_snapshots < 2:
+            raise ValueError(f"need 0 < ltr_fraction <= 1 and ltr_snapshots >= 2, got {self.ltr_fraction!r}, "
+                             f"{self.ltr_snapshots!r}")
+        if self.mlm_max_steps is not None and not 0 < self.mlm_max_steps <= preset["total_steps"]:
+            raise ValueError(f"mlm_max_steps must be None or in [1, {preset['total_steps']}], got {self.mlm_max_steps}")
+        for name in ("table6_steps", "table8_steps"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 2:
+                raise ValueError(f"{name} must be an int >= 2, got {getattr(self, name)!r}")
+        if len(self.table8_mixes) < 2 or len({mix_name(m) for m in self.table8_mixes}) != len(self.table8_mixes):
+            raise ValueError(f"Table 8 needs at least two distinct mixes, got {self.table8_mixes}")
         if self.cloze_items < 1 or self.cloze_context < 1:
             raise ValueError(f"need cloze_items >= 1 and cloze_context >= 1, got {self.cloze_items}, {self.cloze_context}")
         if self.probe_seeds < 1 or self.finetune_seeds < 1 or not self.learning_rates:
@@ -93,9 +97,8 @@ class AblationSettings:
         return BUDGETS[self.profile]
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["pretrain_overrides"] = dict(self.pretrain_overrides)
-        return d
+        return dataclasses.asdict(self)
+
 
 SETTINGS: dict[str, AblationSettings] = {p: AblationSettings(profile=p, **ABLATION[p]) for p in PROFILES}
 
@@ -105,18 +108,60 @@ def settings_for(profile: str) -> AblationSettings:
     return SETTINGS[check_profile(profile)]
 
 
-def pretrain_config(settings: AblationSettings, objective: str, shape: Sequence[int] | None = None, seed: int = 0,
-                    device: str | None = None):
-    """The :class:`~bertrepro.pretrain.PretrainConfig` of one run: the profile's preset, the shared
-    overrides, the run's objective and shape, and the ablation's step budget."""
+def _shape(config_shape: Sequence[int]) -> dict[str, int]:
+    L, H, A = config_shape
+    return dict(num_hidden_layers=L, hidden_size=H, num_attention_heads=A, intermediate_size=4 * H)
+
+
+def _short(settings: AblationSettings, objective: str, shape: Sequence[int], steps: int, seed: int,
+           device: str | None, **extra: Any) -> PretrainConfig:
+    """A Table 6 / Table 8 run: the profile's preset at ``shape`` on a ``steps``-step schedule."""
+    return PretrainConfig.for_profile(settings.profile, objective=objective, **_shape(shape), total_steps=steps,
+                                      warmup_steps=max(1, steps // 10), max_steps=None, checkpoint_every=steps,
+                                      keep_checkpoints=1, eval_every=0, seed=seed, device=device, **extra)
+
+
+def equal_flop_ltr_steps(settings: AblationSettings, seed: int = 0) -> dict[str, float]:
+    """The LTR schedule with the FLOPs of chapter 09's run, from counted predicted positions.
+
+    Returns ``mlm_predicted`` / ``ltr_predicted`` (positions per step, counted on epoch 0 of each
+    run's own data), ``mlm_step_flops`` / ``ltr_step_flops`` (:func:`bertrepro.train.flops.step_flops`),
+    ``ch09_flops`` and ``ltr_total_steps``.
+    """
+    base = PretrainConfig.for_profile(settings.profile, seed=seed)
+    ltr = dataclasses.replace(base, objective="ltr")
+    data = prepare_data(base)
+    bert = base.bert_config(data.vocab_size)
+    out = {"mlm_predicted": mean_predictions(data, base), "ltr_predicted": mean_predictions(data, ltr)}
+    B, T = base.batch_size, base.max_seq_length
+    out["mlm_step_flops"] = step_flops(bert, B, T, out["mlm_predicted"])
+    out["ltr_step_flops"] = step_flops(bert, B, T, out["ltr_predicted"])
+    out["ch09_flops"] = base.total_steps * out["mlm_step_flops"]
+    out["ltr_total_steps"] = steps_for_flops(out["ch09_flops"], out["ltr_step_flops"])
+    return out
+
+
+def pretrain_config(settings: AblationSettings, objective: str, seed: int = 0, device: str | None = None,
+                    ltr_total_steps: int | None = None) -> PretrainConfig:
+    """The configuration of one Table 5 arm.
+
+    ``mlm_nsp`` is chapter 09's preset itself; ``mlm`` differs in the objective (and where it stops,
+    ``mlm_max_steps``); ``ltr`` has the equal-FLOP schedule (``ltr_total_steps``, default
+    :func:`equal_flop_ltr_steps`), chapter 09's warm-up share, and stops at ``ltr_fraction`` of it.
+    """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; valid objectives are {', '.join(OBJECTIVES)}")
-    L, H, A = settings.arm_shape if shape is None else tuple(shape)
-    return PretrainConfig.for_profile(
-        settings.profile, **dict(settings.pretrain_overrides), objective=objective, num_hidden_layers=L,
-        hidden_size=H, num_attention_heads=A, intermediate_size=4 * H, total_steps=settings.steps,
-        warmup_steps=settings.warmup_steps, max_steps=None, checkpoint_every=settings.steps, eval_every=0,
-        seed=seed, device=device)
+    base = PretrainConfig.for_profile(settings.profile, seed=seed, device=device)
+    if objective == "mlm_nsp":
+        return base
+    if objective == "mlm":
+        return dataclasses.replace(base, objective="mlm", max_steps=settings.mlm_max_steps)
+    total = ltr_total_steps or int(equal_flop_ltr_steps(settings, seed)["ltr_total_steps"])
+    stop = max(settings.ltr_snapshots, math.ceil(settings.ltr_fraction * total))
+    return dataclasses.replace(base, objective="ltr", total_steps=total,
+                               warmup_steps=round(total * base.warmup_steps / base.total_steps), max_steps=stop,
+                               checkpoint_every=math.ceil(stop / settings.ltr_snapshots),
+                               keep_checkpoints=settings.ltr_snapshots + 1)
 
 
 def differing_fields(a, b) -> set[str]:
@@ -125,11 +170,18 @@ def differing_fields(a, b) -> set[str]:
     return {k for k in da if da[k] != db[k]}
 
 
-def planned_runs(settings: AblationSettings, seed: int = 0, device: str | None = None) -> dict[str, Any]:
-    """Every distinct pre-training run: the three Table 5 arms, then the rest of the size grid."""
-    runs = {run_name(o, settings.arm_shape): pretrain_config(settings, o, None, seed, device) for o in OBJECTIVE_ARMS}
+def planned_runs(settings: AblationSettings, seed: int = 0, device: str | None = None) -> dict[str, PretrainConfig]:
+    """Every pre-training run: the three Table 5 arms, the Table 6 grid, the Table 8 mixes."""
+    ltr_total = int(equal_flop_ltr_steps(settings, seed)["ltr_total_steps"])
+    runs = {run_name(o, settings.arm_shape): pretrain_config(settings, o, seed, device, ltr_total)
+            for o in OBJECTIVE_ARMS}
     for shape in settings.sizes:
-        runs.setdefault(run_name("mlm_nsp", shape), pretrain_config(settings, "mlm_nsp", shape, seed, device))
+        runs["t6-" + run_name("mlm_nsp", shape)] = _short(settings, "mlm_nsp", shape, settings.table6_steps, seed,
+                                                          device)
+    for mix in settings.table8_mixes:
+        m, s, r = mix
+        runs["t8-" + mix_name(mix)] = _short(settings, "mlm", settings.table8_shape, settings.table8_steps, seed,
+                                             device, mask_fraction=m, same_fraction=s, random_fraction=r)
     return runs
 
 
@@ -148,30 +200,52 @@ class TrainedRun:
     model_dir: Path
     metrics: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
+    @property
+    def output_dir(self) -> Path:
+        return self.model_dir.parent
+
+
+def _run_dir(settings: AblationSettings, name: str, config: PretrainConfig, seed: int) -> Path:
+    """Chapter 09's directory for the MLM + NSP arm (shared with chapters 09 and 10), else the ablation's."""
+    if name == run_name("mlm_nsp", settings.arm_shape):
+        return pretrained_dir(settings.profile, seed)
+    return ablation_dir(settings.profile, seed) / "runs" / name
+
 
 def train_or_load(name: str, config: PretrainConfig, out_dir: str | Path, progress: bool = True) -> TrainedRun:
     """The run's model from ``out_dir/model`` when complete and made with ``config``; otherwise
     pre-train it (resuming an interrupted run of the same configuration, restarting a stale one).
-    The lookup is :func:`bertrepro.pretrain.load_or_train`, the one chapter 09's model uses."""
-    r = load_or_train(config, out_dir, progress=progress, with_data=False)
+    Chapter 09's run is looked up exactly as :func:`bertrepro.pretrain.pretrained_model` does."""
+    out_dir = Path(out_dir)
+    ch09 = config.profile is not None and out_dir == pretrained_dir(config.profile, config.seed)
+    r = load_or_train(config, out_dir, cache_dir=out_dir.parent.parent if ch09 else None, progress=progress,
+                      with_data=False)
     return TrainedRun(name, r.config, r.model.eval(), r.evaluation, r.train_time_s if r.steps_run else None,
                       r.model_dir, r.metrics)
 
 
+def snapshot_dirs(output_dir: str | Path) -> dict[int, Path]:
+    """The run's kept checkpoints, ``{step: directory}`` in step order (its snapshots)."""
+    root = Path(output_dir) / "checkpoints"
+    dirs = sorted(p for p in root.glob("step-*") if p.is_dir()) if root.is_dir() else []
+    return {int(p.name.split("-")[1]): p for p in dirs}
+
+
 def _settings_key(settings: AblationSettings, seed: int, device: str) -> str:
-    blob = json.dumps({"settings": settings.to_dict(), "seed": seed, "device": torch.device(device).type, "format": 2},
+    blob = json.dumps({"settings": settings.to_dict(), "seed": seed, "device": torch.device(device).type, "format": 3},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def run_ablation(settings: AblationSettings, seed: int = 0, device: torch.device | str = "cpu", progress: bool = True,
                  rebuild: bool = False) -> dict[str, Any]:
-    """Train (or load) every run, then measure cloze, perplexity, probe and fine-tuning results.
+    """Train (or load) every run, then measure cloze, gates, curves, perplexity, probe and fine-tuning.
 
     The results go to ``ablation_dir(profile, seed)/results.json`` (atomically) and are returned from
-    there on the next call with the same settings, seed and device type. The trained models stay in
-    ``runs/<name>/model`` beside it (see :func:`load_run`).
+    there on the next call with the same settings, seed and device type.
     """
+    from .measure import measure
+
     device = str(device)
     root = ablation_dir(settings.profile, seed)
     path = root / "results.json"
@@ -182,10 +256,11 @@ def run_ablation(settings: AblationSettings, seed: int = 0, device: torch.device
             cached["cached"] = True
             return cached
     t0 = time.perf_counter()
-    runs = {name: train_or_load(name, cfg, root / "runs" / name, progress)
+    runs = {name: train_or_load(name, cfg, _run_dir(settings, name, cfg, seed), progress)
             for name, cfg in planned_runs(settings, seed, device).items()}
     t_train = time.perf_counter() - t0
-    results = _measure(runs, settings, seed, device, progress)
+    results = measure(runs, settings, seed, device, progress)
+    results["flops"] = equal_flop_ltr_steps(settings, seed)
     results.update(settings_key=key, settings=settings.to_dict(), seed=seed, device=torch.device(device).type,
                    seconds={"pretraining": t_train, "evaluation": time.perf_counter() - t0 - t_train})
     atomic_write_text(path, json.dumps(results))
@@ -199,75 +274,4 @@ def load_run(settings: AblationSettings, name: str, seed: int = 0, device: str |
     runs = planned_runs(settings, seed, device)
     if name not in runs:
         raise ValueError(f"unknown run {name!r}; the runs are {list(runs)}")
-    return train_or_load(name, runs[name], ablation_dir(settings.profile, seed) / "runs" / name, progress)
-
-
-def _runs_summary(runs: Mapping[str, TrainedRun]) -> dict[str, Any]:
-    return {name: {"objective": r.config.objective,
-                   "shape": [r.config.num_hidden_layers, r.config.hidden_size, r.config.num_attention_heads],
-                   "parameters": count_parameters(r.model.config), "steps": r.config.total_steps,
-                   "batch_size": r.config.batch_size, "max_seq_length": r.config.max_seq_length,
-                   "train_seconds": r.train_seconds, "evaluation": r.evaluation} for name, r in runs.items()}
-
-
-def _measure_cloze(runs: Mapping[str, TrainedRun], settings: AblationSettings, data: PretrainData,
-                   device: str) -> dict[str, Any]:
-    """Every Table 5 arm on the same held-out blanks, and the most-frequent-word baseline."""
-    tok, T = data.tokenizer, next(iter(runs.values())).config.max_seq_length
-    items = make_cloze_items(data.validation_documents, tok, T, settings.cloze_items, settings.cloze_context, EVAL_SEED)
-    word, _ = word_token_mask(tok)
-    frequent = int(data.token_counts.masked_fill(~word, 0).argmax())
-    cloze = {"items": len(items), "windows_length": T, "min_context": settings.cloze_context,
-             "baseline": {"token": tok.convert_ids_to_tokens([frequent])[0],
-                          "correct": (items.target == frequent).tolist()},
-             "scores": {}}
-    for o in OBJECTIVE_ARMS:
-        r = runs[run_name(o, settings.arm_shape)]
-        for mode in [ARM_CLOZE_MODE[o]] + (["left_only"] if o != "ltr" else []):
-            s = cloze_scores(r.model, items, mode, tok, device=device, candidates=word)
-            cloze["scores"][f"{o}:{mode}"] = {"correct": s.correct(items.target).tolist(), "log_prob": s.log_prob.tolist()}
-    return cloze
-
-
-def _measure_mlm(runs: Mapping[str, TrainedRun], data: PretrainData, device: str) -> dict[str, Any]:
-    """Held-out masked-LM perplexity of every masked run, per token (for paired comparisons)."""
-    examples = validation_examples(data, next(iter(runs.values())).config)
-    out = {}
-    for name, r in runs.items():
-        if r.config.objective == "ltr":
-            continue
-        nll = masked_lm_nll(r.model, examples, data, r.config, device=device)
-        out[name] = {"nll": nll.tolist(), "perplexity": math.exp(float(nll.mean())),
-                     "pretrain_perplexity": r.evaluation.get("mlm_perplexity")}
-    return out
-
-
-def _measure_topic(runs: Mapping[str, TrainedRun], settings: AblationSettings, data: PretrainData, device: str,
-                   progress: bool) -> dict[str, Any]:
-    """The topic task: a probe on every run's features, fine-tuning of the Table 5 arms."""
-    b = settings.budget
-    task = topic_task(dev_per_class=b.dev_per_class, max_per_class=b.max_per_class)
-    encoded = {s: encode_texts(data.tokenizer, task.split(s)["texts"], b.max_seq_length) for s in ("pool", "dev", "test")}
-    encoders = {name: topic_encoder(r.model, r.config.objective) for name, r in runs.items()}
-    features = {name: {s: extract_features(enc, encoded[s], ("mean",), device=device, progress=False)["mean"]
-                       for s in ("pool", "dev", "test")} for name, enc in encoders.items()}
-    probe = probe_rows(features, task, settings.probe_sizes, settings.probe_seeds, b.l2_grid, progress)
-    ft_config = FinetuneConfig(batch_size=b.batch_size, epochs=b.epochs, min_steps=b.min_steps,
-                               max_seq_length=b.max_seq_length)
-    arm_encoders = {run_name(o, settings.arm_shape): encoders[run_name(o, settings.arm_shape)] for o in OBJECTIVE_ARMS}
-    finetune = finetune_rows(arm_encoders, encoded, task, settings.finetune_sizes, settings.finetune_seeds,
-                             settings.learning_rates, ft_config, device, progress)
-    return {"labels": list(task.label_names), "counts": task.counts(), "pooling": "mean", "rows": probe + finetune}
-
-
-def _measure(runs: Mapping[str, TrainedRun], settings: AblationSettings, seed: int, device: str,
-             progress: bool) -> dict[str, Any]:
-    """Every measurement of the ablation; a new experiment adds a ``_measure_*`` part here."""
-    data = prepare_data(next(iter(runs.values())).config)
-    vocab = Path(data.vocab_path).read_text()
-    for r in runs.values():
-        if (r.model_dir / "vocab.txt").read_text() != vocab:
-            raise ValueError(f"run {r.name} was trained with another vocabulary than {data.vocab_path}; "
-                             f"delete {r.model_dir.parent} and run again")
-    return {"runs": _runs_summary(runs), "cloze": _measure_cloze(runs, settings, data, device),
-            "mlm": _measure_mlm(runs, data, device), "topic": _measure_topic(runs, settings, data, device, progress)}
+    return train_or_load(name, runs[name], _run_dir(settings, name, runs[name], seed), progress)

@@ -13,7 +13,7 @@ from ..finetune import FinetuneConfig, TopicTask, finetune_points, probe_curve, 
 from ..labels import ARM_LABELS
 from ..model import BertForPreTraining, BertModel, left_to_right
 from ..report import PAPER_TABLES, paper_value
-from ..stats import mean_se, ordering_claim, paired_difference
+from ..stats import claim_sentence, mean_se, ordering_claim, paired_difference
 from .cloze import ARM_CLOZE_MODE
 
 if TYPE_CHECKING:  # runs.py imports this module
@@ -21,12 +21,35 @@ if TYPE_CHECKING:  # runs.py imports this module
 
 __all__ = ["OBJECTIVE_ARMS", "PAPER_ROWS", "PAPER_TABLE5_COLUMNS", "PAPER_TABLE6_COLUMNS", "topic_encoder",
            "probe_rows", "finetune_rows", "table5_summary", "table6_summary", "table5_claims", "table6_claims",
-           "paper_difference", "plot_table5", "plot_table6"]
+           "paper_difference", "plot_table5", "plot_table6", "gate_claim", "gated_sentence", "table6_name"]
 
 OBJECTIVE_ARMS = ("mlm_nsp", "mlm", "ltr")
 PAPER_ROWS = {"mlm_nsp": "BERT-base", "mlm": "No NSP", "ltr": "LTR & No NSP"}  # rows of report's table5
 PAPER_TABLE5_COLUMNS = ("MNLI-m", "QNLI", "MRPC", "SST-2")  # the classification columns of Table 5
 PAPER_TABLE6_COLUMNS = ("MNLI-m", "MRPC", "SST-2")
+
+
+def gate_claim(claim: dict[str, Any], results: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """No verdict from an arm that did not learn: a claim involving one gets status "inconclusive"
+    (its measured difference and verdict stay, for the reader), with the arms named in ``unlearned``."""
+    unlearned = [n for n in dict.fromkeys(names) if not results["gates"][n]["learned"]]
+    claim = {**claim, "unlearned": unlearned}
+    if unlearned:
+        claim["status"] = "inconclusive"
+    return claim
+
+
+def gated_sentence(claim: Mapping[str, Any]) -> str:
+    """:func:`bertrepro.stats.claim_sentence`, naming the arms that failed their learning check."""
+    s = claim_sentence(claim)
+    if claim.get("unlearned"):
+        s += " No verdict: " + ", ".join(f"`{n}`" for n in claim["unlearned"]) + " did not pass its learning check."
+    return s
+
+
+def table6_name(shape: Sequence[int]) -> str:
+    """The name of one Table 6 run, e.g. ``t6-mlm_nsp-L1-H64-A2``."""
+    return "t6-" + run_name("mlm_nsp", shape)
 
 
 def run_name(objective: str, shape: Sequence[int]) -> str:
@@ -104,10 +127,12 @@ def table5_summary(results: Mapping[str, Any], settings: AblationSettings) -> li
     for o in OBJECTIVE_ARMS:
         name = run_name(o, settings.arm_shape)
         row = {"objective": o, "label": ARM_LABELS[o], "paper_row": PAPER_ROWS[o], "run": name}
-        row["cloze"] = mean_se([results["cloze"]["scores"][f"{o}:{ARM_CLOZE_MODE[o]}"]["correct"]])
-        left = results["cloze"]["scores"].get(f"{o}:left_only") or results["cloze"]["scores"][f"{o}:left_to_right"]
+        sc = results["cloze"]["scores"]
+        row["cloze"] = mean_se([sc[f"{name}:{ARM_CLOZE_MODE[o]}"]["correct"]])
+        left = sc.get(f"{name}:left_only") or sc[f"{name}:left_to_right"]
         row["cloze_left_context"] = mean_se([left["correct"]])
-        row["cloze_nll"] = -float(torch.tensor(results["cloze"]["scores"][f"{o}:{ARM_CLOZE_MODE[o]}"]["log_prob"]).mean())
+        row["cloze_nll"] = -float(torch.tensor(sc[f"{name}:{ARM_CLOZE_MODE[o]}"]["log_prob"]).mean())
+        row["learned"] = results["gates"][name]["learned"]
         for size in settings.probe_sizes:
             row[f"probe@{size}"] = mean_se(_correct(results, name, "probe", size))
         for size in settings.finetune_sizes:
@@ -120,8 +145,8 @@ def table6_summary(results: Mapping[str, Any], settings: AblationSettings) -> li
     """One row per size (smallest first): parameters, held-out MLM perplexity, probe accuracy."""
     rows = []
     for shape in settings.sizes:
-        name = run_name("mlm_nsp", shape)
-        row = {"shape": "/".join(map(str, shape)), "run": name, "parameters": results["runs"][name]["parameters"],
+        name = table6_name(shape)
+        row = {"learned": results["gates"][name]["learned"], "shape": "/".join(map(str, shape)), "run": name, "parameters": results["runs"][name]["parameters"],
                "perplexity": results["mlm"][name]["perplexity"],
                "pretrain_perplexity": results["mlm"][name]["pretrain_perplexity"]}
         nll = torch.tensor(results["mlm"][name]["nll"], dtype=torch.float64)
@@ -158,8 +183,9 @@ def table5_claims(results: Mapping[str, Any], settings: AblationSettings) -> lis
     bi = paper_difference("table5", PAPER_ROWS["mlm"], PAPER_ROWS["ltr"], PAPER_TABLE5_COLUMNS)
     nsp = paper_difference("table5", PAPER_ROWS["mlm_nsp"], PAPER_ROWS["mlm"], PAPER_TABLE5_COLUMNS)
     p, f = _claim_size(settings), settings.finetune_sizes[0]
-    cloze = _points(paired_difference([cz["mlm:bidirectional"]["correct"]], [cz["ltr:left_to_right"]["correct"]]))
-    return [
+    cloze = _points(paired_difference([cz[f"{arm['mlm']}:bidirectional"]["correct"]],
+                                      [cz[f"{arm['ltr']}:left_to_right"]["correct"]]))
+    claims = [
         ordering_claim("table5.cloze.bidirectional_minus_ltr",
                        "A bidirectional MLM fills held-out blanks better than a left-to-right LM", [cloze], None, "points"),
         ordering_claim("table5.probe.bidirectional_minus_ltr",
@@ -175,6 +201,8 @@ def table5_claims(results: Mapping[str, Any], settings: AblationSettings) -> lis
                        f"NSP helps: BERT beats No NSP (fine-tuned, {f} labels per topic)",
                        [_topic_difference(results, arm["mlm_nsp"], arm["mlm"], "finetune", f)], nsp, "points"),
     ]
+    pairs = [("mlm", "ltr")] * 3 + [("mlm_nsp", "mlm")] * 2
+    return [gate_claim(c, results, [arm[a], arm[b]]) for c, (a, b) in zip(claims, pairs)]
 
 
 def _perplexity_difference(results, a: str, b: str) -> dict[str, float]:
@@ -194,13 +222,13 @@ def table6_claims(results: Mapping[str, Any], settings: AblationSettings) -> lis
     The value is the end-to-end difference (smallest vs largest); the paper's, that of its first and
     last rows (3/768/12 and 24/1024/16; accuracy: mean over MNLI-m, MRPC, SST-2).
     """
-    names = [run_name("mlm_nsp", s) for s in settings.sizes]
+    names = [table6_name(s) for s in settings.sizes]
     paper_rows = [r for r, _ in PAPER_TABLES["table6"].rows]
     paper_ppl = paper_difference("table6", paper_rows[0], paper_rows[-1], ("LM ppl",))
     paper_acc = paper_difference("table6", paper_rows[-1], paper_rows[0], PAPER_TABLE6_COLUMNS)
     p = _claim_size(settings)
     pairs = list(zip(names, names[1:]))
-    return [
+    claims = [
         ordering_claim("table6.ppl.smallest_minus_largest", "Held-out MLM perplexity falls at every step up the size grid",
                        [_perplexity_difference(results, s, b) for s, b in pairs], paper_ppl, "perplexity",
                        overall=_perplexity_difference(results, names[0], names[-1])),
@@ -209,6 +237,7 @@ def table6_claims(results: Mapping[str, Any], settings: AblationSettings) -> lis
                        [_topic_difference(results, b, s, "probe", p) for s, b in pairs], paper_acc, "points",
                        overall=_topic_difference(results, names[-1], names[0], "probe", p)),
     ]
+    return [gate_claim(c, results, names) for c in claims]
 
 
 def paper_difference(table: str, row_a: str, row_b: str, columns: Sequence[str]) -> float:
@@ -221,7 +250,7 @@ def plot_table5(summary: Sequence[Mapping[str, Any]], metrics: Sequence[tuple[st
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(8, 4))
+        _, ax = plt.subplots(figsize=(7.4, 3.6))
     colors = {"mlm_nsp": "tab:blue", "mlm": "tab:orange", "ltr": "tab:gray"}
     width = 0.8 / len(summary)
     for j, row in enumerate(summary):
@@ -230,11 +259,11 @@ def plot_table5(summary: Sequence[Mapping[str, Any]], metrics: Sequence[tuple[st
         errs = [100 * sigmas * row[k][1] for _, k in metrics]
         ax.bar(xs, means, width, yerr=errs, capsize=3, color=colors[row["objective"]], label=row["label"])
     ax.set_xticks(range(len(metrics)))
-    ax.set_xticklabels([m for m, _ in metrics], fontsize=8)
+    ax.set_xticklabels([m for m, _ in metrics], fontsize=9)
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"Table 5 analog: equal compute, different objectives (error bars ±{sigmas:g} SE)", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     return ax
 
 
@@ -246,18 +275,18 @@ def plot_table6(summary: Sequence[Mapping[str, Any]], probe_key: str, paper=None
     import matplotlib.pyplot as plt
 
     if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+        _, axes = plt.subplots(1, 2, figsize=(7.4, 3.4))
     n = [r["parameters"] for r in summary]
     ax = axes[0]
     ax.errorbar(n, [r["perplexity"] for r in summary], yerr=[sigmas * r["perplexity_se"] for r in summary],
                 marker="o", capsize=3, label="ours (held-out MLM)")
     for r in summary:
-        ax.annotate(r["shape"], (r["parameters"], r["perplexity"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.annotate(r["shape"], (r["parameters"], r["perplexity"]), fontsize=9, xytext=(3, 3), textcoords="offset points")
     handles, labels = ax.get_legend_handles_labels()
     if paper:
         ax2 = ax.twinx()
         ax2.plot([p for p, _ in paper], [v for _, v in paper], "s--", color="tab:red", label="paper, Table 6 (right axis)")
-        ax2.set_ylabel("paper LM ppl", color="tab:red", fontsize=8)
+        ax2.set_ylabel("paper LM ppl", color="tab:red", fontsize=9)
         ax2.set_xscale("log")
         h2, l2 = ax2.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2
@@ -265,7 +294,7 @@ def plot_table6(summary: Sequence[Mapping[str, Any]], probe_key: str, paper=None
     ax.set_xlabel("parameters (BertModel)")
     ax.set_ylabel("held-out MLM perplexity")
     ax.grid(alpha=0.3)
-    ax.legend(handles, labels, fontsize=7, loc="lower center")
+    ax.legend(handles, labels, fontsize=9, loc="lower center")
     ax = axes[1]
     ax.errorbar(n, [100 * r[probe_key][0] for r in summary], yerr=[100 * sigmas * r[probe_key][1] for r in summary],
                 marker="o", capsize=3, color="tab:green")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
 from ..config import BertConfig
+from ..masking import _check_mix
 from ..profiles import PRETRAIN, check_profile
 from ..train.optim import PRECISIONS
 
@@ -36,6 +37,9 @@ class PretrainConfig:
     short_seq_prob: float = 0.1  # probability of a shorter target length (create_pretraining_data.py)
     mlm_probability: float = 0.15  # fraction of positions chosen for the masked LM (§3.1)
     max_predictions_per_seq: int = 20  # cap on chosen positions per sequence (the original's default)
+    mask_fraction: float = 0.8  # of the chosen positions: replaced by [MASK] (Appendix C.2, "MASK")
+    same_fraction: float = 0.1  # left unchanged ("SAME")
+    random_fraction: float = 0.1  # replaced by a random token ("RND"); the three add up to 1
     objective: str = "mlm_nsp"  # mlm_nsp (BERT) | mlm (No NSP) | ltr (left-to-right LM, no NSP); §5.1
     # -- model --
     num_hidden_layers: int = 12  # L
@@ -114,6 +118,7 @@ class PretrainConfig:
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {v!r}")
+        _check_mix(self.mask_fraction, self.same_fraction, self.random_fraction)
         if not 0.0 < self.mlm_probability < 1.0:
             raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability!r}")
         if self.hidden_size % self.num_attention_heads:

@@ -170,7 +170,9 @@ def _mask(examples: Examples, data: PretrainData, config: PretrainConfig,
     return mask_tokens(examples.input_ids, examples.special_tokens_mask, vocab_size=data.vocab_size,
                        mask_token_id=data.mask_token_id, pad_token_id=data.pad_token_id,
                        mlm_probability=config.mlm_probability, max_predictions=config.max_predictions_per_seq,
-                       generator=generator, attention_mask=examples.attention_mask)
+                       generator=generator, attention_mask=examples.attention_mask,
+                       mask_fraction=config.mask_fraction, same_fraction=config.same_fraction,
+                       random_fraction=config.random_fraction)
 
 
 def epoch_examples(data: PretrainData, config: PretrainConfig, epoch: int) -> Examples:

@@ -5,14 +5,16 @@ training step costs three forward passes (the backward pass about twice the forw
 """
 from __future__ import annotations
 
+import math
 import time
+from typing import Any, Sequence
 
 import torch
 
 from ..config import BertConfig
 
 __all__ = ["forward_flops", "mlm_head_flops", "train_step_flops", "flops_per_token", "estimate_mfu",
-           "measure_peak_flops"]
+           "measure_peak_flops", "step_flops", "run_flops", "steps_for_flops", "count_step_flops", "mean_predictions"]
 
 
 def forward_flops(config: BertConfig, batch: int, seq: int, pooler: bool = True) -> int:
@@ -98,3 +100,75 @@ def measure_peak_flops(device: torch.device | str = "cuda", dtype: torch.dtype =
             _sync(device)
             best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best
+
+
+# ---------------------------------------------------------------------------------------------
+# The one counter of chapter 11: FLOPs of a pre-training step from its counted predicted positions
+# ---------------------------------------------------------------------------------------------
+
+def step_flops(config: BertConfig, batch_size: int, seq_len: int, predicted: float) -> float:
+    r"""Matmul FLOPs of one pre-training step (forward + backward) with ``predicted`` output rows.
+
+    :func:`train_step_flops` with a real-valued number of predicted positions (the batch's
+    non-ignored labels, summed over its ``batch_size`` sequences): the encoder and pooler on
+    :math:`B \cdot T` tokens, the vocabulary head :math:`2(H^2 + HV)` per predicted row, the NSP
+    classifier, all times 3. Every objective is counted with this one formula; what differs is
+    ``predicted`` (about 15 % of the real tokens for the masked LM, every real next token for LTR).
+    """
+    if not predicted >= 0:
+        raise ValueError(f"predicted must be >= 0 (output rows per step), got {predicted!r}")
+    fwd = forward_flops(config, batch_size, seq_len) + 2 * batch_size * config.hidden_size * 2
+    return 3.0 * (fwd + predicted * mlm_head_flops(config, 1))
+
+
+def run_flops(config: BertConfig, batch_size: int, seq_len: int, predicted_per_step: Sequence[float]) -> float:
+    """Cumulative FLOPs of a run whose step ``i`` predicted ``predicted_per_step[i]`` positions."""
+    return sum(step_flops(config, batch_size, seq_len, p) for p in predicted_per_step)
+
+
+def steps_for_flops(target_flops: float, flops_per_step: float) -> int:
+    """The number of steps whose FLOPs come closest to ``target_flops`` (at least 1)."""
+    if not (target_flops > 0 and flops_per_step > 0):
+        raise ValueError(f"need target_flops > 0 and flops_per_step > 0, got {target_flops!r}, {flops_per_step!r}")
+    return max(1, round(target_flops / flops_per_step))
+
+
+def count_step_flops(model: torch.nn.Module, batch: dict[str, torch.Tensor], is_causal: bool) -> int:
+    r"""FLOPs of one forward + backward pass measured by ``torch.utils.flop_counter.FlopCounterMode``.
+
+    The model runs with ``output_attentions=True``, i.e. through the explicit attention path
+    (``softmax(QK^T) V`` as matmuls): FlopCounterMode counts **nothing** for CPU
+    ``F.scaled_dot_product_attention`` (the fast path), which would under-count by the attention
+    term :math:`12\,L\,B\,T^2 H`. The loss is a sum of the logits at the labelled rows, so the
+    head is gathered as in pre-training (only those rows are projected onto the vocabulary).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    labels = batch["labels"]
+    with FlopCounterMode(display=False) as counter:
+        out = model.bert(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], is_causal=is_causal,
+                         output_attentions=True)
+        h = out.last_hidden_state[labels != -100]  # (n_pred, H)
+        loss = model.cls.predictions(h).sum() + model.cls.seq_relationship(out.pooler_output).sum()
+        loss.backward()
+    return int(counter.get_total_flops())
+
+
+def mean_predictions(data: Any, config: Any, epochs: int = 1) -> float:
+    """Predicted positions per optimizer step, counted on the run's own batches.
+
+    The first ``epochs`` epochs of ``config``'s data (:func:`bertrepro.pretrain.epoch_examples`,
+    masked or labelled by :func:`bertrepro.pretrain.make_batch` exactly as the run does) are labelled
+    and their non-ignored labels counted; the mean per sequence times the batch size is returned.
+    """
+    from ..pretrain import epoch_examples, make_batch
+
+    total, sequences = 0, 0
+    g = torch.Generator().manual_seed(config.seed)
+    for epoch in range(epochs):
+        batch = make_batch(epoch_examples(data, config, epoch), data, config, g)
+        total += int((batch["labels"] != -100).sum())
+        sequences += batch["labels"].shape[0]
+    if sequences == 0:
+        raise ValueError("the run's data has no training examples")
+    return total / sequences * config.batch_size
