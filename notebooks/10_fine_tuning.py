@@ -189,7 +189,7 @@ t0 = time.perf_counter()
 with contextlib.redirect_stdout(io.StringIO()):
     ch09 = pretrained_model(run.profile, run.seed, device=str(run.device))
 print(
-    f"chapter-09 model: {ch09.model_dir} "
+    f"chapter-09 model: cache/{'/'.join(ch09.model_dir.parts[-4:])} "
     f"({'trained now' if ch09.steps_run else 'loaded from the cache'}, "
     f"{time.perf_counter() - t0:.1f} s); held-out masked-LM accuracy "
     f"{ch09.evaluation.get('mlm_accuracy', float('nan')):.3f}"

