@@ -43,6 +43,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from .io import atomic_write_text  # the package's one atomic writer
 
 __all__ = [
+    "markdown_table",
     "STATUSES",
     "NO_VERDICT_STATUSES",
     "STATUS_MEANINGS",
@@ -359,6 +360,25 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: Sequence[str] | None = None) -> str:
+    """A Markdown table: ``header`` names the columns, each row gives one cell per column (``str(cell)``).
+
+    ``align`` gives each column's divider (``"---"`` left, ``"--:"`` right); cells are escaped, so a
+    ``|`` or a newline inside one cannot break the table.
+    """
+    header = list(header)
+    dividers = list(align) if align is not None else ["---"] * len(header)
+    if len(dividers) != len(header):
+        raise ValueError(f"align has {len(dividers)} entries for {len(header)} columns")
+    lines = ["| " + " | ".join(_cell(str(h)) for h in header) + " |", "|" + "|".join(dividers) + "|"]
+    for row in rows:
+        row = list(row)
+        if len(row) != len(header):
+            raise ValueError(f"a row has {len(row)} cells for {len(header)} columns: {row!r}")
+        lines.append("| " + " | ".join(_cell(str(c)) for c in row) + " |")
+    return "\n".join(lines)
+
+
 def scorecard_json(records: Sequence[Record], profile: str | None = None) -> dict[str, Any]:
     """The machine-readable scorecard: counts by status plus every record."""
     return {
@@ -373,16 +393,17 @@ def write_scorecard(records: Sequence[Record], path: str | os.PathLike, profile:
     return atomic_write_text(path, json.dumps(scorecard_json(records, profile), indent=1) + "\n")
 
 
+def _paper_cell(r: Record) -> str:
+    paper = format_value(r.paper)
+    if r.paper is not None and r.tolerance is not None:
+        paper += f" ± {format_value(r.tolerance)}"
+    return paper
+
+
 def _claims_table(records: Sequence[Record], link_chapters: bool) -> str:
-    lines = ["| Claim | Paper | Ours | Status | Chapter |", "|---|---|---|---|---|"]
-    for r in records:
-        claim = f"`{r.key}`" + (f" — {_cell(r.note)}" if r.note else "")
-        paper = format_value(r.paper)
-        if r.paper is not None and r.tolerance is not None:
-            paper += f" ± {format_value(r.tolerance)}"
-        chapter = f"[{r.chapter}]({r.chapter}.ipynb)" if link_chapters else r.chapter
-        lines.append(f"| {claim} | {_cell(paper)} | {_cell(format_value(r.value))} | {r.status} | {chapter} |")
-    return "\n".join(lines)
+    rows = [(f"`{r.key}`" + (f" — {r.note}" if r.note else ""), _paper_cell(r), format_value(r.value), r.status,
+             f"[{r.chapter}]({r.chapter}.ipynb)" if link_chapters else r.chapter) for r in records]
+    return markdown_table(["Claim", "Paper", "Ours", "Status", "Chapter"], rows)
 
 
 def _chapter_tables(records: Sequence[Record]) -> str:
@@ -397,14 +418,10 @@ def _chapter_tables(records: Sequence[Record]) -> str:
     parts: list[str] = []
     for chapter, recs in by_chapter.items():
         parts += [f"### [{chapter}]({chapter}.ipynb)", "", f"{_counts_line(recs)}.", "",
-                  "| Status | Ours | Paper | Claim |", "|---|--:|--:|---|"]
-        for r in recs:
-            paper = format_value(r.paper)
-            if r.paper is not None and r.tolerance is not None:
-                paper += f" ± {format_value(r.tolerance)}"
-            claim = f"`{r.key}`" + (f": {_cell(r.note)}" if r.note else "")
-            parts.append(f"| {r.status} | {_cell(format_value(r.value))} | {_cell(paper)} | {claim} |")
-        parts.append("")
+                  markdown_table(["Status", "Ours", "Paper", "Claim"],
+                                 [(r.status, format_value(r.value), _paper_cell(r),
+                                   f"`{r.key}`" + (f": {r.note}" if r.note else "")) for r in recs],
+                                 align=["---", "--:", "--:", "---"]), ""]
     return "\n".join(parts).rstrip("\n")
 
 

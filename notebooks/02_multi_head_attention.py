@@ -65,7 +65,7 @@ from bertrepro.attention import (
 )
 from bertrepro.checkpoints import from_hf, minilm_dir
 from bertrepro.config import BertConfig
-from bertrepro.report import record
+from bertrepro.report import markdown_table, record
 from bertrepro.tokenization import WordPieceTokenizer, bert_uncased_vocab_path
 
 # hidden size and heads (cpu, gpu: BERT-base)
@@ -75,11 +75,6 @@ hs = H // A  # head size
 g = run.generator()
 
 
-def md_table(header, rows):
-    """A Markdown table from a header and rows of cells."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return Markdown("\n".join(lines))
 
 
 # %% [markdown]
@@ -100,7 +95,7 @@ heads_rows = [
 ]
 tb_h, tb_a = transformer_base["H"], transformer_base["A"]
 heads_rows.append(("Transformer base (not BERT)", tb_h, tb_a, tb_h // tb_a))
-display(md_table(["model", "H", "A", "head size H/A"], heads_rows))
+display(Markdown(markdown_table(["model", "H", "A", "head size H/A"], heads_rows)))
 record(
     "mha.heads.base",
     BertConfig.base().num_attention_heads,
@@ -305,9 +300,11 @@ for a in [d for d in range(1, 17) if H % d == 0]:
         m(x, output_attentions=True)
     flops[a] = fc.get_total_flops()
 display(
-    md_table(
-        ["heads A", "head size", "parameters", "FLOPs (one forward)"],
-        [(a, H // a, f"{counts[a]:,}", f"{flops[a]:,}") for a in counts],
+    Markdown(
+        markdown_table(
+            ["heads A", "head size", "parameters", "FLOPs (one forward)"],
+            [(a, H // a, f"{counts[a]:,}", f"{flops[a]:,}") for a in counts],
+        )
     )
 )
 assert set(counts.values()) == {closed_form}

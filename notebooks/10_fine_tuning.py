@@ -102,7 +102,7 @@ from bertrepro.finetune import (
     training_indices,
 )
 from bertrepro.pretrain import pretrained_model
-from bertrepro.report import record
+from bertrepro.report import markdown_table, record
 
 budget = BUDGETS[run.profile]
 chapter_start = time.perf_counter()
@@ -555,12 +555,13 @@ table["size"] = table["size"].astype(str)
 # the learning rates chosen on dev (first seed)
 display(
     Markdown(
-        "| arm | size | learning rate | steps | dev accuracy by learning rate |\n"
-        "|---|---|---|---|---|\n"
-        + "\n".join(
-            f"| {c['arm']} | {c['size']} | {c['learning rate']:g} | {c['steps']} | "
-            f"{c['dev accuracy by learning rate']} |"
-            for c in chosen.to_dict("records")
+        markdown_table(
+            ["arm", "size", "learning rate", "steps", "dev accuracy by learning rate"],
+            [
+                (c["arm"], c["size"], f"{c['learning rate']:g}", c["steps"],
+                 c["dev accuracy by learning rate"])
+                for c in chosen.to_dict("records")
+            ],
         )
     )
 )
@@ -597,13 +598,15 @@ for regime in ("probe", "finetune"):
                 checks.append(compare(summary, arm, "random", regime, size))
 display(
     Markdown(
-        "| regime | arm | size | arm accuracy | random | difference | 2 SE | helps |\n"
-        "|---|---|---|---|---|---|---|---|\n"
-        + "\n".join(
-            f"| {c['regime']} | {c['arm']} | {c['size']} | {c['arm_mean']:.3f} | "
-            f"{c['baseline_mean']:.3f} | {c['difference']:+.3f} | "
-            f"{2 * c['standard_error']:.3f} | {'yes' if c['helps'] else 'no'} |"
-            for c in checks
+        markdown_table(
+            ["regime", "arm", "size", "arm accuracy", "random", "difference", "2 SE",
+             "helps"],
+            [
+                (c["regime"], c["arm"], c["size"], f"{c['arm_mean']:.3f}",
+                 f"{c['baseline_mean']:.3f}", f"{c['difference']:+.3f}",
+                 f"{2 * c['standard_error']:.3f}", "yes" if c["helps"] else "no")
+                for c in checks
+            ],
         )
     )
 )

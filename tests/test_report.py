@@ -293,3 +293,14 @@ def test_paper_value_errors_list_valid_names():
         paper_value("table1", "BERT-huge", "SST-2")
     with pytest.raises(ValueError, match="valid columns are"):
         paper_value("table1", "BERT-base", "SQuAD")
+
+
+def test_markdown_table_escapes_cells_and_checks_widths():
+    from bertrepro.report import markdown_table
+
+    text = markdown_table(["a", "b"], [(1, "x|y"), ("two\nlines", 2.5)], align=["---", "--:"])
+    assert text.splitlines() == ["| a | b |", "|---|--:|", "| 1 | x\\|y |", "| two lines | 2.5 |"]
+    with pytest.raises(ValueError, match="a row has 1 cells for 2 columns"):
+        markdown_table(["a", "b"], [(1,)])
+    with pytest.raises(ValueError, match="align has 1 entries for 2 columns"):
+        markdown_table(["a", "b"], [], align=["---"])
