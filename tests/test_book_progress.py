@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import threading
 import time
@@ -113,8 +114,10 @@ def _feed(status: Path, stop: threading.Event) -> None:
     n = 0
     while not stop.is_set():
         n += 1
-        status.write_text(json.dumps({"desc": "pretraining", "n": n, "total": 1000, "unit": "step",
-                                      "postfix": f"loss={5 - n / 100:.2f}"}))
+        tmp = status.with_name(status.name + ".tmp")  # atomic, as bertrepro.progress writes it
+        tmp.write_text(json.dumps({"desc": "pretraining", "n": n, "total": 1000, "unit": "step",
+                                   "postfix": f"loss={5 - n / 100:.2f}"}))
+        os.replace(tmp, status)
         time.sleep(0.02)
 
 
