@@ -16,7 +16,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-__all__ = ["mean_std", "mean_se", "difference_test", "paired_difference", "ordering_claim", "claim_sentence"]
+__all__ = ["mean_std", "mean_se", "difference_test", "paired_difference", "ordering_claim", "unmeasured_claim",
+           "claim_sentence"]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -112,8 +113,17 @@ def ordering_claim(key: str, claim: str, measured: Sequence[Mapping[str, float]]
             "status": "qualitatively reproduced" if verdict == "reproduced" else "not reproduced at this scale"}
 
 
+def unmeasured_claim(key: str, claim: str, reason: str, unit: str) -> dict[str, Any]:
+    """A claim the results cannot decide because there is nothing to compare (``reason`` says why):
+    verdict "not measured", status "inconclusive", no value."""
+    return {"key": key, "claim": claim, "steps": [], "value": None, "se": None, "paper": None, "unit": unit,
+            "sigmas": None, "verdict": "not measured", "reason": reason, "status": "inconclusive"}
+
+
 def claim_sentence(c: Mapping[str, Any]) -> str:
     """One sentence stating a claim, what was measured and the verdict (generated from the numbers)."""
+    if c["verdict"] == "not measured":
+        return f"**{c['claim']}**: not measured ({c['reason']}) → *{c['status']}*."
     v, se = c["value"], c["se"]
     paper = "" if c["paper"] is None else f" (paper: {c['paper']:+.2f} {c['unit']})"
     steps = ""

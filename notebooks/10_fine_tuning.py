@@ -90,7 +90,6 @@ from bertrepro.finetune import (
     find_point,
     fine_tune,
     finetune_curve,
-    linear_warmup_decay,
     load_arm,
     load_glue,
     plot_curves,
@@ -103,6 +102,7 @@ from bertrepro.finetune import (
 )
 from bertrepro.pretrain import pretrained_model
 from bertrepro.report import markdown_table, record
+from bertrepro.train.optim import WarmupLinearDecay
 
 budget = BUDGETS[run.profile]
 chapter_start = time.perf_counter()
@@ -289,12 +289,14 @@ print(
 # the released code's 10 % warm-up (`run_classifier.py`),
 #
 # $$
-# \eta(s) = \eta_0 \cdot \begin{cases} (s+1)/w & s < w \\
-#   (N - s)/(N - w) & s \ge w \end{cases}, \qquad w = \lfloor 0.1 N \rfloor,
+# \eta(s) = \eta_0 \cdot \begin{cases} s/w & s < w \\
+#   1 - s/N & s \ge w \end{cases}, \qquad w = \lfloor 0.1 N \rfloor,
 # $$
 #
-# for steps $s = 0, \dots, N-1$ (the original starts at 0 and steps down after warm-up;
-# counting from 1 avoids a wasted first step). Torch's AdamW bias-corrects its moment
+# for steps $s = 0, \dots, N-1$: the released `optimization.py`'s schedule, the same one
+# pre-training uses (`bertrepro.train.optim.WarmupLinearDecay`). The decay is measured
+# from step 0, so the rate steps down from $\eta_0 (w-1)/w$ to $\eta_0 (1 - w/N)$ at the
+# end of warm-up, and the first update has a rate of 0. Torch's AdamW bias-corrects its moment
 # estimates, BERT's optimizer did not. Dropout is 0.1 while fine-tuning, whatever the
 # pre-training used.
 #
@@ -339,10 +341,9 @@ for name, cfg in recipes.items():
         device=run.device,
         progress=False,
     )
-    f = linear_warmup_decay(r.steps, cfg.warmup_proportion)
     w = int(r.steps * cfg.warmup_proportion)
     by_hand = [
-        cfg.learning_rate * ((s + 1) / w if s < w else (r.steps - s) / (r.steps - w))
+        cfg.learning_rate * (s / w if s < w else 1 - s / r.steps)
         for s in range(r.steps)
     ]
     # the schedule, as written above
@@ -368,7 +369,6 @@ ax1.set(
 ax2.set(
     xlabel="step",
     ylabel="learning rate",
-    yscale="log",
     title="warm-up, then linear decay",
 )
 fig.legend(*ax1.get_legend_handles_labels(), loc="lower center", ncol=2)
@@ -826,11 +826,11 @@ print(
 )
 
 # %% tags=["hide-input"]
-# Exercise 2: w = floor(0.1 x 30) = 3; the rate rises as (s+1)/w, then falls to 1/(N-w).
-factor = linear_warmup_decay(30, 0.1)
+# Exercise 2: w = floor(0.1 x 30) = 3; the rate rises as s/w, then falls as 1 - s/N.
+factor = WarmupLinearDecay.from_proportion(30, 0.1)
 rates = [factor(s) for s in range(30)]
-assert int(30 * 0.1) == 3 and rates[0] == 1 / 3 and rates[2] == 1.0
-assert abs(rates[-1] - 1 / 27) < 1e-12
+assert int(30 * 0.1) == 3 and rates[0] == 0.0 and abs(rates[3] - 0.9) < 1e-12
+assert abs(rates[-1] - 1 / 30) < 1e-12
 print(
     f"3 warm-up steps; multiplier {rates[0]:.3f} at step 0, {rates[-1]:.4f} at step 29"
 )

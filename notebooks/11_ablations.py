@@ -481,11 +481,13 @@ display(Markdown("\n\n".join("* " + ablation.gated_sentence(cl) for cl in claims
 for cl in claims:
     why = (" no verdict: did not learn: " + ", ".join(cl["unlearned"])) \
         if cl["unlearned"] else ""
-    record(cl["key"], round(cl["value"], 4),
+    measured = cl["value"] is not None  # None: nothing to compare (unmeasured_claim)
+    record(cl["key"], round(cl["value"], 4) if measured else "not measured",
            paper=None if cl["paper"] is None else round(cl["paper"], 4),
            status=cl["status"],
-           note=f"{cl['claim']}: {cl['value']:+.2f} ± {cl['se']:.2f} {cl['unit']} "
-                f"({cl['verdict']}); {run.profile} profile, one seed;{why}")
+           note=(f"{cl['claim']}: {cl['value']:+.2f} ± {cl['se']:.2f} {cl['unit']} "
+                 if measured else f"{cl['claim']}: {cl['reason']} ")
+                + f"({cl['verdict']}); {run.profile} profile, one seed;{why}")
 assert not any(cl["status"] == "not reproduced at this scale" and cl["unlearned"]
                for cl in claims)
 

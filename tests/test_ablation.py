@@ -482,3 +482,42 @@ def test_paper_differences():
     assert ab.paper_difference("table5", "No NSP", "LTR & No NSP", ab.PAPER_TABLE5_COLUMNS) == pytest.approx(2.975)
     assert ab.paper_difference("table5", "BERT-base", "No NSP", ab.PAPER_TABLE5_COLUMNS) == pytest.approx(1.075)
     assert ab.paper_difference("table6", "3/768/12", "24/1024/16", ("LM ppl",)) == pytest.approx(2.61)
+
+
+# ----------------------------------------------------------------------------- the per-run table and Figure 5
+
+def test_per_run_table_names_its_losses_and_steps(mlm_run):
+    """The table's train loss is the LM loss of the last log window (the MLM + NSP total is another number)."""
+    from bertrepro.ablation.measure import run_summary
+
+    last = mlm_run.metrics[-1]
+    run = ab.TrainedRun("mlm_nsp-L2-H64-A2", mlm_run.config, mlm_run.model, mlm_run.evaluation, None,
+                        mlm_run.model_dir, mlm_run.metrics)
+    summary = run_summary(run, mlm_run.data)
+    assert summary["steps"] == last["step"] and summary["wall_seconds"] == last["elapsed_s"]
+    assert summary["flops"] == pytest.approx(last["step"] * summary["step_flops"])
+    gates = {run.name: {"cloze_over_baseline": 1.0, "z": 0.0, "learned": False}}
+    (row,) = ab.arm_table({"runs": {run.name: summary}, "gates": gates})
+    assert last["loss"] != last["mlm_loss"]  # with NSP, the total is not the LM loss
+    assert row["final train LM loss"] == last["mlm_loss"] and "final train loss" not in row
+    assert row["held-out LM loss"] == mlm_run.evaluation["mlm_loss"]
+
+
+def _curve_results(mlm_flops, ltr_flops):
+    point = lambda f: {"step": int(f), "flops": f, "cloze": [1.0, 0.0, 1.0], "probe": [1.0, 1.0, 0.0],
+                       "left_only": None}
+    runs = {"mlm_nsp-x": {"role": "table5", "objective": "mlm_nsp"}, "ltr-x": {"role": "table5", "objective": "ltr"}}
+    return {"curves": {"mlm_nsp": [point(f) for f in mlm_flops], "ltr": [point(f) for f in ltr_flops]},
+            "runs": runs, "gates": {n: {"learned": True} for n in runs}}
+
+
+@pytest.mark.parametrize("mlm_flops,ltr_flops", [([10.0, 20.0], [30.0]), ([], [5.0]), ([10.0], [])])
+def test_crossover_claim_without_a_comparable_pair_is_not_measured(mlm_flops, ltr_flops):
+    claim = ab.crossover_claim(_curve_results(mlm_flops, ltr_flops), "cloze")
+    assert claim["status"] == "inconclusive" and claim["verdict"] == "not measured" and claim["value"] is None
+    assert "not measured" in ab.gated_sentence(claim)
+
+
+def test_crossover_claim_compares_ltr_at_no_more_flops():
+    claim = ab.crossover_claim(_curve_results([10.0, 20.0], [5.0, 15.0, 25.0]), "cloze")
+    assert claim["value"] == 0.0 and claim["verdict"] == "within noise" and "LTR at 1.5e-11 of 2e-11 TFLOP" in claim["claim"]

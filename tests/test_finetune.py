@@ -14,9 +14,10 @@ from torch.testing import assert_close
 from bertrepro import BertConfig, BertForSequenceClassification, BertModel
 from bertrepro.checkpoints import load_state_dict_strict
 from bertrepro.data import NetworkRequiredError
+from bertrepro.train.optim import WarmupLinearDecay
 from bertrepro.finetune import (
     Encoded, FinetuneConfig, accuracy, classifier_from_encoder, extract_features, fine_tune,
-    linear_warmup_decay, load_glue, parameter_groups, predict, select_by_dev, stratified_subsample, train_probe,
+    load_glue, parameter_groups, predict, select_by_dev, stratified_subsample, train_probe,
 )
 
 CFG = BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
@@ -149,15 +150,21 @@ def test_probe_is_deterministic_and_checks_its_inputs():
 # ---------------------------------------------------------------------------------------------- fine-tuning
 
 
-def test_schedule_warms_up_then_decays_linearly():
-    f = linear_warmup_decay(20, 0.1)  # 2 warm-up steps
-    values = [f(s) for s in range(20)]
-    assert values[:2] == [0.5, 1.0]
-    assert values[2] == pytest.approx(1.0) and values[-1] == pytest.approx(1 / 18)
-    assert all(v > 0 for v in values)
-    diffs = [values[s] - values[s + 1] for s in range(2, 19)]
-    assert max(diffs) - min(diffs) < 1e-12  # linear decay
-    assert [linear_warmup_decay(5, 0.0)(s) for s in range(5)] == [1.0, 0.8, 0.6, 0.4, 0.2]
+def _run_classifier_lr(step: int, init_lr: float, num_train_steps: int, warmup_proportion: float) -> float:
+    """google-research/bert optimization.py as run_classifier.py calls it: polynomial decay (power 1)
+    from step 0 to 0 at num_train_steps, replaced by init_lr * step / warmup while step < warmup."""
+    warmup = int(num_train_steps * warmup_proportion)
+    decayed = init_lr * (1 - min(step, num_train_steps) / num_train_steps)
+    return init_lr * step / warmup if step < warmup else decayed
+
+
+def test_schedule_is_run_classifiers():
+    f = WarmupLinearDecay.from_proportion(20, 0.1)  # 2 warm-up steps
+    assert [f(s) for s in range(20)] == pytest.approx([_run_classifier_lr(s, 1.0, 20, 0.1) for s in range(20)])
+    assert [f(s) for s in range(3)] == pytest.approx([0.0, 0.5, 0.9])  # decays from step 0: 1 - 2/20 at step 2
+    assert [WarmupLinearDecay.from_proportion(5, 0.0)(s) for s in range(5)] == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2])
+    with pytest.raises(ValueError, match="warmup_proportion"):
+        WarmupLinearDecay.from_proportion(5, 1.5)
 
 
 def test_parameter_groups_partition_all_parameters():
@@ -185,8 +192,9 @@ def test_fine_tuning_fits_a_tiny_separable_dataset_deterministically():
     assert sum(r1.losses[-5:]) / 5 < 0.25 * sum(r1.losses[:5]) / 5
     assert accuracy(predict(r1.model, x), y) == 1.0
     # the learning rates follow the schedule
-    f = linear_warmup_decay(40, 0.1)
-    assert r1.learning_rates == pytest.approx([3e-3 * f(s) for s in range(40)])
+    lrs = [_run_classifier_lr(s, 3e-3, 40, 0.1) for s in range(40)]
+    assert r1.learning_rates == pytest.approx(lrs, abs=1e-12)
+    assert sum(lr == max(r1.learning_rates) for lr in r1.learning_rates) == 1  # the peak is one step
 
 
 def test_num_steps_follows_the_recipe():

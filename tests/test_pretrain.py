@@ -566,3 +566,29 @@ def test_main_runs_the_smoke_profile_on_the_embedded_corpus(tmp_path, cache, cap
     assert json.loads((out / "config.json").read_text())["max_steps"] == 4
     assert result.evaluation["mlm_predictions"] > 0 and 0 <= result.evaluation["nsp_accuracy"] <= 1
     assert result.checkpoint.name == "step-00000004"
+
+
+def test_elapsed_time_continues_across_a_resume(tmp_path, cache):
+    """elapsed_s (and so the ablation's wall_seconds) is the training time of every segment, not of the last."""
+    first = train(tmp_path, cache, max_steps=10)
+    before = first.metrics[-1]["elapsed_s"]
+    resumed = train(tmp_path, cache, resume=True, max_steps=11)  # one more step
+    assert [m["step"] for m in resumed.metrics][-2:] == [10, 11]
+    assert resumed.metrics[-2]["elapsed_s"] == before  # the first segment's lines are kept as they were
+    assert resumed.metrics[-1]["elapsed_s"] > before
+
+
+def test_a_lowered_max_steps_loads_the_finished_run(tmp_path, cache, monkeypatch):
+    """A run trained to step 6, then asked for with max_steps=4, is finished: loaded, not resumed for nothing."""
+    done = train(tmp_path, cache, max_steps=6)
+    stamp = (done.model_dir / "model.safetensors").stat().st_mtime_ns
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run must not be trained again")
+
+    monkeypatch.setattr(pt.runs, "pretrain", no_training)
+    with pytest.warns(UserWarning, match="past this configuration's stop step 4"):
+        loaded = pt.load_or_train(tiny(max_steps=4), tmp_path, cache_dir=cache, progress=False, with_data=False)
+    assert loaded.step == 6 and loaded.steps_run == 0
+    assert (done.model_dir / "model.safetensors").stat().st_mtime_ns == stamp
+    assert_same_weights(loaded.model, done.model)

@@ -28,20 +28,27 @@ def _role(name: str) -> str:
 
 
 def run_summary(run, data: PretrainData) -> dict[str, Any]:
-    """Steps, counted FLOPs, wall time and final losses of one run (the compact per-arm table)."""
+    """Steps, counted FLOPs, wall time and final losses of one run (the compact per-arm table).
+
+    ``steps`` is the step the run's model is at (a run that trained past a since-lowered
+    ``max_steps`` is not cut back); ``wall_seconds`` its training wall time over every restart
+    (``elapsed_s`` of its last log line); ``final_lm_loss`` the masked-LM (LTR: next-token) loss
+    of its last log window, without NSP, the same loss as ``heldout_loss``.
+    """
     c = run.config
     bert = c.bert_config(data.vocab_size)
     predicted = mean_predictions(data, c)
     sf = step_flops(bert, c.batch_size, c.max_seq_length, predicted)
     last = run.metrics[-1] if run.metrics else {}
+    steps = int(last.get("step", c.stop_step))
     ev = run.evaluation
     return {"objective": c.objective, "role": _role(run.name),
             "shape": [c.num_hidden_layers, c.hidden_size, c.num_attention_heads],
             "mix": [c.mask_fraction, c.same_fraction, c.random_fraction],
-            "parameters": count_parameters(run.model.config), "steps": c.stop_step, "total_steps": c.total_steps,
-            "predicted_per_step": predicted, "step_flops": sf, "flops": c.stop_step * sf,
+            "parameters": count_parameters(run.model.config), "steps": steps, "total_steps": c.total_steps,
+            "predicted_per_step": predicted, "step_flops": sf, "flops": steps * sf,
             "wall_seconds": last.get("elapsed_s"), "train_seconds": run.train_seconds,
-            "final_train_loss": last.get("mlm_loss"),
+            "final_lm_loss": last.get("mlm_loss"),
             "heldout_loss": ev.get("lm_loss", ev.get("mlm_loss")),
             "heldout_accuracy": ev.get("lm_accuracy", ev.get("mlm_accuracy")),
             "nsp_balanced_accuracy": ev.get("nsp_accuracy") if c.objective == "mlm_nsp" else None,

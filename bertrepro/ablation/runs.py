@@ -232,7 +232,7 @@ def snapshot_dirs(output_dir: str | Path) -> dict[int, Path]:
 
 
 def _settings_key(settings: AblationSettings, seed: int, device: str) -> str:
-    blob = json.dumps({"settings": settings.to_dict(), "seed": seed, "device": torch.device(device).type, "format": 3},
+    blob = json.dumps({"settings": settings.to_dict(), "seed": seed, "device": torch.device(device).type, "format": 4},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

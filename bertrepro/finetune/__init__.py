@@ -15,7 +15,6 @@ Where each piece lives:
 Deviations from the reference code, each also noted where it happens:
 
 * torch's ``AdamW`` applies bias correction; BERT's ``AdamWeightDecayOptimizer`` did not.
-* The warm-up counts steps from 1, so the first step already has a non-zero learning rate.
 * ``min_steps``: with a handful of labels, 3 epochs are a handful of steps; the small-data end of the
   book's curve trains for at least ``min_steps`` (Mosbach et al., 2021, recommend training longer on
   small data sets). The default, 0, is the paper's recipe.
@@ -26,7 +25,7 @@ Deviations from the reference code, each also noted where it happens:
 """
 from ..labels import ARM_LABELS
 from ..stats import difference_test, mean_std
-from ..train.optim import linear_warmup_decay, param_groups
+from ..train.optim import param_groups
 from .classifier import (PAPER_BATCH_SIZE, PAPER_EPOCHS, PAPER_LEARNING_RATES, PAPER_WARMUP_PROPORTION, FinetuneConfig,
                          FinetuneResult, classifier_from_encoder, fine_tune, predict, tune_on_dev)
 from .cli import build_parser, main
@@ -43,7 +42,7 @@ __all__ = [
     "PAPER_LEARNING_RATES", "PAPER_BATCH_SIZE", "PAPER_EPOCHS", "PAPER_WARMUP_PROPORTION",
     "FinetuneConfig", "FinetuneResult", "Encoded", "encode_texts", "stratified_subsample", "POOLINGS",
     "extract_features", "LinearProbe", "train_probe", "accuracy", "select_by_dev",
-    "classifier_from_encoder", "linear_warmup_decay", "fine_tune", "predict", "tune_on_dev",
+    "classifier_from_encoder", "fine_tune", "predict", "tune_on_dev",
     "GlueTask", "GLUE_TASKS", "GLUE_DATASET", "GLUE_OFFLINE_DEFAULT", "load_glue",
     "TASK_SEED", "TopicTask", "topic_task", "ARMS", "ARM_LABELS", "Arm", "load_arm",
     "Budget", "BUDGETS", "training_indices", "probe_curve", "finetune_points", "finetune_curve", "mean_std",

@@ -19,7 +19,7 @@ import torch
 from ..model import BertForSequenceClassification, BertModel, LeftToRightBertModel, init_weights, left_to_right
 from ..profiles import PAPER_BATCH_SIZE, PAPER_EPOCHS, PAPER_LEARNING_RATES, PAPER_WARMUP_PROPORTION
 from ..progress import bar as tqdm
-from ..train.optim import autocast, build_adamw, eval_mode, linear_warmup_decay, optimizer_step
+from ..train.optim import WarmupLinearDecay, autocast, build_adamw, eval_mode, optimizer_step
 from .probe import accuracy, batches_by_length, check_xy, select_by_dev
 from .tasks import Encoded
 
@@ -137,7 +137,7 @@ def fine_tune(model: BertForSequenceClassification, data: Encoded, labels: torch
     steps = config.num_steps(n)
     model.to(device).train()
     opt = build_adamw(model, config.learning_rate, config.weight_decay, device, eps=config.adam_epsilon)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup_decay(steps, config.warmup_proportion))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupLinearDecay.from_proportion(steps, config.warmup_proportion))
     g = torch.Generator().manual_seed(seed)
     labels = labels.long()
     losses, lrs = [], []

@@ -172,6 +172,7 @@ class _Run:
     length_baseline: dict[str, float] = field(default_factory=dict)
     peak_flops: float | None = None
     last_checkpoint: Path | None = None  # the latest checkpoint written (or resumed from)
+    elapsed_before: float = 0.0  # training wall time of earlier segments (a resumed run): elapsed_s continues
     # First non-finite step on the device: [step (-1: none), loss, grad norm]; read only where the loop syncs.
     watch: torch.Tensor | None = None
 
@@ -346,6 +347,8 @@ def _prepare_logs(run: _Run, resumed: bool) -> None:
                 truncate_jsonl(p, run.step)
             elif p.exists():
                 p.unlink()
+        kept = read_metrics(run.metrics_path) if resumed else []
+        run.elapsed_before = float(kept[-1].get("elapsed_s", 0.0)) if kept else 0.0
     if run.data.validation_documents:
         run.valid = validation_examples(run.data, run.config)
         if run.nsp:
@@ -541,7 +544,7 @@ def _loop(run: _Run, progress: bool) -> float:
         if log_step or diverged:
             now = time.perf_counter()
             rec = _log_window(run, window, window_steps, window_predictions, lr, grad_norm, now - t_window,
-                              now - t_train)
+                              run.elapsed_before + now - t_train)
             bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:,.0f}")
             window, window_steps, window_predictions, t_window = zeros(), 0, 0, time.perf_counter()
         if diverged:

@@ -81,8 +81,9 @@ def load_or_train(config: PretrainConfig, out: str | os.PathLike, *, cache_dir: 
     _drop_if_stale(config, out, build)
     model_dir = out / "model"
     metrics = read_metrics(out / "metrics.jsonl")
+    # A run past its stop step (max_steps lowered after it trained) is finished too: its model stays as trained.
     finished = (all((model_dir / f).is_file() for f in _MODEL_FILES)
-                and bool(metrics) and metrics[-1].get("step") == config.stop_step)
+                and bool(metrics) and metrics[-1].get("step", -1) >= config.stop_step)
     if not finished:
         if not build:
             raise FileNotFoundError(f"no finished pre-training run in {out}; run chapter 09, or call "
@@ -91,6 +92,10 @@ def load_or_train(config: PretrainConfig, out: str | os.PathLike, *, cache_dir: 
         # is started again over whatever it left.
         resume = latest_checkpoint(out) is not None
         return pretrain(config, out, resume=resume, overwrite=not resume, cache_dir=cache_dir, progress=progress)
+    if metrics[-1]["step"] > config.stop_step:
+        warnings.warn(f"the run in {out} trained to step {metrics[-1]['step']}, past this configuration's stop step "
+                      f"{config.stop_step}; its model is used as it is (delete {out} to train it to "
+                      f"{config.stop_step} steps)")
     data = prepare_data(config, cache_dir=cache_dir) if with_data else None
     if data is not None and sha256_file(data.vocab_path) != sha256_file(model_dir / "vocab.txt"):
         raise CheckpointError(f"the cached vocabulary {data.vocab_path} differs from the one the model in {model_dir} "

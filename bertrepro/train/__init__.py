@@ -5,11 +5,11 @@ precision, evaluation mode, data parallelism, and FLOP accounting. Each loop sta
 from .distributed import BatchSplit, DistInfo, derive_seed, init_distributed, seed_rank_streams, split_batch
 from .flops import estimate_mfu, flops_per_token, forward_flops, measure_peak_flops, mlm_head_flops, train_step_flops
 from .optim import (WarmupLinearDecay, autocast, build_adamw, decay_parameter_names, eval_mode, learning_rate_at,
-                    linear_warmup_decay, optimizer_step, param_groups)
+                    optimizer_step, param_groups)
 
 __all__ = [
     "BatchSplit", "DistInfo", "derive_seed", "init_distributed", "seed_rank_streams", "split_batch",
     "estimate_mfu", "flops_per_token", "forward_flops", "measure_peak_flops", "mlm_head_flops", "train_step_flops",
     "WarmupLinearDecay", "autocast", "build_adamw", "decay_parameter_names", "eval_mode", "learning_rate_at",
-    "linear_warmup_decay", "optimizer_step", "param_groups",
+    "optimizer_step", "param_groups",
 ]

@@ -1,4 +1,4 @@
-r"""The optimizer (BERT's ``optimization.py``), its two learning-rate schedules, mixed precision and eval mode.
+r"""The optimizer (BERT's ``optimization.py``), its learning-rate schedule, mixed precision and eval mode.
 
 Both loops use AdamW with decoupled weight decay on the weight matrices only, gradients clipped
 to a global norm, and a linear warm-up followed by a linear decay. Deviation from the original:
@@ -9,13 +9,13 @@ thousand steps, where the warm-up keeps the learning rate small anyway.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
 __all__ = ["decay_parameter_names", "param_groups", "build_adamw", "learning_rate_at", "WarmupLinearDecay",
-           "linear_warmup_decay", "autocast", "eval_mode", "optimizer_step"]
+           "autocast", "eval_mode", "optimizer_step"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -69,36 +69,29 @@ def learning_rate_at(step: int, learning_rate: float, warmup_steps: int, total_s
 
 
 class WarmupLinearDecay:
-    """The multiplier of :func:`learning_rate_at` for :class:`torch.optim.lr_scheduler.LambdaLR` (picklable)."""
+    """The multiplier of :func:`learning_rate_at` for :class:`torch.optim.lr_scheduler.LambdaLR` (picklable).
+
+    The one schedule of both loops: pre-training passes its ``warmup_steps``; fine-tuning
+    (:meth:`from_proportion`) ``int(p N)`` of its ``N`` steps, as ``run_classifier.py`` does.
+    """
 
     def __init__(self, warmup_steps: int, total_steps: int) -> None:
+        if not (isinstance(total_steps, int) and total_steps >= 1 and isinstance(warmup_steps, int)
+                and 0 <= warmup_steps <= total_steps):
+            raise ValueError(f"need integers 0 <= warmup_steps <= total_steps and total_steps >= 1, got "
+                             f"warmup_steps={warmup_steps!r}, total_steps={total_steps!r}")
         self.warmup_steps = warmup_steps
         self.total_steps = total_steps
 
+    @classmethod
+    def from_proportion(cls, total_steps: int, warmup_proportion: float) -> "WarmupLinearDecay":
+        """Warm-up over the first ``int(total_steps * warmup_proportion)`` steps (``run_classifier.py``)."""
+        if not 0 <= warmup_proportion <= 1:
+            raise ValueError(f"warmup_proportion must be in [0, 1], got {warmup_proportion!r}")
+        return cls(int(total_steps * warmup_proportion), total_steps)
+
     def __call__(self, step: int) -> float:
         return learning_rate_at(step, 1.0, self.warmup_steps, self.total_steps)
-
-
-def linear_warmup_decay(num_steps: int, warmup_proportion: float) -> Callable[[int], float]:
-    """The fine-tuning multiplier for step ``s`` (0-based): a linear rise over ``w = int(p N)`` steps, then linear decay.
-
-    ``(s + 1) / w`` while ``s < w``, then ``(N - s) / (N - w)``: it reaches 1 at the end of warm-up and
-    1/(N - w) at the last step (the original starts at 0 and reaches 0 one step after the end).
-
-    Not transformers' ``get_linear_schedule_with_warmup``: that schedule gives update 0 a learning
-    rate of 0 (``s / w``), which wastes one of the handful of updates the small-data end of the
-    book's curves has; counting from 1 makes every update count. After warm-up the two agree.
-    """
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    warmup = int(num_steps * warmup_proportion)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (num_steps - step) / max(1, num_steps - warmup))
-
-    return factor
 
 
 def autocast(device: torch.device | str, precision: str = "auto") -> contextlib.AbstractContextManager:
