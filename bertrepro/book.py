@@ -52,7 +52,6 @@ from .profiles import OFFLINE_ENV, PROFILES, resolve_profile
 
 __all__ = [
     "ROOT",
-    "NOTEBOOKS_DIR",
     "BOOK_DIR",
     "BUILD_DIR",
     "KERNEL",
@@ -61,14 +60,7 @@ __all__ = [
     "BookBuildError",
     "ChapterResult",
     "BookResult",
-    "find_chapters",
-    "select_chapters",
-    "notebook_parameters",
-    "validate_parameters",
-    "pairing_differences",
     "run_chapter",
-    "ChapterProgress",
-    "hide_injected_parameters",
     "assemble_source",
     "build_html",
     "build",
@@ -170,7 +162,7 @@ def _kernel_env(chapter: str, records_dir: Path | None, cache_dir: Path | None, 
         # Libraries import tqdm.auto, which warns in a kernel without ipywidgets; the book shows no bars.
         "PYTHONWARNINGS": ",".join(w for w in (os.environ.get("PYTHONWARNINGS"), _TQDM_WARNING_FILTER) if w),
     }
-    # profiles.setup() only *defaults* the offline switches, so --online must set them to "0".
+    # chapters.setup() only *defaults* the offline switches, so --online must set them to "0".
     env.update({k: ("0" if online else v) for k, v in OFFLINE_ENV.items()})
     return env
 
@@ -280,9 +272,9 @@ def _progress_file(progress_file: str | os.PathLike | None, chapter: str) -> Ite
 def _execute(path: Path, executed: Path, params: Mapping[str, Any], *, kernel_name: str, cwd: Path,
              timeout: float | None) -> None:
     """Run the notebook with papermill; a failing cell becomes a :class:`ChapterError` naming it."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-    from traitlets.config import Config
+    import papermill  # lazily: the runner's optional tooling, not needed to import the package
+    from papermill.exceptions import PapermillExecutionError  # lazily: as papermill
+    from traitlets.config import Config  # lazily: as papermill
 
     # IPC sockets: the kernel talks only to this machine (and ipykernel does not warn about plain TCP).
     engine_kwargs: dict[str, Any] = {"config": Config({"KernelManager": {"transport": "ipc"}})}
@@ -305,7 +297,7 @@ def _execute(path: Path, executed: Path, params: Mapping[str, Any], *, kernel_na
 
 
 def _check_config(book_dir: Path) -> None:
-    import yaml
+    import yaml  # lazily: only the HTML build reads the book's YAML (optional tooling)
 
     cfg_path = book_dir / "_config.yml"
     if not cfg_path.is_file():

@@ -1,20 +1,136 @@
-"""A book's chapters as files: finding them, their parameters, their ``.py``/``.ipynb`` pairing.
+"""A book's chapters: the set-up every chapter runs first, and the chapters as files (finding them,
+their parameters, their ``.py``/``.ipynb`` pairing).
 
-Used by the book runner (:mod:`bertrepro.book`) before and after it executes a chapter.
+A chapter starts with ``run = setup(profile=profile, seed=seed, device=device)`` after its
+``parameters`` cell (:func:`setup`: checks, seeds, the device). The book runner
+(:mod:`bertrepro.book`) uses the rest before and after it executes a chapter.
 """
 from __future__ import annotations
 
 import ast
 import os
+import random
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .io import atomic_write_text
-from .profiles import check_profile
+import numpy as np
+import torch
 
-__all__ = ["NOTEBOOKS_DIR", "find_chapters", "select_chapters", "read_notebook", "notebook_parameters",
-           "validate_parameters", "pairing_differences", "hide_injected_parameters"]
+from .io import atomic_write_text
+from .profiles import check_profile, pick, resolve_device, resolve_profile, set_offline
+
+__all__ = ["Run", "SETUP_PARAMETERS", "seed_everything", "unknown_injected_parameters", "setup", "NOTEBOOKS_DIR",
+           "find_chapters", "select_chapters", "read_notebook", "notebook_parameters", "validate_parameters",
+           "pairing_differences", "hide_injected_parameters"]
+
+
+# ---------------------------------------------------------------------------------------------
+# A chapter's set-up
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Run:
+    """The resolved settings of one chapter run."""
+
+    profile: str
+    seed: int
+    device: torch.device
+
+    def pick(self, **choices: Any) -> Any:
+        """``run.pick(smoke=..., cpu=..., gpu=...)`` -> the value for this run's profile."""
+        return pick(self.profile, choices)
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A CPU ``torch.Generator`` seeded from the run's seed (plus ``offset``)."""
+        return torch.Generator().manual_seed(self.seed + offset)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+SETUP_PARAMETERS = ("profile", "seed", "device")
+_INJECTED_HEADER = "# Parameters"  # the first line of the cell papermill injects after the parameters cell
+
+
+def _assigned_names(source: str) -> list[str] | None:
+    """The names a cell assigns at top level (``x = ...``, ``x: T = ...``); None if it does not parse."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    names = []
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return names
+
+
+def unknown_injected_parameters(inputs: list[str]) -> tuple[list[str], list[str]]:
+    """``(unknown, valid)`` parameter names from a kernel's input history (IPython's ``In``).
+
+    papermill runs the chapter's ``parameters`` cell, then a cell it injects (starting
+    ``# Parameters``) that assigns each ``-p name value``, so a misspelt name would only define an
+    unused variable. Valid names are those the parameters cell assigns plus :data:`SETUP_PARAMETERS`.
+    Returns two empty lists when no injected cell was run.
+    """
+    for i in range(len(inputs) - 1, -1, -1):
+        if isinstance(inputs[i], str) and inputs[i].lstrip().startswith(_INJECTED_HEADER):
+            injected = _assigned_names(inputs[i]) or []
+            declared = (_assigned_names(inputs[i - 1]) or []) if i > 0 and isinstance(inputs[i - 1], str) else []
+            valid = sorted(set(declared) | set(SETUP_PARAMETERS))
+            return sorted(set(injected) - set(valid)), valid
+    return [], sorted(SETUP_PARAMETERS)
+
+
+def _kernel_inputs() -> list[str]:
+    """The input history of the IPython kernel running this code; empty outside IPython."""
+    try:
+        from IPython import get_ipython  # lazily: only inside a kernel, and IPython is optional
+    except ImportError:
+        return []
+    ip = get_ipython()
+    if ip is None:
+        return []
+    return list(ip.user_ns.get("In", []))
+
+
+def setup(profile: str | None = None, seed: int = 0, device: str | None = None, **unknown: Any) -> Run:
+    """Validate a chapter's parameters, seed every RNG and return the resolved :class:`Run`.
+
+    Raises ``ValueError`` for an unknown profile or parameter, listing the valid ones: one passed
+    here, or one papermill injected into the chapter (``-p profil smoke``), which would otherwise only
+    define an unused variable while the chapter ran at the default profile.
+    """
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {sorted(unknown)}; valid parameters are {', '.join(SETUP_PARAMETERS)}"
+        )
+    injected, valid = unknown_injected_parameters(_kernel_inputs())
+    if injected:
+        raise ValueError(
+            f"unknown parameter(s) {injected} given to this chapter (papermill -p); "
+            f"valid parameters are {', '.join(valid)}"
+        )
+    prof = resolve_profile(profile)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int (0, 1, 2, ...), got {seed!r}")
+    dev = resolve_device(device, prof)
+    seed_everything(seed)
+    if dev.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    set_offline()
+    return Run(profile=prof, seed=seed, device=dev)
+
+
+# ---------------------------------------------------------------------------------------------
+# The chapters as files
+# ---------------------------------------------------------------------------------------------
+
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 CHAPTER_GLOB = "[0-9][0-9]_*.ipynb"
@@ -57,7 +173,7 @@ def select_chapters(chapters: Sequence[Path], wanted: Sequence[str] | None) -> l
 
 
 def read_notebook(path: Path):
-    import nbformat
+    import nbformat  # lazily: notebook tooling is optional; a chapter's set-up does not need it
 
     return nbformat.read(str(path), as_version=4)
 
@@ -66,7 +182,7 @@ def notebook_parameters(path: str | os.PathLike) -> dict[str, Any]:
     """The parameters of the notebook's first cell tagged ``parameters``: ``{name: default}``.
 
     A parameter is a top-level assignment of a literal (``profile = None``, ``seed = 0``); other
-    lines of the cell (``run = profiles.setup(...)``) are not parameters. The cell is read with
+    lines of the cell (``run = setup(...)``) are not parameters. The cell is read with
     :mod:`ast` rather than papermill's line parser, which glues a following non-assignment line
     onto the previous default.
 
@@ -116,7 +232,7 @@ def pairing_differences(py_path: str | os.PathLike, ipynb_path: str | os.PathLik
 
     Also reports outputs or execution counts stored in the ``.ipynb`` (it is committed without them).
     """
-    import jupytext
+    import jupytext  # lazily: notebook tooling is optional; a chapter's set-up does not need it
 
     py_nb, ip_nb = jupytext.read(str(py_path)), jupytext.read(str(ipynb_path))
     a, b = _cells(py_nb), _cells(ip_nb)
@@ -142,7 +258,7 @@ def hide_injected_parameters(executed: str | os.PathLike) -> int:
 
     The chapter's own ``parameters`` cell stays. Returns how many cells were tagged.
     """
-    import nbformat
+    import nbformat  # lazily: notebook tooling is optional; a chapter's set-up does not need it
 
     executed = Path(executed)
     nb = read_notebook(executed)

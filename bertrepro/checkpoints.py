@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import json
 import os
+from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save
 from torch import nn
 
 from .config import BertConfig
-from .io import atomic_write_bytes, atomic_write_text  # re-exported: the package's one atomic writer
+from .io import atomic_write_bytes, atomic_write_text
 from .model import BertForPreTraining, BertModel
 
 __all__ = ["CheckpointError", "from_hf", "load_state_dict_strict", "save_pretrained", "load_pretrained", "to_hf",
-           "atomic_write_bytes", "atomic_write_text", "minilm_dir"]
+           "minilm_dir"]
 
 # Buffers some checkpoints carry that hold no learned state.
 _IGNORED = ("embeddings.position_ids", "embeddings.token_type_ids")
@@ -47,8 +49,6 @@ def minilm_dir() -> Path:
     Raises:
         CheckpointError: the distribution is not installed, or its model directory is incomplete.
     """
-    from importlib.metadata import PackageNotFoundError, distribution
-
     try:
         path = Path(distribution(_MINILM_DIST).locate_file(_MINILM_PATH))
     except PackageNotFoundError as e:
@@ -92,8 +92,6 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], sou
 
 
 def _read_dir(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    from safetensors.torch import load_file
-
     if not path.is_dir():
         raise CheckpointError(f"checkpoint directory {str(path)!r} does not exist")
     cfg_file, weights = path / "config.json", path / "model.safetensors"
@@ -165,7 +163,7 @@ def _uninitialised(cls, config: BertConfig, **kwargs):
 
 def to_hf(model: BertModel | BertForPreTraining, attn_implementation: str = "eager"):
     """A transformers model with this model's weights (for parity tests and benchmarks)."""
-    import transformers
+    import transformers  # lazily: optional, and slow to import; only the comparison with transformers needs it
 
     cls = transformers.BertForPreTraining if isinstance(model, BertForPreTraining) else transformers.BertModel
     hf_config = model.config.to_hf()
@@ -181,8 +179,6 @@ def to_hf(model: BertModel | BertForPreTraining, attn_implementation: str = "eag
 
 def save_pretrained(model: BertModel | BertForPreTraining, path: str | os.PathLike) -> Path:
     """Save ``config.json`` + ``model.safetensors`` (tied copies omitted), each written atomically."""
-    from safetensors.torch import save
-
     path = Path(path)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in _TIED}
     cfg = {**model.config.to_dict(), "architectures": [type(model).__name__], "model_type": "bert"}

@@ -150,6 +150,6 @@ class BertConfig:
 
     def to_hf(self) -> Any:
         """To a ``transformers.BertConfig`` with the same architecture."""
-        from transformers import BertConfig as HFBertConfig
+        from transformers import BertConfig as HFBertConfig  # lazily: optional, and slow to import
 
         return HFBertConfig(**self.to_dict())

@@ -30,6 +30,7 @@ import re
 import socket
 import threading
 from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import urlparse
@@ -164,8 +165,6 @@ def wiki_vital_path() -> Path:
     Raises:
         FileNotFoundError: the distribution is not installed or lacks the file.
     """
-    from importlib.metadata import PackageNotFoundError, distribution
-
     try:
         path = Path(distribution(_WIKI_DIST).locate_file(_WIKI_FILE))
     except PackageNotFoundError:
@@ -232,7 +231,7 @@ def _limit(sizes: list[int], max_documents: int | None) -> list[int]:
 
 
 def _to_dataset(rows: Sequence[dict[str, Any]]):
-    import datasets
+    import datasets  # lazily: optional (Hugging Face loaders only), and slow to import
 
     features = datasets.Features({
         "title": datasets.Value("string"), "topic": datasets.Value("string"),
@@ -244,7 +243,7 @@ def _to_dataset(rows: Sequence[dict[str, Any]]):
 
 
 def _load_wiki_vital(seed: int, split_fractions: Sequence[float], max_documents: int | None):
-    import datasets
+    import datasets  # lazily: optional (Hugging Face loaders only), and slow to import
 
     fr = _check_fractions(split_fractions)
     articles = _wiki_vital_articles(str(wiki_vital_path()))
@@ -340,7 +339,7 @@ def _require_online(dataset_name: str, default: str, timeout: float = _PROBE_TIM
     if switch:
         raise NetworkRequiredError(
             f"{dataset_name!r} is downloaded from the Hugging Face Hub and needs the network, but {switch}="
-            f"{os.environ[switch]} (offline mode; bertrepro.profiles.setup sets it). {advice}, or set "
+            f"{os.environ[switch]} (offline mode; bertrepro.chapters.setup sets it). {advice}, or set "
             f"HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 before starting Python to download it.")
     proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
     url = urlparse(proxy if proxy else os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
@@ -358,7 +357,7 @@ def load_hub_dataset(path: str, name: str | None = None, *, default: str, **kwar
     With the offline switches on, a copy already in the local ``datasets`` cache is used if there is
     one; otherwise, and whenever the Hub cannot be reached, :class:`NetworkRequiredError` is raised.
     """
-    import datasets
+    import datasets  # lazily: optional (Hugging Face loaders only), and slow to import
 
     label = path if name is None else f"{path}/{name}"
     cache_miss: Exception | None = None
@@ -421,7 +420,7 @@ def wikitext_documents(lines: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def _load_wikitext(name: str, max_documents: int | None):
-    import datasets
+    import datasets  # lazily: optional (Hugging Face loaders only), and slow to import
 
     raw = load_hub_dataset("Salesforce/wikitext", name, default=DEFAULT_CORPUS)
     docs = {s: wikitext_documents(raw[s]["text"]) for s in SPLITS}

@@ -38,7 +38,7 @@ import torch
 
 from .model import IGNORE_INDEX
 
-__all__ = ["IGNORE_INDEX", "num_to_predict", "mask_tokens"]
+__all__ = ["num_to_predict", "mask_tokens"]
 
 
 def num_to_predict(num_tokens: torch.Tensor, mlm_probability: float = 0.15,

@@ -61,7 +61,7 @@ import torch
 from .model import IS_NEXT, NOT_NEXT
 from .tokenization import truncate_seq_pair
 
-__all__ = ["IS_NEXT", "NOT_NEXT", "Instance", "create_instances_from_document", "create_instances",
+__all__ = ["Instance", "create_instances_from_document", "create_instances",
            "pack_instances", "create_pretraining_examples", "length_baseline"]
 
 

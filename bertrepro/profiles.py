@@ -10,23 +10,19 @@ The default is ``gpu`` when CUDA is available, else ``cpu``. This module is the 
 holds per-profile numbers: :data:`PRETRAIN` (chapter 09's pre-training presets),
 :data:`FINETUNE` (chapter 10's budgets) and :data:`ABLATION` (chapter 11's runs). It also holds
 the one device rule (:func:`resolve_device`): CUDA for the ``gpu`` profile when available, the CPU
-otherwise, so a ``cpu`` or ``smoke`` run gives the same numbers on any machine.
+otherwise, so a ``cpu`` or ``smoke`` run gives the same numbers on any machine. A chapter's set-up
+(:func:`bertrepro.chapters.setup`) resolves its profile and device here.
 """
 from __future__ import annotations
 
 import os
-import random
-from dataclasses import dataclass
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 
-from .io import cache_dir  # re-exported: chapters call profiles.cache_dir
-
-__all__ = ["PROFILES", "OFFLINE_ENV", "SETUP_PARAMETERS", "Run", "default_profile", "check_profile", "resolve_profile", "resolve_device",
-           "setup", "pick", "set_offline", "cache_dir", "unknown_injected_parameters", "PRETRAIN", "FINETUNE", "ABLATION",
-           "PAPER_LEARNING_RATES", "PAPER_BATCH_SIZE", "PAPER_EPOCHS", "PAPER_WARMUP_PROPORTION"]
+__all__ = ["PROFILES", "OFFLINE_ENV", "default_profile", "check_profile", "resolve_profile", "resolve_device", "pick",
+           "set_offline", "PRETRAIN", "FINETUNE", "ABLATION", "PAPER_LEARNING_RATES", "PAPER_BATCH_SIZE",
+           "PAPER_EPOCHS", "PAPER_WARMUP_PROPORTION"]
 
 PROFILES = ("smoke", "cpu", "gpu")
 
@@ -89,105 +85,6 @@ def pick(profile: str, choices: Mapping[str, Any]) -> Any:
     return choices[resolve_profile(profile)]
 
 
-@dataclass(frozen=True)
-class Run:
-    """The resolved settings of one chapter run."""
-
-    profile: str
-    seed: int
-    device: torch.device
-
-    def pick(self, **choices: Any) -> Any:
-        """``run.pick(smoke=..., cpu=..., gpu=...)`` -> the value for this run's profile."""
-        return pick(self.profile, choices)
-
-    def generator(self, offset: int = 0) -> torch.Generator:
-        """A CPU ``torch.Generator`` seeded from the run's seed (plus ``offset``)."""
-        return torch.Generator().manual_seed(self.seed + offset)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-SETUP_PARAMETERS = ("profile", "seed", "device")
-_INJECTED_HEADER = "# Parameters"  # the first line of the cell papermill injects after the parameters cell
-
-
-def _assigned_names(source: str) -> list[str] | None:
-    """The names a cell assigns at top level (``x = ...``, ``x: T = ...``); None if it does not parse."""
-    import ast
-
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return None
-    names = []
-    for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-        names += [t.id for t in targets if isinstance(t, ast.Name)]
-    return names
-
-
-def unknown_injected_parameters(inputs: list[str]) -> tuple[list[str], list[str]]:
-    """``(unknown, valid)`` parameter names from a kernel's input history (IPython's ``In``).
-
-    papermill runs the chapter's ``parameters`` cell, then a cell it injects (starting
-    ``# Parameters``) that assigns each ``-p name value``, so a misspelt name would only define an
-    unused variable. Valid names are those the parameters cell assigns plus :data:`SETUP_PARAMETERS`.
-    Returns two empty lists when no injected cell was run.
-    """
-    for i in range(len(inputs) - 1, -1, -1):
-        if isinstance(inputs[i], str) and inputs[i].lstrip().startswith(_INJECTED_HEADER):
-            injected = _assigned_names(inputs[i]) or []
-            declared = (_assigned_names(inputs[i - 1]) or []) if i > 0 and isinstance(inputs[i - 1], str) else []
-            valid = sorted(set(declared) | set(SETUP_PARAMETERS))
-            return sorted(set(injected) - set(valid)), valid
-    return [], sorted(SETUP_PARAMETERS)
-
-
-def _kernel_inputs() -> list[str]:
-    """The input history of the IPython kernel running this code; empty outside IPython."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return []
-    ip = get_ipython()
-    if ip is None:
-        return []
-    return list(ip.user_ns.get("In", []))
-
-
-def setup(profile: str | None = None, seed: int = 0, device: str | None = None, **unknown: Any) -> Run:
-    """Validate a chapter's parameters, seed every RNG and return the resolved :class:`Run`.
-
-    Raises ``ValueError`` for an unknown profile or parameter, listing the valid ones: one passed
-    here, or one papermill injected into the chapter (``-p profil smoke``), which would otherwise only
-    define an unused variable while the chapter ran at the default profile.
-    """
-    if unknown:
-        raise ValueError(
-            f"unknown parameter(s) {sorted(unknown)}; valid parameters are {', '.join(SETUP_PARAMETERS)}"
-        )
-    injected, valid = unknown_injected_parameters(_kernel_inputs())
-    if injected:
-        raise ValueError(
-            f"unknown parameter(s) {injected} given to this chapter (papermill -p); "
-            f"valid parameters are {', '.join(valid)}"
-        )
-    prof = resolve_profile(profile)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int (0, 1, 2, ...), got {seed!r}")
-    dev = resolve_device(device, prof)
-    seed_everything(seed)
-    if dev.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    set_offline()
-    return Run(profile=prof, seed=seed, device=dev)
-
-
 # ---------------------------------------------------------------------------------------------
 # The table: every profile's numbers
 # ---------------------------------------------------------------------------------------------
@@ -198,17 +95,16 @@ PAPER_BATCH_SIZE = 32
 PAPER_EPOCHS = 3
 PAPER_WARMUP_PROPORTION = 0.1
 
-# Pre-training presets: PretrainConfig fields per profile (bertrepro.pretrain.PretrainConfig.for_profile).
-# * smoke: a 2-layer, 32-wide model on 200 articles for 20 steps: seconds, for tests.
+# Pre-training presets: PretrainConfig fields per profile (bertrepro.pretrain.config.PretrainConfig.for_profile).
+# * smoke: a 2-layer, 32-wide model on 200 articles for 20 steps, for tests.
 # * cpu: BERT-Tiny's shape (L=2, H=128, A=2) at 64 tokens, batch 32, an 8k WordPiece vocabulary
-#   trained on the train split, 6,000 steps (about 4-5 minutes on 2 cores; a step count, not a time
-#   limit, so seeded runs are deterministic). Departures, each measured at 3,000 steps: lr 1e-3
-#   (5e-4 learned more slowly; 2e-3 and 4e-3 left NSP at chance longer), 10 % warm-up, no dropout
-#   (dropout 0.1 costs 30 % of the steps/s and ends lower on both tasks in equal time, as does H=256).
+#   trained on the train split, 6,000 steps (a step count, not a time limit, so seeded runs are
+#   deterministic). Departures, each chosen on runs of 3,000 steps: lr 1e-3 (5e-4 learned more
+#   slowly; 2e-3 and 4e-3 left NSP at chance longer), 10 % warm-up, no dropout (dropout 0.1 ended
+#   lower on both tasks in equal time, as did H=256).
 # * gpu: BERT-base with the paper's optimiser (lr 1e-4, batch 256, 128 tokens, dropout 0.1) and the
 #   released 30,522-piece uncased vocabulary; 4k steps with 400 warm-up instead of 1M/10k (the bundled
-#   corpus is about 1.2M tokens, so 4k steps are about 100 passes). One H100: 10.6 steps/s eager,
-#   13-14 with --compile, 5-7 minutes a run.
+#   corpus is about 1.2M tokens, so 4k steps are about 100 passes).
 PRETRAIN: dict[str, dict[str, Any]] = {
     "smoke": dict(max_documents=200, eval_documents=40, vocab_size=600, max_seq_length=32,
                   max_predictions_per_seq=5, num_hidden_layers=2, hidden_size=32, num_attention_heads=2,
@@ -253,35 +149,24 @@ FINETUNE: dict[str, dict[str, Any]] = {
                 batch_size=PAPER_BATCH_SIZE, epochs=PAPER_EPOCHS, min_steps=30),
 }
 
-# Ablation runs: bertrepro.ablation.AblationSettings fields per profile (chapter 11). The MLM + NSP
-# arm IS chapter 09's run (its kept checkpoints are the snapshots of the crossover curve); the MLM
-# arm repeats its schedule without NSP (equal steps and equal FLOPs); the LTR arm's schedule has the
-# FLOPs of chapter 09's run (bertrepro.train.flops, counted predictions) and stops at ltr_fraction of
-# it. Table 6 (MLM + NSP) and Table 8 (MLM, four MASK/SAME/RND mixes) use smaller shapes.
-# Idle-time estimates = FLOPs / rate (2 idle cores: ~150 GFLOP/s for this model family, measured;
-# one H100 in bf16: the steps/s measured for chapter 09's shapes):
-# * smoke: the smoke preset; seconds.
-# * cpu: MLM arm 6,000 x 6.88 GFLOP = 41.3 TFLOP (~275 s), LTR 658 of 2,629 steps x 15.7 GFLOP =
-#   10.3 TFLOP (~70 s), Table 6 + Table 8 (six runs of 1,000 steps at 1-2/64, where the FLOP rate
-#   is ~0.7x) 6.9 TFLOP (~65 s), evaluation of 17 snapshots + 9 models and fine-tuning ~150-200 s:
-#   ~560-610 s idle (an estimate from FLOPs; CI machines differ by up to 1.5x). At this budget
-#   the 1-2/64 runs do not pass their learning checks (measured: 2/64 needs > 5,000 steps), so
-#   Tables 6 and 8 are reported as inconclusive at cpu (gpu: larger runs, not measured).
-# * gpu: MLM arm 4,000 steps (~360 s at 11 steps/s), LTR a quarter of its equal-FLOP schedule
-#   (~820 of ~3,270 steps, ~90 s), Table 6 at 3/768 and 6/768 x 800 steps (~55 s), Table 8 at
-#   4/256/4 x 1,000 steps (~50 s), evaluation ~60 s: ~10 minutes on one H100 (an estimate from
-#   chapter 09's measured rates; not measured for this chapter).
+# Ablation runs: bertrepro.ablation.runs.AblationSettings fields per profile (chapter 11). The MLM + NSP
+# arm IS chapter 09's run, at its shape (its kept checkpoints are the snapshots of the crossover
+# curve); the MLM arm repeats its schedule without NSP (equal steps and equal FLOPs); the LTR arm's
+# schedule has the FLOPs of chapter 09's run (bertrepro.train.flops, counted predictions) and stops at
+# ltr_fraction of it. Table 6 (MLM + NSP) and Table 8 (MLM, four MASK/SAME/RND mixes) use smaller
+# shapes. At cpu the 1-2/64 runs do not pass their learning checks (2/64 needs more than 5,000
+# steps), so Tables 6 and 8 are reported as inconclusive there.
 _MIXES = ((0.8, 0.1, 0.1), (1.0, 0.0, 0.0), (0.8, 0.0, 0.2), (0.0, 0.0, 1.0))  # Table 8's MASK/SAME/RND rows
 ABLATION: dict[str, dict[str, Any]] = {
-    "smoke": dict(arm_shape=(2, 32, 2), ltr_fraction=0.5, ltr_snapshots=3, mlm_max_steps=None,
+    "smoke": dict(ltr_fraction=0.5, ltr_snapshots=3,
                   sizes=((1, 16, 2), (2, 16, 2)), table6_steps=10, table8_shape=(1, 16, 2), table8_mixes=_MIXES,
                   table8_steps=10, cloze_items=64, cloze_context=2, probe_sizes=(1, "all"), probe_seeds=2,
                   finetune_sizes=(2,), finetune_seeds=2, learning_rates=_SMALL_MODEL_LEARNING_RATES["smoke"]),
-    "cpu": dict(arm_shape=(2, 128, 2), ltr_fraction=0.25, ltr_snapshots=5, mlm_max_steps=None,
+    "cpu": dict(ltr_fraction=0.25, ltr_snapshots=5,
                 sizes=((1, 64, 2), (2, 64, 2)), table6_steps=1000, table8_shape=(1, 64, 2), table8_mixes=_MIXES,
                 table8_steps=1000, cloze_items=2000, cloze_context=4, probe_sizes=(10, "all"), probe_seeds=3,
                 finetune_sizes=(10,), finetune_seeds=2, learning_rates=_SMALL_MODEL_LEARNING_RATES["cpu"]),
-    "gpu": dict(arm_shape=(12, 768, 12), ltr_fraction=0.25, ltr_snapshots=5, mlm_max_steps=None,
+    "gpu": dict(ltr_fraction=0.25, ltr_snapshots=5,
                 sizes=((3, 768, 12), (6, 768, 12)), table6_steps=800, table8_shape=(4, 256, 4),
                 table8_mixes=_MIXES, table8_steps=1000, cloze_items=5000, cloze_context=5, probe_sizes=(10, "all"),
                 probe_seeds=5, finetune_sizes=(10,), finetune_seeds=3,

@@ -17,9 +17,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable
+
+from tqdm.std import tqdm
 
 __all__ = ["bar", "PROGRESS_ENV", "mode", "read_status", "format_status", "ChapterProgress"]
 
@@ -40,7 +43,7 @@ def mode() -> str:
         return "book"
     if "ipykernel" in sys.modules:
         try:
-            from IPython import get_ipython
+            from IPython import get_ipython  # lazily: IPython is optional (only inside a kernel)
         except ImportError:  # pragma: no cover - ipykernel always brings IPython
             return "terminal"
         shell = get_ipython()
@@ -60,8 +63,6 @@ class _NullIO:
 
 
 def _base():
-    from tqdm.std import tqdm
-
     return tqdm
 
 
@@ -124,7 +125,7 @@ def _kernel_bar_class():
             super().__init__(*args, **kwargs)
 
         def display(self, msg: str | None = None, pos: int | None = None) -> bool:
-            from IPython.display import display
+            from IPython.display import display  # lazily: IPython is optional (only inside a kernel)
 
             text = self.__str__() if msg is None else msg
             bundle = {"text/plain": text}
@@ -196,8 +197,6 @@ class ChapterProgress:
 
     def __init__(self, prefix: str, label: str, progress_file: str | os.PathLike, *, stream: Any = None,
                  interval: float = 30.0, tty: bool | None = None, refresh: float = 1.0):
-        import threading
-
         self.prefix, self.label, self.progress_file = prefix, label, Path(progress_file)
         self.stream = sys.stdout if stream is None else stream
         self.interval, self.refresh = float(interval), float(refresh)

@@ -69,7 +69,6 @@ __all__ = [
     "write_scorecard",
     "render_scorecard",
     "render_summary",
-    "atomic_write_text",
 ]
 
 #: The four verdicts, strongest first, then the two outcomes that are no verdict on the paper.

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-__all__ = ["mean_std", "mean_se", "difference_test", "paired_difference", "ordering_claim", "unmeasured_claim",
+__all__ = ["mean_std", "mean_se", "difference_test", "paired_difference", "in_points", "ordering_claim", "unmeasured_claim",
            "claim_sentence"]
 
 
@@ -80,6 +80,11 @@ def paired_difference(a: Sequence[Sequence[float]] | torch.Tensor,
     se_items = float(math.sqrt(d.var(1, unbiased=True).mean() / n)) if n > 1 else 0.0
     return {"difference": float(per_seed.mean()), "se": math.hypot(se_seeds, se_items), "se_seeds": se_seeds,
             "se_items": se_items, "seeds": S, "items": n}
+
+
+def in_points(d: Mapping[str, float]) -> dict[str, float]:
+    """A :func:`paired_difference` of fractions (accuracies) in percentage points."""
+    return {**d, **{k: 100 * d[k] for k in ("difference", "se", "se_seeds", "se_items")}}
 
 
 def ordering_claim(key: str, claim: str, measured: Sequence[Mapping[str, float]], paper: float | None,

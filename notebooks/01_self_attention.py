@@ -39,7 +39,7 @@ seed = 0
 device = None
 
 # %%
-from bertrepro.profiles import setup
+from bertrepro.chapters import setup
 
 run = setup(profile=profile, seed=seed, device=device)
 print(run)

@@ -42,9 +42,10 @@ seed = 0
 device = None
 
 # %%
-from bertrepro import profiles
+from bertrepro.chapters import setup
+from bertrepro.io import cache_dir
 
-run = profiles.setup(profile=profile, seed=seed, device=device)
+run = setup(profile=profile, seed=seed, device=device)
 print(run)
 
 # %%
@@ -535,7 +536,7 @@ assert len(enc["input_ids"]) == max_seq_length
 # %%
 train_sentences = [s for doc in train_docs for s in doc]
 vocab_size = run.pick(smoke=4_000, cpu=30_522, gpu=30_522)
-cache = Path(profiles.cache_dir("06_wordpiece", f"{run.profile}-seed{run.seed}"))
+cache = Path(cache_dir("06_wordpiece", f"{run.profile}-seed{run.seed}"))
 trained_path = cache / f"vocab-{vocab_size}.txt"
 start = time.perf_counter()
 if not trained_path.exists():

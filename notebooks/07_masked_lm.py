@@ -35,9 +35,9 @@ seed = 0
 device = None
 
 # %%
-from bertrepro import profiles
+from bertrepro.chapters import setup
 
-run = profiles.setup(profile=profile, seed=seed, device=device)
+run = setup(profile=profile, seed=seed, device=device)
 print(run)
 
 # %%

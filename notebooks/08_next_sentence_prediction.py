@@ -37,9 +37,9 @@ seed = 0
 device = None
 
 # %%
-from bertrepro import profiles
+from bertrepro.chapters import setup
 
-run = profiles.setup(profile=profile, seed=seed, device=device)
+run = setup(profile=profile, seed=seed, device=device)
 print(run)
 
 # %%
@@ -65,6 +65,7 @@ from bertrepro.tokenization import (
     bert_uncased_vocab_path,
     truncate_seq_pair,
 )
+from bertrepro.train.flops import mlm_head_flops
 
 tok = WordPieceTokenizer.from_vocab(bert_uncased_vocab_path())
 # the ids of "##" pieces, from the tokenizer's word-start mask over the vocabulary
@@ -610,8 +611,8 @@ res = bench.bench_train_step(
     seed=run.seed,
     threads=1,
 )
-head_ours = bench.mlm_head_flops(config, res["mlm_rows"])
-head_theirs = bench.mlm_head_flops(config, bench_batch * max_seq_length)
+head_ours = mlm_head_flops(config, res["mlm_rows"])
+head_theirs = mlm_head_flops(config, bench_batch * max_seq_length)
 print(f"{res['what']}")
 print(
     f"masked-LM head, forward: {head_ours / 1e9:.2f} GFLOP gathered vs "

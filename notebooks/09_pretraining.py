@@ -38,9 +38,11 @@ seed = 0
 device = None
 
 # %%
-from bertrepro import profiles
+from bertrepro.chapters import setup
+from bertrepro.io import cache_dir
+from bertrepro.profiles import PROFILES
 
-run = profiles.setup(profile=profile, seed=seed, device=device)
+run = setup(profile=profile, seed=seed, device=device)
 print(run)
 
 # %%
@@ -78,20 +80,19 @@ from bertrepro.pretrain import (
     epoch_examples,
     evaluate,
     fill_mask,
-    flops_per_token,
-    learning_rate_at,
     load_checkpoint,
     make_batch,
-    measure_peak_flops,
+    mean_predictions,
     nsp_length_baseline,
     pretrain,
     prepare_data,
     pretrained_model,
-    split_batch,
     validation_examples,
 )
 from bertrepro.report import record
-from bertrepro.train import autocast, derive_seed  # autocast: bf16 on CUDA, else fp32
+from bertrepro.train.distributed import derive_seed, split_batch
+from bertrepro.train.flops import measure_peak_flops, train_step_flops
+from bertrepro.train.optim import autocast, learning_rate_at  # autocast: bf16 on CUDA, else fp32
 
 config = PretrainConfig.for_profile(run.profile, seed=run.seed)
 
@@ -242,7 +243,7 @@ RECIPE = [
         "the embedded corpus: nothing is downloaded",
     ),
 ]
-presets = {p: PretrainConfig.for_profile(p) for p in profiles.PROFILES}
+presets = {p: PretrainConfig.for_profile(p) for p in PROFILES}
 # One column for this run's profile; the reasons are the cpu profile's departures.
 mine_ = presets[run.profile]
 recipe_rows = [
@@ -339,7 +340,7 @@ loop_corpus = {
         : loop_cfg.max_documents
     ]
 }
-loop_cache = profiles.cache_dir("pretrain")
+loop_cache = cache_dir("pretrain")
 by_hand_model, by_hand_losses = train_by_hand(loop_cfg, loop_corpus, loop_cache)
 with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
     library = pretrain(
@@ -365,7 +366,7 @@ print(
 # ## Training
 #
 # `pretrained_model(profile, seed)` trains with the profile's preset into
-# `profiles.cache_dir()/pretrain/<profile>/seed<seed>`, or loads that run when an
+# `bertrepro.io.cache_dir()/pretrain/<profile>/seed<seed>`, or loads that run when an
 # earlier chapter run left it there, and resumes it when it was interrupted. Chapter 10
 # calls the same function to reuse this model; chapter 11 trains its own runs.
 
@@ -840,20 +841,23 @@ pd.DataFrame(rows)
 #
 # A training step costs about three forward passes (the backward pass is twice the
 # forward), and a forward pass costs two FLOPs per multiply-add of every weight matrix,
-# plus attention's $QK^\top$ and $AV$. Per input token, for $L$ layers of width $H$ with
-# feed-forward width $I$, sequence length $T$, vocabulary $V$ and a fraction $f$ of
-# positions sent through the MLM head,
+# plus attention's $QK^\top$ and $AV$. For a batch of $B$ sequences of $T$ tokens, $L$
+# layers of width $H$ with feed-forward width $I$, vocabulary $V$ and $P$ positions sent
+# through the MLM head (counted: the batch's non-ignored labels),
 #
 # $$
-# \text{FLOPs/token} = 3\Big[L\big(2(4H^2 + 2HI) + 4TH\big) + 2f\,(H^2 + HV)\Big] ,
+# \text{FLOPs/step} = 3\Big[L\big(2BT(4H^2 + 2HI) + 4BT^2H\big) + 2BH^2 + 4BH
+#   + 2P\,(H^2 + HV)\Big] ,
 # $$
 #
-# the familiar $6N + 12LHT$ with the gathered head made explicit. We check
-# `flops_per_token` against PyTorch's own FLOP counter on one real step (the attention
-# is run on its explicit path so the counter sees its matrix products; the counter also
-# counts the pooler and NSP classifier, which the formula leaves out as negligible). The
-# model FLOPs utilization is the achieved model FLOP/s over the accelerator's peak
-# (Chowdhery et al. 2022); on CPU we divide by a measured float32 matmul rate.
+# the familiar $6N + 12LHT$ per token with the pooler ($2BH^2$), the NSP classifier
+# ($4BH$) and the gathered head made explicit. This one formula,
+# `bertrepro.train.flops.train_step_flops`, prices a step everywhere in the book: the
+# loop's MFU, chapter 11's equal-compute schedules and the benchmarks. We check it against
+# PyTorch's own FLOP counter on one real step (the attention is run on its explicit path
+# so the counter sees its matrix products). The model FLOPs utilization is the achieved
+# model FLOP/s over the accelerator's peak (Chowdhery et al. 2022); on CPU we divide by a
+# measured float32 matmul rate.
 
 # %%
 counted_model = copy.deepcopy(model).train()
@@ -876,29 +880,19 @@ with FlopCounterMode(display=False) as counter:
     out.loss.backward()
 del counted_model
 b, n_pred = probe["input_ids"].shape[0], int((probe["labels"] != IGNORE_INDEX).sum())
-H = model.config.hidden_size
-formula = flops_per_token(model.config, T, predicted_fraction=n_pred / (b * T)) * b * T
-# the two small heads on [CLS], not in the formula
-pooler_and_nsp = 3 * 2 * b * (H * H + H * 2)
-assert_close(
-    torch.tensor(float(counter.get_total_flops())),
-    torch.tensor(formula + pooler_and_nsp),
-    rtol=1e-9,
-    atol=0,
-)
+formula = train_step_flops(model.config, b, T, n_pred)
+assert counter.get_total_flops() == formula
 print(
-    f"one step on {b} x {T} tokens: FlopCounterMode {counter.get_total_flops():.4e} = "
-    f"formula {formula:.4e} "
-    f"+ pooler/NSP {pooler_and_nsp:.2e}"
+    f"one step on {b} x {T} tokens with {n_pred} predictions: FlopCounterMode "
+    f"{counter.get_total_flops():.4e} = formula {formula:.4e}"
 )
 
 # %%
 # the first window includes start-up
 windows = metrics[1:] if len(metrics) > 1 else metrics
 tokens_per_s = statistics.median(m["tokens_per_s"] for m in windows)
-fpt = flops_per_token(
-    model.config, T, predicted_fraction=config.max_predictions_per_seq / T
-)
+predicted = mean_predictions(data, config)  # per step, counted on the run's own batches
+fpt = train_step_flops(model.config, B, T, predicted) / (B * T)
 achieved = fpt * tokens_per_s
 if "mfu" in metrics[-1]:
     mfu, peak_note = (
@@ -915,7 +909,7 @@ else:
 # (A.2, BERT-base).
 paper_tokens = 1_000_000 * 256 * (0.9 * 128 + 0.1 * 512)
 paper_tokens_per_s = paper_tokens / (4 * 24 * 3600)
-base_flops = flops_per_token(BertConfig.base(), 128, predicted_fraction=20 / 128)
+base_flops = train_step_flops(BertConfig.base(), 256, 128, 256 * 20) / (256 * 128)  # 20 predictions a sequence
 print(
     f"{run.device.type}: median {tokens_per_s:,.0f} tokens/s over {len(windows)} "
     "logging windows "
@@ -1005,7 +999,7 @@ articles = {
     "train": load_corpus(config.corpus)["train"]["sentences"][: demo.max_documents]
 }
 with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-    kw = dict(corpus=articles, cache_dir=profiles.cache_dir("pretrain"), progress=False)
+    kw = dict(corpus=articles, cache_dir=cache_dir("pretrain"), progress=False)
     straight = pretrain(demo, Path(tmp) / "straight", **kw)
     pretrain(
         PretrainConfig.for_profile("smoke", seed=run.seed, max_steps=half, **small),

@@ -55,7 +55,7 @@ seed = 0
 device = None
 
 # %%
-from bertrepro.profiles import setup
+from bertrepro.chapters import setup
 
 run = setup(profile=profile, seed=seed, device=device)
 print(run)
@@ -76,15 +76,12 @@ from torch.testing import assert_close
 from bertrepro.checkpoints import load_state_dict_strict
 from bertrepro.data import NetworkRequiredError, load_corpus
 from bertrepro.finetune import (
-    ARM_LABELS,
     ARMS,
     BUDGETS,
-    PAPER_LEARNING_RATES,
     FinetuneConfig,
     accuracy,
     classifier_from_encoder,
     compare,
-    difference_test,
     encode_texts,
     extract_features,
     find_point,
@@ -100,8 +97,11 @@ from bertrepro.finetune import (
     train_probe,
     training_indices,
 )
+from bertrepro.labels import ARM_LABELS
 from bertrepro.pretrain import pretrained_model
+from bertrepro.profiles import PAPER_LEARNING_RATES
 from bertrepro.report import markdown_table, record
+from bertrepro.stats import difference_test
 from bertrepro.train.optim import WarmupLinearDecay
 
 budget = BUDGETS[run.profile]

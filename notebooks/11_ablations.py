@@ -44,9 +44,9 @@ seed = 0
 device = None
 
 # %%
-from bertrepro import profiles
+from bertrepro.chapters import setup
 
-run = profiles.setup(profile=profile, seed=seed, device=device)
+run = setup(profile=profile, seed=seed, device=device)
 print(run)
 
 # %%
@@ -59,15 +59,30 @@ import torch
 from IPython.display import Markdown, display
 from torch.testing import assert_close
 
-from bertrepro import ablation
+from bertrepro.ablation.appendix import (
+    arm_table, crossover, crossover_claim, curve_rows, plot_crossover,
+    table8_claims, table8_summary,
+)
+from bertrepro.ablation.cloze import (
+    ARM_CLOZE_MODE, cloze_scores, gate_note, learning_check, make_cloze_items,
+)
+from bertrepro.ablation.experiment import run_ablation
+from bertrepro.ablation.runs import (
+    differing_fields, equal_flop_ltr_steps, load_run, mix_name, pretrain_config,
+    run_name, settings_for,
+)
+from bertrepro.ablation.tables import (
+    gated_sentence, plot_table5, table5_claims, table5_summary, table6_claims,
+    table6_summary,
+)
 from bertrepro.attention import scaled_dot_product_attention
-from bertrepro.pretrain import (EVAL_SEED, PretrainConfig, epoch_examples, ltr_labels,
-                                make_batch, prepare_data)
 from bertrepro.model import BertForPreTraining
+from bertrepro.pretrain.config import EVAL_SEED, OBJECTIVES, PretrainConfig
+from bertrepro.pretrain.data import epoch_examples, ltr_labels, make_batch, prepare_data
 from bertrepro.report import PAPER_TABLES, record
-from bertrepro.train.flops import count_step_flops, step_flops
+from bertrepro.train.flops import count_step_flops, train_step_flops
 
-settings = ablation.settings_for(run.profile)
+settings = settings_for(run.profile)
 print(settings)
 
 
@@ -137,7 +152,7 @@ print("causal attention = loop over prefixes; LTR labels = next tokens")
 # CPU; `tests/test_flops.py` measures that blind spot).
 
 # %%
-flops = ablation.equal_flop_ltr_steps(settings, run.seed)
+flops = equal_flop_ltr_steps(settings, run.seed)
 base_cfg = PretrainConfig.for_profile(run.profile, seed=run.seed)
 data = prepare_data(base_cfg)
 tok = data.tokenizer
@@ -150,7 +165,7 @@ for o in ("mlm_nsp", "ltr"):
     m = BertForPreTraining(bert_cfg)
     measured = count_step_flops(m, batch, is_causal=o == "ltr")
     predicted = int((batch["labels"] != -100).sum())
-    formula = step_flops(bert_cfg, 4, cfg.max_seq_length, predicted)
+    formula = train_step_flops(bert_cfg, 4, cfg.max_seq_length, predicted)
     assert abs(formula - measured) / measured < 1e-3, (o, formula, measured)
     print(f"{o}: formula {formula / 1e9:.4f} GFLOP, "
           f"FlopCounterMode {measured / 1e9:.4f}")
@@ -175,13 +190,13 @@ display(Markdown(md_table([
 # MLM's favour. The cell asserts what differs between the arms' configurations.
 
 # %%
-configs = {o: ablation.pretrain_config(settings, o, run.seed,
+configs = {o: pretrain_config(settings, o, run.seed,
                                        ltr_total_steps=int(flops["ltr_total_steps"]))
-           for o in ablation.OBJECTIVE_ARMS}
+           for o in OBJECTIVES}
 assert configs["mlm_nsp"] == base_cfg
-mlm_diff = ablation.differing_fields(configs["mlm_nsp"], configs["mlm"])
+mlm_diff = differing_fields(configs["mlm_nsp"], configs["mlm"])
 assert mlm_diff <= {"objective", "max_steps"}, mlm_diff
-ltr_diff = ablation.differing_fields(configs["mlm_nsp"], configs["ltr"])
+ltr_diff = differing_fields(configs["mlm_nsp"], configs["ltr"])
 assert ltr_diff <= {"objective", "total_steps", "warmup_steps", "max_steps",
                     "checkpoint_every", "keep_checkpoints"}, ltr_diff
 ltr_cfg = configs["ltr"]
@@ -195,7 +210,7 @@ print("LTR differs in", sorted(ltr_diff), f"- it stops at step {ltr_cfg.stop_ste
 # ## The runs and their learning checks
 #
 # Every run is trained (or read from the cache) and measured once; the models and a JSON
-# of the measurements are cached under `profiles.cache_dir("ablation", profile, ...)`.
+# of the measurements are cached under `bertrepro.io.cache_dir("ablation", profile, ...)`.
 # One pre-training seed per run: the error bars below are the evaluation's, not the
 # spread between pre-training seeds.
 #
@@ -209,12 +224,12 @@ print("LTR differs in", sorted(ltr_diff), f"- it stops at step {ltr_cfg.stop_ste
 # accuracy is at least 65 %.
 
 # %%
-results = ablation.run_ablation(settings, seed=run.seed, device=run.device)
+results = run_ablation(settings, seed=run.seed, device=run.device)
 sec = results["seconds"]
 print("read from the cache" if results["cached"] else
       f"built in {sec['pretraining']:.0f} s of pre-training + "
       f"{sec['evaluation']:.0f} s of evaluation")
-arm_rows = ablation.arm_table(results)
+arm_rows = arm_table(results)
 display(Markdown(md_table(arm_rows)))
 
 # %%
@@ -227,12 +242,12 @@ def gate_key(name, r):
         return f"ablation.{r['objective']}"
     if r["role"] == "table6":
         return f"table6.{r['shape'][0]}x{r['shape'][1]}"
-    return "table8." + ablation.mix_name(r["mix"])
+    return "table8." + mix_name(r["mix"])
 
 
 for name, r in results["runs"].items():
     gk, gt = gate_key(name, r), gates[name]
-    note = f"{name}: " + ablation.gate_note(gt) + f"; {run.profile} profile"
+    note = f"{name}: " + gate_note(gt) + f"; {run.profile} profile"
     status = "qualitatively reproduced" if gt["learned"] else "inconclusive"
     record(f"{gk}.cloze_over_baseline", round(min(gt["cloze_over_baseline"], 1e6), 4),
            status=status, note=note)
@@ -248,10 +263,10 @@ print(f"{len(gates) - len(unlearned)} of {len(gates)} runs passed their learning
 # model on the masked window, the LTR model on the prefix $x_{<t}$ alone.
 
 # %%
-names = {o: ablation.run_name(o, settings.arm_shape) for o in ablation.OBJECTIVE_ARMS}
-arms = {o: ablation.load_run(settings, names[o], run.seed, str(run.device),
-                             progress=False) for o in ablation.OBJECTIVE_ARMS}
-items = ablation.make_cloze_items(
+names = {o: run_name(o, settings.arm_shape) for o in OBJECTIVES}
+arms = {o: load_run(settings, names[o], run.seed, str(run.device),
+                             progress=False) for o in OBJECTIVES}
+items = make_cloze_items(
     data.validation_documents, tok, base_cfg.max_seq_length, settings.cloze_items,
     settings.cloze_context, EVAL_SEED)
 assert len(items) == results["cloze"]["items"]
@@ -265,9 +280,9 @@ with torch.no_grad():
     bi_naive = arms["mlm"].model(masked[None].to(run.device)).prediction_logits[0, t]
     prefix = x[None, :t].to(run.device)  # [CLS] w_1 .. w_{t-1}: no right context
     ltr_naive = arms["ltr"].model(prefix, is_causal=True).prediction_logits[0, -1]
-bi = ablation.cloze_scores(arms["mlm"].model, one, "bidirectional", tok,
+bi = cloze_scores(arms["mlm"].model, one, "bidirectional", tok,
                           device=run.device)
-ltr = ablation.cloze_scores(arms["ltr"].model, one, "left_to_right", tok,
+ltr = cloze_scores(arms["ltr"].model, one, "left_to_right", tok,
                            device=run.device)
 target = int(items.target[i])
 tol = 1e-4 if run.device.type == "cpu" else 5e-2  # bf16 autocast on CUDA
@@ -276,7 +291,7 @@ assert_close(bi.log_prob[0], bi_naive.float().log_softmax(-1)[target].double().c
 assert_close(ltr.log_prob[0], ltr_naive.float().log_softmax(-1)[target].double().cpu(),
              atol=tol, rtol=tol)
 for o, s in (("mlm", bi), ("ltr", ltr)):
-    mode = ablation.ARM_CLOZE_MODE[o]
+    mode = ARM_CLOZE_MODE[o]
     cached = results["cloze"]["scores"][f"{names[o]}:{mode}"]["log_prob"][i]
     assert_close(torch.tensor(cached, dtype=torch.float64), s.log_prob[0], atol=tol,
                  rtol=tol)
@@ -297,9 +312,9 @@ print("answer:", words[t],
 # pre-training FLOPs:** points at the same $x$ had the same compute.
 
 # %%
-curve = ablation.curve_rows(results)
+curve = curve_rows(results)
 fig, axes = plt.subplots(1, 2, figsize=(7.4, 3.3))
-ablation.plot_crossover(results, axes=axes)
+plot_crossover(results, axes=axes)
 axes[0].set_title("cloze, equal FLOPs on the x-axis", fontsize=9)
 axes[1].set_title("topic probe (all labels), equal FLOPs", fontsize=9)
 plt.tight_layout()
@@ -312,8 +327,8 @@ display(Markdown(md_table([{
     for r in curve])))
 
 # %%
-cross = {key: ablation.crossover(results, key) for key in ("cloze", "probe")}
-c1 = [ablation.crossover_claim(results, key) for key in ("cloze", "probe")]
+cross = {key: crossover(results, key) for key in ("cloze", "probe")}
+c1 = [crossover_claim(results, key) for key in ("cloze", "probe")]
 steps_per = {o: max(p["step"] for p in results["curves"][o]) for o in results["curves"]}
 
 
@@ -334,7 +349,7 @@ caveat = "" if curve_learned else (
     "\n\n*The final models of MLM + NSP and LTR did not both pass their learning "
     "checks, so the curve decides nothing at this profile.*")
 display(Markdown("\n".join(crossover_sentence(k, c) for k, c in cross.items()) + caveat
-                 + "\n\n" + "\n\n".join("* " + ablation.gated_sentence(c) for c in c1)))
+                 + "\n\n" + "\n\n".join("* " + gated_sentence(c) for c in c1)))
 
 # %% [markdown]
 # **Against Figure 5.** Figure 5's x-axis starts at 200k steps of 128k tokens ($2.6
@@ -370,7 +385,7 @@ print(f"training targets per TFLOP: MLM {targets_per_tflop['mlm']:,.0f}, "
 # per-run table (fewer).
 
 # %%
-summary5 = ablation.table5_summary(results, settings)
+summary5 = table5_summary(results, settings)
 p_small = min(s for s in settings.probe_sizes if s != "all")
 f_small = settings.finetune_sizes[0]
 metrics = [("cloze", "cloze"), ("cloze, left only", "cloze_left_context"),
@@ -383,7 +398,7 @@ display(Markdown(md_table([{
 } for r in summary5])))
 display(Markdown(PAPER_TABLES["table5"].to_markdown()))
 fig, ax = plt.subplots(figsize=(7.4, 3.4))
-ablation.plot_table5(summary5, metrics, ax=ax)
+plot_table5(summary5, metrics, ax=ax)
 ax.set_title("Table 5 analog: final models (MLM arms equal steps; LTR fewer FLOPs), "
              "±2 SE", fontsize=9)
 plt.tight_layout()
@@ -414,7 +429,7 @@ plt.show()
 # ordering is judged.
 
 # %%
-summary6 = ablation.table6_summary(results, settings)
+summary6 = table6_summary(results, settings)
 for r in summary6:
     rtol = 1e-3 if run.device.type == "cuda" else 1e-6
     assert_close(r["perplexity"], r["pretrain_perplexity"], rtol=rtol, atol=0)
@@ -446,7 +461,7 @@ for r in summary6:
 # *inconclusive* rather than being judged on a test that is unfair to it.
 
 # %%
-summary8 = ablation.table8_summary(results, settings)
+summary8 = table8_summary(results, settings)
 
 
 def pm(pair):
@@ -474,10 +489,10 @@ display(Markdown(PAPER_TABLES["table8"].to_markdown()))
 # it failed its learning check. The sentences are generated from the numbers.
 
 # %%
-claims = (ablation.table5_claims(results, settings)
-          + ablation.table6_claims(results, settings)
-          + ablation.table8_claims(results, settings) + c1)
-display(Markdown("\n\n".join("* " + ablation.gated_sentence(cl) for cl in claims)))
+claims = (table5_claims(results, settings)
+          + table6_claims(results, settings)
+          + table8_claims(results, settings) + c1)
+display(Markdown("\n\n".join("* " + gated_sentence(cl) for cl in claims)))
 for cl in claims:
     why = (" no verdict: did not learn: " + ", ".join(cl["unlearned"])) \
         if cl["unlearned"] else ""
@@ -523,7 +538,7 @@ display(Markdown("\n".join([
 #
 # **1.** The learning check needs $z \ge 3$ on the paired cloze difference. Compute $z$
 # by hand for the LTR arm from the per-blank correctness and the baseline's, and check
-# it against `ablation.learning_check`.
+# it against `learning_check`.
 
 # %% tags=["hide-input"]
 a = torch.tensor(results["cloze"]["scores"][f"{names['ltr']}:left_to_right"]["correct"],
@@ -537,7 +552,7 @@ assert math.isclose(z_hand, z_lib, rel_tol=1e-6, abs_tol=1e-9) or (
 print(f"z by hand {z_hand:.3f}, learning_check {z_lib:.3f}")
 
 # %% [markdown]
-# **2.** How many LTR steps have the FLOPs of 100 MLM steps? Use `step_flops` with the
+# **2.** How many LTR steps have the FLOPs of 100 MLM steps? Use `train_step_flops` with the
 # counted predictions, and check that the MLM arm's FLOPs in the per-run table are its
 # steps times its step FLOPs.
 

@@ -8,6 +8,7 @@ from bertrepro.checkpoints import to_hf
 from bertrepro.config import BertConfig
 from bertrepro.masking import num_to_predict
 from bertrepro.model import BertForPreTraining, BertModel
+from bertrepro.train.flops import forward_flops, mlm_head_flops, train_step_flops
 
 TINY = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                   intermediate_size=48, max_position_embeddings=64)
@@ -21,8 +22,8 @@ def test_forward_flops_hand_count():
     scores = 2 * B * T * T * H  # Q K^T over all heads
     context = 2 * B * T * T * H  # A V
     pooler = 2 * B * H * H
-    assert bench.forward_flops(TINY, B, T) == L * (qkvo + ffn + scores + context) + pooler
-    assert bench.forward_flops(TINY, B, T, pooler=False) == L * (qkvo + ffn + scores + context)
+    assert forward_flops(TINY, B, T) == L * (qkvo + ffn + scores + context) + pooler
+    assert forward_flops(TINY, B, T, pooler=False) == L * (qkvo + ffn + scores + context)
 
 
 @pytest.mark.parametrize("batch,seq", [(2, 8), (3, 17)])
@@ -35,14 +36,14 @@ def test_forward_flops_matches_torch_flop_counter(batch, seq):
         counter = FlopCounterMode(display=False)
         with torch.no_grad(), counter:
             model(**kwargs)
-        assert counter.get_total_flops() == bench.forward_flops(TINY, batch, seq), type(model)
+        assert counter.get_total_flops() == forward_flops(TINY, batch, seq), type(model)
 
 
 def test_forward_flops_rejects_bad_sizes():
     with pytest.raises(ValueError, match="seq=600 exceeds max_position_embeddings=512"):
-        bench.forward_flops(BertConfig.base(), 1, 600)
+        forward_flops(BertConfig.base(), 1, 600)
     with pytest.raises(ValueError, match="batch must be a positive int, got 0"):
-        bench.forward_flops(TINY, 0, 8)
+        forward_flops(TINY, 0, 8)
 
 
 def test_bench_functions_return_the_common_structure():
@@ -58,7 +59,7 @@ def test_model_forward_details():
     r = bench.bench_model_forward(TINY, 2, 8, repeats=3, warmup=0, peak_gflops=100.0)
     assert [len(v) for v in r["times_s"].values()] == [3, 3]
     assert r["max_abs_diff"] < 1e-5, "the two models must compute the same function before being timed"
-    assert r["flops"] == bench.forward_flops(TINY, 2, 8)
+    assert r["flops"] == forward_flops(TINY, 2, 8)
     assert r["ours_tokens_per_s"] == pytest.approx(2 * 8 / (r["ours"] / 1e3))
     assert r["ours_gflops"] == pytest.approx(r["flops"] / (r["ours"] / 1e3) / 1e9)
     assert r["ours_mfu"] == pytest.approx(r["ours_gflops"] / 100.0)
@@ -84,9 +85,9 @@ def test_train_step_flops_match_torch_flop_counter():
         counter = FlopCounterMode(display=False)
         with counter:
             loss_fn().backward()
-        assert counter.get_total_flops() == bench.train_step_flops(TINY, B, T, rows), rows
+        assert counter.get_total_flops() == train_step_flops(TINY, B, T, rows), rows
     H, V = TINY.hidden_size, TINY.vocab_size
-    assert bench.mlm_head_flops(TINY, 4) == 4 * (2 * H * H + 2 * H * V)
+    assert mlm_head_flops(TINY, 4) == 4 * (2 * H * H + 2 * H * V)
 
 
 def test_masking_details():
@@ -107,8 +108,8 @@ def test_train_step_details():
     r = bench.bench_train_step(TINY, 4, 16, repeats=2, warmup=0, peak_gflops=100.0)
     assert r["loss_abs_diff"] < 1e-5, "both models must compute the same loss before being timed"
     assert 4 <= r["mlm_rows"] <= 4 * 16
-    assert r["ours_flops"] == bench.train_step_flops(TINY, 4, 16, r["mlm_rows"])
-    assert r["theirs_flops"] == bench.train_step_flops(TINY, 4, 16, 4 * 16)
+    assert r["ours_flops"] == train_step_flops(TINY, 4, 16, r["mlm_rows"])
+    assert r["theirs_flops"] == train_step_flops(TINY, 4, 16, 4 * 16)
     assert r["ours_flops"] < r["theirs_flops"]
     assert r["ours_mfu"] == pytest.approx(r["ours_gflops"] / 100.0)
 

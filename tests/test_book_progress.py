@@ -2,7 +2,7 @@
 
 * ``bertrepro.progress.bar`` under the runner writes its state to a file and draws nothing;
 * in a kernel run by hand (papermill, no ipywidgets) a bar leaves one line, not one per update;
-* :class:`bertrepro.book.ChapterProgress` prints chapter, elapsed time and the bar's state, at most
+* :class:`bertrepro.progress.ChapterProgress` prints chapter, elapsed time and the bar's state, at most
   one line per interval when the output is not a terminal;
 * the papermill-injected parameters cell is tagged ``remove-cell``; the chapter's own stays.
 """
@@ -20,6 +20,7 @@ import nbformat
 import pytest
 
 from bertrepro import book, progress
+from bertrepro.progress import ChapterProgress
 
 PARAMS = "profile = None\nseed = 0\ndevice = None"
 
@@ -125,7 +126,7 @@ def test_chapter_progress_log_lines_are_rate_limited(tmp_path):
     status = tmp_path / "p.json"
     stream = _TimedStream()
     stop = threading.Event()
-    mon = book.ChapterProgress("[09/12]", "09_pretraining", status, stream=stream, interval=0.3)
+    mon = ChapterProgress("[09/12]", "09_pretraining", status, stream=stream, interval=0.3)
     with mon:
         feeder = threading.Thread(target=_feed, args=(status, stop))
         feeder.start()
@@ -147,7 +148,7 @@ def test_chapter_progress_log_lines_are_rate_limited(tmp_path):
 
 def test_chapter_progress_quiet_chapter_keeps_one_line(tmp_path):
     stream = _TimedStream()
-    mon = book.ChapterProgress("[01/12]", "01_self_attention", tmp_path / "p.json", stream=stream, interval=30)
+    mon = ChapterProgress("[01/12]", "01_self_attention", tmp_path / "p.json", stream=stream, interval=30)
     with mon:
         time.sleep(0.05)
     mon.finish("8.9 s, 3 record(s)")
@@ -158,7 +159,7 @@ def test_chapter_progress_rewrites_in_place_on_a_terminal(tmp_path):
     status = tmp_path / "p.json"
     status.write_text("stale state of an earlier run")
     stream = io.StringIO()
-    mon = book.ChapterProgress("[10/12]", "10_fine_tuning", status, stream=stream, tty=True, refresh=0.1)
+    mon = ChapterProgress("[10/12]", "10_fine_tuning", status, stream=stream, tty=True, refresh=0.1)
     with mon:
         assert not status.exists(), "a stale progress file is removed when the chapter starts"
         status.write_text(json.dumps({"desc": "fine-tuning", "n": 4, "total": 9, "unit": "it", "postfix": ""}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bertrepro import profiles
+from bertrepro import chapters
 from bertrepro.finetune import cli
 from bertrepro.pretrain import PretrainConfig
 from bertrepro.pretrain.loop import resolve_run_device
@@ -45,7 +45,7 @@ def test_pretraining_follows_the_profiles_device_rule(cuda_machine, profile, exp
     config = PretrainConfig(profile=profile) if profile is None else PretrainConfig.for_profile(profile)
     assert resolve_run_device(config).type == expected
     if profile is not None:
-        assert profiles.setup(profile=profile).device.type == expected
+        assert chapters.setup(profile=profile).device.type == expected
 
 
 def test_an_explicit_device_wins(cuda_machine):

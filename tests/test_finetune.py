@@ -14,10 +14,10 @@ from torch.testing import assert_close
 from bertrepro import BertConfig, BertForSequenceClassification, BertModel
 from bertrepro.checkpoints import load_state_dict_strict
 from bertrepro.data import NetworkRequiredError
-from bertrepro.train.optim import WarmupLinearDecay
+from bertrepro.train.optim import WarmupLinearDecay, param_groups
 from bertrepro.finetune import (
     Encoded, FinetuneConfig, accuracy, classifier_from_encoder, extract_features, fine_tune,
-    load_glue, parameter_groups, predict, select_by_dev, stratified_subsample, train_probe,
+    load_glue, predict, select_by_dev, stratified_subsample, train_probe,
 )
 
 CFG = BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
@@ -169,7 +169,7 @@ def test_schedule_is_run_classifiers():
 
 def test_parameter_groups_partition_all_parameters():
     model = BertForSequenceClassification(CFG, 3)
-    decay, no_decay = parameter_groups(model, 0.01)
+    decay, no_decay = param_groups(model, 0.01)
     ids = [id(p) for p in decay["params"] + no_decay["params"]]
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
     assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
@@ -417,7 +417,8 @@ def test_load_arm_random_and_pretrained_share_architecture(tmp_path):
 
 
 def test_summaries_and_the_two_standard_error_verdict():
-    from bertrepro.finetune import compare, mean_std, summarize
+    from bertrepro.finetune import compare, summarize
+    from bertrepro.stats import mean_std
 
     rows = [{"arm": a, "regime": "probe", "size": 10, "n_train": 110, "seed": s, "n_test": 400, "accuracy": acc}
             for a, accs in (("random", [0.30, 0.32, 0.34]), ("minilm", [0.80, 0.81, 0.82]), ("pretrained", [0.31, 0.35, 0.33]))

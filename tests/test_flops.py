@@ -1,4 +1,4 @@
-"""The FLOP counter of chapter 11 (bertrepro.train.flops.step_flops) against torch's FlopCounterMode.
+"""The one FLOP formula of a training step (bertrepro.train.flops.train_step_flops) against torch's FlopCounterMode.
 
 The formula must equal what FlopCounterMode measures on one forward + backward pass through the
 explicit attention path, for every objective and two shapes; and FlopCounterMode on the fast
@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bertrepro.config import BertConfig
 from bertrepro.model import BertForPreTraining
-from bertrepro.train.flops import count_step_flops, run_flops, step_flops, steps_for_flops
+from bertrepro.train.flops import count_step_flops, estimate_mfu, steps_for_flops, train_step_flops
 
 B, T, V = 4, 16, 97
 
@@ -47,9 +47,9 @@ def test_step_flops_equals_flop_counter(shape, objective):
     batch = _batch(objective)
     predicted = int((batch["labels"] != -100).sum())
     measured = count_step_flops(model, batch, is_causal=objective == "ltr")
-    formula = step_flops(model.config, B, T, predicted)
-    assert abs(formula - measured) / measured < 1e-3, (formula, measured)
-    assert run_flops(model.config, B, T, [predicted] * 3) == pytest.approx(3 * formula)
+    formula = train_step_flops(model.config, B, T, predicted)
+    assert formula == measured  # counted predictions, pooler and NSP head included: exact
+    assert train_step_flops(model.config, B, T, predicted / 2 + predicted / 2) == pytest.approx(formula)
 
 
 def test_flop_counter_misses_sdpa_attention():
@@ -70,12 +70,20 @@ def test_flop_counter_misses_sdpa_attention():
 
 def test_more_predictions_cost_more_and_steps_round_trip():
     cfg = _model(2, 32, 4).config
-    mlm, ltr = step_flops(cfg, B, T, 10), step_flops(cfg, B, T, 60)
+    mlm, ltr = train_step_flops(cfg, B, T, 10), train_step_flops(cfg, B, T, 60)
     assert ltr > mlm
     target = 1000 * mlm
     n = steps_for_flops(target, ltr)
     assert abs(n * ltr - target) <= ltr / 2
     with pytest.raises(ValueError, match="predicted"):
-        step_flops(cfg, B, T, -1)
+        train_step_flops(cfg, B, T, -1)
     with pytest.raises(ValueError, match="target_flops"):
         steps_for_flops(0, ltr)
+
+
+def test_mfu_is_the_step_formula_times_steps_per_second():
+    cfg = _model(2, 32, 4).config
+    step = train_step_flops(cfg, B, T, 12)
+    assert estimate_mfu(step, steps_per_s=5.0, peak_flops=1e9) == pytest.approx(step * 5.0 / 1e9)
+    with pytest.raises(ValueError, match="peak_flops must be > 0"):
+        estimate_mfu(step, 1.0, 0.0)

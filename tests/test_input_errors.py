@@ -14,7 +14,7 @@ import pytest
 import torch
 import transformers
 
-from bertrepro import checkpoints, profiles
+from bertrepro import chapters, checkpoints, io
 from bertrepro.config import BertConfig
 from bertrepro.masking import mask_tokens
 from bertrepro.tokenization import WordPieceTokenizer, bert_uncased_vocab_path, load_vocab
@@ -108,36 +108,36 @@ def test_from_hf_rejects_other_objects():
 # ----------------------------------------------------------------------------------------------
 
 PARAMETERS_CELL = 'profile = None  # "smoke" | "cpu" | "gpu"\nseed = 0\ndevice = None\n'
-SETUP_CELL = "from bertrepro.profiles import setup\n\nrun = setup(profile=profile, seed=seed, device=device)\n"
+SETUP_CELL = "from bertrepro.chapters import setup\n\nrun = setup(profile=profile, seed=seed, device=device)\n"
 
 
 def test_misspelt_injected_parameter_is_found():
     history = ["", PARAMETERS_CELL, '# Parameters\nprofil = "smoke"\n', SETUP_CELL]
-    assert profiles.unknown_injected_parameters(history) == (["profil"], ["device", "profile", "seed"])
+    assert chapters.unknown_injected_parameters(history) == (["profil"], ["device", "profile", "seed"])
 
 
 def test_correct_injected_parameters_pass():
     history = ["", PARAMETERS_CELL, '# Parameters\nprofile = "smoke"\nseed = 3\n', SETUP_CELL]
-    assert profiles.unknown_injected_parameters(history) == ([], ["device", "profile", "seed"])
-    assert profiles.unknown_injected_parameters(["", PARAMETERS_CELL, SETUP_CELL])[0] == []
+    assert chapters.unknown_injected_parameters(history) == ([], ["device", "profile", "seed"])
+    assert chapters.unknown_injected_parameters(["", PARAMETERS_CELL, SETUP_CELL])[0] == []
 
 
 def test_a_parameter_the_chapter_declares_is_valid():
     history = ["", PARAMETERS_CELL + "steps = 10\n", "# Parameters\nsteps = 20\nstep = 3\n", SETUP_CELL]
-    assert profiles.unknown_injected_parameters(history) == (["step"], ["device", "profile", "seed", "steps"])
+    assert chapters.unknown_injected_parameters(history) == (["step"], ["device", "profile", "seed", "steps"])
 
 
 def test_setup_raises_on_a_misspelt_injected_parameter(monkeypatch):
-    monkeypatch.setattr(profiles, "_kernel_inputs",
+    monkeypatch.setattr(chapters, "_kernel_inputs",
                         lambda: ["", PARAMETERS_CELL, '# Parameters\nprofil = "smoke"\n', SETUP_CELL])
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['profil'\].*valid parameters are device, profile, seed"):
-        profiles.setup(profile="smoke")
+        chapters.setup(profile="smoke")
 
 
 @pytest.mark.parametrize("seed", [-1, 1.5, True, "0"])
 def test_setup_rejects_a_bad_seed(seed):
     with pytest.raises(ValueError, match=r"seed must be a non-negative int"):
-        profiles.setup(profile="smoke", seed=seed)
+        chapters.setup(profile="smoke", seed=seed)
 
 
 def _papermill(tmp_path, *params):
@@ -241,10 +241,10 @@ def test_mask_tokens_accepts_the_largest_id():
 def test_atomic_write_gives_the_mode_of_an_ordinary_write(tmp_path, umask, mode):
     old = os.umask(umask)
     try:
-        ours = checkpoints.atomic_write_bytes(tmp_path / "sub" / "scorecard.json", b"{}")
+        ours = io.atomic_write_bytes(tmp_path / "sub" / "scorecard.json", b"{}")
         plain = tmp_path / "plain.json"
         plain.write_bytes(b"{}")  # the reference: what open(..., "w") gives under this umask
-        text = checkpoints.atomic_write_text(tmp_path / "vocab.txt", "[PAD]\n")
+        text = io.atomic_write_text(tmp_path / "vocab.txt", "[PAD]\n")
     finally:
         os.umask(old)
     assert stat.S_IMODE(ours.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == mode
@@ -267,7 +267,7 @@ def test_atomic_write_flushes_the_file_before_the_rename_and_the_directory_after
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
-    checkpoints.atomic_write_bytes(tmp_path / "w.bin", b"x" * 10)
+    io.atomic_write_bytes(tmp_path / "w.bin", b"x" * 10)
     assert events == ["fsync file", "replace", "fsync dir"]
 
 

@@ -15,10 +15,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from bertrepro import book, report
-from bertrepro.book import ChapterError, main, notebook_parameters, pairing_differences, run_chapter
+from bertrepro import book, chapters, report
+from bertrepro.book import ChapterError, main, run_chapter
+from bertrepro.chapters import notebook_parameters, pairing_differences
 
-NOTEBOOKS = sorted(book.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.py"))
+NOTEBOOKS = sorted(chapters.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.py"))
 IDS = [p.stem for p in NOTEBOOKS]
 CELL_TIMEOUT = 900
 
@@ -53,7 +54,7 @@ def test_parameters_cell_comes_first(py):
     assert defaults == {"profile": None, "seed": 0, "device": None}, params
     # papermill injects the run's values in a cell *after* the parameters cell, so setup() must
     # be called in the next cell, never in the parameters cell itself (it would see the defaults).
-    assert "setup(" not in first.source, "call profiles.setup(...) after the parameters cell, not inside it"
+    assert "setup(" not in first.source, "call setup(...) after the parameters cell, not inside it"
     assert len(code) > 1 and "setup(" in code[1].source, "the cell after the parameters cell must call setup(...)"
 
 
@@ -116,16 +117,17 @@ def _notebook(path: Path, *code: str, title: str = "A throwaway chapter", params
 
 RECORDING = (
     "import os\n"
-    "from bertrepro import profiles\n"
+    "from bertrepro.chapters import setup\n"
+    "from bertrepro.io import cache_dir\n"
     "from bertrepro.report import record\n"
-    "run = profiles.setup(profile=profile, seed=seed, device=device)",
+    "run = setup(profile=profile, seed=seed, device=device)",
     "import torch\n"
     "x = torch.rand(run.pick(smoke=8, cpu=64, gpu=512), generator=run.generator())\n"
     "record('demo.mean', x.mean(), paper=0.5, tolerance=0.5, note='mean of uniforms')\n"
     "record('env.profile', run.profile, status='qualitatively reproduced')\n"
     "record('env.offline', os.environ.get('HF_HUB_OFFLINE', 'unset'), status='qualitatively reproduced')\n"
     "record('env.cwd', os.getcwd(), status='qualitatively reproduced')\n"
-    "record('env.cache', str(profiles.cache_dir().resolve()), status='qualitatively reproduced')",
+    "record('env.cache', str(cache_dir().resolve()), status='qualitatively reproduced')",
 )
 
 
@@ -166,14 +168,14 @@ def test_pairing_differences_catch_drift_and_outputs(tmp_path):
 def test_chapter_selection_and_unpaired_sources(tmp_path):
     d = tmp_path / "nbs"
     a, b = _notebook(d / "01_a.ipynb", "pass"), _notebook(d / "02_b.ipynb", "pass")
-    found = book.find_chapters(d)
+    found = chapters.find_chapters(d)
     assert found == [a, b]
-    assert book.select_chapters(found, ["2", "01_a"]) == [a, b]
+    assert chapters.select_chapters(found, ["2", "01_a"]) == [a, b]
     with pytest.raises(ValueError, match="available chapters: 01_a, 02_b"):
-        book.select_chapters(found, ["07"])
+        chapters.select_chapters(found, ["07"])
     (d / "03_c.py").write_text("# %%\n")
     with pytest.raises(ValueError, match=r"03_c.py.*no paired .ipynb.*make sync"):
-        book.find_chapters(d)
+        chapters.find_chapters(d)
 
 
 @pytest.mark.slow

@@ -15,7 +15,9 @@ from bertrepro import BertConfig, BertForPreTraining
 from bertrepro import pretrain as pt
 from bertrepro.checkpoints import CheckpointError
 from bertrepro.model import IGNORE_INDEX
-from bertrepro.train.distributed import derive_seed
+from bertrepro.train.distributed import derive_seed, init_distributed, split_batch
+from bertrepro.train.flops import estimate_mfu, train_step_flops
+from bertrepro.train.optim import decay_parameter_names, learning_rate_at, param_groups
 
 
 def tiny_model(**kw) -> BertForPreTraining:
@@ -27,7 +29,7 @@ def tiny_model(**kw) -> BertForPreTraining:
 
 def test_decay_groups_partition_all_parameters():
     model = tiny_model()
-    decay, no_decay = pt.decay_parameter_names(model)
+    decay, no_decay = decay_parameter_names(model)
     names = {n for n, _ in model.named_parameters()}
     assert set(decay).isdisjoint(no_decay)
     assert set(decay) | set(no_decay) == names
@@ -37,7 +39,7 @@ def test_decay_groups_partition_all_parameters():
     for n in decay:
         assert "LayerNorm" not in n and not n.endswith("bias"), n
     assert "bert.embeddings.word_embeddings.weight" in decay  # shared with the MLM decoder, listed once
-    groups = pt.param_groups(model, 0.01)
+    groups = param_groups(model, 0.01)
     assert [g["weight_decay"] for g in groups] == [0.01, 0.0]
     ids = [id(p) for g in groups for p in g["params"]]
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
@@ -65,7 +67,7 @@ def test_schedule_matches_hand_formula(warmup, total):
     for s, lr in enumerate(seen):
         hand = base * s / warmup if s < warmup else base * max(0.0, 1 - s / total)  # optimization.py
         assert lr == pytest.approx(hand, rel=1e-12, abs=1e-15), s
-        assert lr == pytest.approx(pt.learning_rate_at(s, base, warmup, total), abs=1e-15)
+        assert lr == pytest.approx(learning_rate_at(s, base, warmup, total), abs=1e-15)
     if warmup:
         assert seen[0] == 0.0 and seen[warmup // 2] == pytest.approx(base * (warmup // 2) / warmup)
         assert max(seen) <= base
@@ -129,7 +131,7 @@ def test_gpu_profile_keeps_the_paper_recipe():
     (32, 1, None, 32, 1), (32, 2, None, 16, 1), (256, 8, None, 32, 1), (256, 2, 64, 64, 2),
     (256, 1, 100, 64, 4), (24, 2, 5, 4, 3), (7, 7, None, 1, 1), (12, 1, 1, 1, 12)])
 def test_split_batch(global_bs, world, cap, micro, accum):
-    s = pt.split_batch(global_bs, world, cap)
+    s = split_batch(global_bs, world, cap)
     assert (s.micro_batch_size, s.accumulation_steps) == (micro, accum)
     assert s.micro_batch_size * s.world_size * s.accumulation_steps == global_bs
     rows = sorted(i for r in range(world) for a in range(accum) for i in range(global_bs)[s.rows(r, a)])
@@ -139,15 +141,15 @@ def test_split_batch(global_bs, world, cap, micro, accum):
 @pytest.mark.parametrize("global_bs,world", [(32, 3), (10, 4), (5, 2)])
 def test_split_batch_world_not_dividing_is_a_clear_error(global_bs, world):
     with pytest.raises(ValueError, match=f"global batch size {global_bs} cannot be split over world size {world}"):
-        pt.split_batch(global_bs, world)
+        split_batch(global_bs, world)
     with pytest.raises(ValueError, match="--batch-size"):
-        pt.split_batch(global_bs, world, 1)  # no accumulation fixes it
+        split_batch(global_bs, world, 1)  # no accumulation fixes it
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5])
 def test_split_batch_rejects_bad_sizes(bad):
     with pytest.raises(ValueError, match="must be a positive int"):
-        pt.split_batch(bad, 1)
+        split_batch(bad, 1)
 
 
 # ----------------------------------------------------------------------------- distributed set-up
@@ -155,7 +157,7 @@ def test_split_batch_rejects_bad_sizes(bad):
 def test_no_torchrun_env_means_single_process(monkeypatch):
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(k, raising=False)
-    info = pt.init_distributed("cpu")
+    info = init_distributed("cpu")
     assert (info.rank, info.world_size, info.enabled) == (0, 1, False)
 
 
@@ -163,19 +165,19 @@ def test_distributed_env_errors(monkeypatch):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     with pytest.raises(ValueError, match="RANK and WORLD_SIZE must be set together"):
-        pt.init_distributed("cpu")
+        init_distributed("cpu")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "2")
     with pytest.raises(ValueError, match=r"RANK=2 must be in \[0, WORLD_SIZE=2\)"):
-        pt.init_distributed("cpu")
+        init_distributed("cpu")
     monkeypatch.setenv("RANK", "x")
     with pytest.raises(ValueError, match="RANK='x' must be an integer"):
-        pt.init_distributed("cpu")
+        init_distributed("cpu")
     monkeypatch.setenv("RANK", "1")
     monkeypatch.delenv("MASTER_ADDR", raising=False)
     monkeypatch.delenv("MASTER_PORT", raising=False)
     with pytest.raises(ValueError, match="MASTER_ADDR, MASTER_PORT not set"):
-        pt.init_distributed("cpu")
+        init_distributed("cpu")
 
 
 # ----------------------------------------------------------------------------- labels
@@ -380,7 +382,7 @@ def test_metrics_jsonl(tmp_path, cache):
                     "world_size", "global_batch_size"):
             assert key in m, key
         assert (m["world_size"], m["global_batch_size"]) == (1, 8)
-        assert m["lr"] == pytest.approx(pt.learning_rate_at(m["step"] - 1, cfg.learning_rate, cfg.warmup_steps,
+        assert m["lr"] == pytest.approx(learning_rate_at(m["step"] - 1, cfg.learning_rate, cfg.warmup_steps,
                                                             cfg.total_steps))
         assert m["loss"] == pytest.approx(m["mlm_loss"] + m["nsp_loss"])
         assert m["tokens_per_s"] > 0 and 0 <= m["mlm_accuracy"] <= 1 and 0 <= m["nsp_accuracy"] <= 1
@@ -512,16 +514,24 @@ def test_fill_mask_errors_and_shape(trained):
     assert all(0 <= p <= 1 for o in out for _, p in o)
 
 
-def test_flops_per_token_matches_the_6n_plus_12lht_estimate():
+def test_step_flops_match_the_6n_plus_12lht_estimate():
+    """train_step_flops per token is 6N + 12LHT plus the gathered head, the pooler and the NSP classifier."""
     cfg = BertConfig.base()
-    T = 128
+    B, T, P = 256, 128, 256 * 20
     n_encoder = 12 * (4 * 768 * 768 + 2 * 768 * 3072)  # matrices of the 12 layers
     head = 768 * 768 + 768 * 30522
-    hand = 6 * n_encoder + 12 * 12 * 768 * T + 6 * 0.15 * head
-    assert pt.flops_per_token(cfg, T) == pytest.approx(hand)
-    assert pt.estimate_mfu(cfg, T, tokens_per_s=1e5, peak_flops=1e15) == pytest.approx(hand * 1e5 / 1e15)
-    with pytest.raises(ValueError, match="peak_flops must be > 0"):
-        pt.estimate_mfu(cfg, T, 1.0, 0.0)
+    hand = B * T * (6 * n_encoder + 12 * 12 * 768 * T) + 6 * P * head + 6 * B * (768 * 768 + 768 * 2)
+    assert train_step_flops(cfg, B, T, P) == hand
+
+
+def test_the_loops_mfu_prices_its_counted_predictions(tmp_path, cache):
+    """Each metrics line's MFU is train_step_flops at the window's counted predictions, times steps/s."""
+    r = train(tmp_path, cache, max_steps=8, peak_tflops=1.0)
+    steps = [0] + [m["step"] for m in r.metrics]
+    for m, n in zip(r.metrics, [b - a for a, b in zip(steps, steps[1:])]):
+        assert 0 < m["predictions"] <= n * r.config.batch_size * r.config.max_predictions_per_seq
+        flops = train_step_flops(r.model.config, r.config.batch_size, r.config.max_seq_length, m["predictions"] / n)
+        assert m["mfu"] == pytest.approx(estimate_mfu(flops, m["steps_per_s"], 1e12), rel=1e-12)
 
 
 def test_nsp_length_baseline_against_a_hand_lookup(trained):

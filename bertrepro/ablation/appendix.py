@@ -1,31 +1,22 @@
 """Appendix C of the paper at small scale: the crossover curve of C.1 (Figure 5) and the masking
 mixes of C.2 (Table 8), plus the compact per-run table of chapter 11.
 
-Everything is read from :func:`~bertrepro.ablation.runs.run_ablation`'s results; every verdict is a
+Everything is read from :func:`~bertrepro.ablation.experiment.run_ablation`'s results; every verdict is a
 paired difference with its standard error, gated by the arms' learning checks.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from ..labels import ARM_LABELS
+from ..pretrain.config import OBJECTIVES
 from ..report import paper_value
-from ..stats import mean_se, ordering_claim, paired_difference, unmeasured_claim
-from .tables import OBJECTIVE_ARMS, _claim_size, _correct, _points, gate_claim, run_name
-
-if TYPE_CHECKING:
-    from .runs import AblationSettings
+from ..stats import in_points, mean_se, ordering_claim, paired_difference, unmeasured_claim
+from .runs import AblationSettings, mix_label, mix_name, table8_name
+from .tables import claim_size, gate_claim, topic_correct
 
 __all__ = ["PAPER_TABLE8_ROWS", "arm_table", "curve_rows", "crossover", "crossover_claim", "table8_summary",
            "table8_claims", "plot_crossover"]
-
-
-def _mix_name(mix: Sequence[float]) -> str:
-    return "_".join(str(round(100 * p)) for p in mix)
-
-
-def _mix_label(mix: Sequence[float]) -> str:
-    return "/".join(str(round(100 * p)) for p in mix)
 
 
 PAPER_TABLE8_ROWS = {"80_10_10": "80/10/10", "100_0_0": "100/0/0", "80_0_20": "80/0/20", "80_20_0": "80/20/0",
@@ -39,7 +30,7 @@ def arm_table(results: Mapping[str, Any]) -> list[dict[str, Any]]:
         g = results["gates"][name]
         rows.append({"run": name, "part": {"table5": "Table 5", "table6": "Table 6", "table8": "Table 8"}[r["role"]],
                      "objective": r["objective"], "L/H/A": "/".join(map(str, r["shape"])),
-                     "mix": _mix_label(r["mix"]) if r["objective"] != "ltr" else "—",
+                     "mix": mix_label(r["mix"]) if r["objective"] != "ltr" else "—",
                      "steps": f"{r['steps']:,} of {r['total_steps']:,}", "TFLOP": r["flops"] / 1e12,
                      "wall s": r["wall_seconds"], "final train LM loss": r["final_lm_loss"],
                      "held-out LM loss": r["heldout_loss"], "NSP (balanced)": r["nsp_balanced_accuracy"],
@@ -99,23 +90,23 @@ def crossover_claim(results: Mapping[str, Any], key: str = "cloze") -> dict[str,
     c = ordering_claim(f"appendix_c1.{key}.mlm_nsp_minus_ltr",
                        f"After the whole budget MLM + NSP beats LTR ({what}; LTR at "
                        f"{ltr['flops'] / 1e12:.3g} of {mlm_nsp['flops'] / 1e12:.3g} TFLOP)",
-                       [_points(paired_difference([mlm_nsp[key]], [ltr[key]]))], None, "points")
+                       [in_points(paired_difference([mlm_nsp[key]], [ltr[key]]))], None, "points")
     return gate_claim(c, results, names)
 
 
 def table8_summary(results: Mapping[str, Any], settings: AblationSettings) -> list[dict[str, Any]]:
     """One row per mix: cloze ([MASK] blank) and its learning check, probe and fine-tuning (mean, SE)."""
     rows = []
-    p, f = _claim_size(settings), settings.finetune_sizes[0]
+    p, f = claim_size(settings), settings.finetune_sizes[0]
     for mix in settings.table8_mixes:
-        name = "t8-" + _mix_name(mix)
+        name = table8_name(mix)
         g = results["gates"][name]
-        row = {"mix": _mix_label(mix), "run": name, "learned": g["learned"], "cloze_over_baseline":
+        row = {"mix": mix_label(mix), "run": name, "learned": g["learned"], "cloze_over_baseline":
                g["cloze_over_baseline"], "z": g["z"],
                "cloze": mean_se([results["cloze"]["scores"][f"{name}:bidirectional"]["correct"]]),
-               f"probe@{p}": mean_se(_correct(results, name, "probe", p)),
-               f"finetune@{f}": mean_se(_correct(results, name, "finetune", f))}
-        paper_row = PAPER_TABLE8_ROWS.get(_mix_name(mix))
+               f"probe@{p}": mean_se(topic_correct(results, name, "probe", p)),
+               f"finetune@{f}": mean_se(topic_correct(results, name, "finetune", f))}
+        paper_row = PAPER_TABLE8_ROWS.get(mix_name(mix))
         row["paper"] = {c: paper_value("table8", paper_row, c) for c in ("MNLI", "NER", "NER (feature-based)")} \
             if paper_row else None
         rows.append(row)
@@ -126,17 +117,17 @@ def table8_claims(results: Mapping[str, Any], settings: AblationSettings) -> lis
     """Appendix C.2's contrasts against the reference mix (the first, 80/10/10): the feature-based
     (probe) and fine-tuned (topic fine-tuning) differences, the paper's from its Table 8."""
     ref = settings.table8_mixes[0]
-    ref_name, ref_row = "t8-" + _mix_name(ref), PAPER_TABLE8_ROWS[_mix_name(ref)]
-    p, f = _claim_size(settings), settings.finetune_sizes[0]
+    ref_name, ref_row = table8_name(ref), PAPER_TABLE8_ROWS[mix_name(ref)]
+    p, f = claim_size(settings), settings.finetune_sizes[0]
     claims = []
     for mix in settings.table8_mixes[1:]:
-        name, row = "t8-" + _mix_name(mix), PAPER_TABLE8_ROWS.get(_mix_name(mix))
+        name, row = table8_name(mix), PAPER_TABLE8_ROWS.get(mix_name(mix))
         for regime, size, col in (("probe", p, "NER (feature-based)"), ("finetune", f, "MNLI")):
             paper = None if row is None else paper_value("table8", ref_row, col) - paper_value("table8", row, col)
-            d = _points(paired_difference(_correct(results, ref_name, regime, size),
-                                          _correct(results, name, regime, size)))
-            c = ordering_claim(f"table8.{regime}.{_mix_name(ref)}_minus_{_mix_name(mix)}",
-                               f"{_mix_label(ref)} beats {_mix_label(mix)} "
+            d = in_points(paired_difference(topic_correct(results, ref_name, regime, size),
+                                          topic_correct(results, name, regime, size)))
+            c = ordering_claim(f"table8.{regime}.{mix_name(ref)}_minus_{mix_name(mix)}",
+                               f"{mix_label(ref)} beats {mix_label(mix)} "
                                f"({'frozen-feature probe' if regime == 'probe' else 'fine-tuned'}, {size} labels per "
                                f"topic; paper column {col})", [d], paper, "points")
             claims.append(gate_claim(c, results, [ref_name, name]))
@@ -145,14 +136,14 @@ def table8_claims(results: Mapping[str, Any], settings: AblationSettings) -> lis
 
 def plot_crossover(results: Mapping[str, Any], axes=None, sigmas: float = 2.0):
     """Cloze and probe accuracy against counted pre-training FLOPs (log x), one line per arm."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazily: plotting is optional, and pyplot is slow to import
 
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(7.4, 3.2))
     rows = curve_rows(results)
     styles = {"mlm_nsp": ("tab:blue", "o"), "mlm": ("tab:orange", "s"), "ltr": ("tab:gray", "^")}
     for ax, key, ylabel in ((axes[0], "cloze", "cloze accuracy (%)"), (axes[1], "probe", "probe accuracy (%)")):
-        for o in OBJECTIVE_ARMS:
+        for o in OBJECTIVES:
             pts = [r for r in rows if r["arm"] == o]
             color, marker = styles[o]
             ax.errorbar([r["tflop"] for r in pts], [100 * r[key][0] for r in pts],

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import torch
 
 from ..model import BertForPreTraining
+from ..stats import paired_difference
 from ..train.optim import autocast, eval_mode
 
 __all__ = ["CLOZE_MODES", "ARM_CLOZE_MODE", "ClozeItems", "word_token_mask", "make_cloze_items", "cloze_inputs",
@@ -196,8 +197,6 @@ def learning_check(correct: Sequence[bool] | torch.Tensor, baseline_correct: Seq
     ``cloze_over_baseline >= MIN_OVER_BASELINE`` and ``z >= MIN_Z`` and, when ``nsp_accuracy`` (balanced,
     held-out) is given, ``nsp_accuracy >= MIN_NSP_BALANCED``.
     """
-    from ..stats import paired_difference
-
     a = torch.as_tensor(correct, dtype=torch.float64)
     b = torch.as_tensor(baseline_correct, dtype=torch.float64)
     if a.shape != b.shape or a.ndim != 1 or a.numel() < 2:

@@ -1,36 +1,45 @@
-"""Chapter 11's runs: the settings of each profile, the pre-training runs they plan, training (or
-loading) them with their snapshots, and measuring every result once, cached as JSON.
+"""Chapter 11's runs: their names, the settings of each profile, the pre-training runs they plan,
+and training (or loading) them with their snapshots. The bottom layer of :mod:`bertrepro.ablation`.
 
-Every run's settings live in :data:`bertrepro.profiles.ABLATION` (one entry per profile); results
-are cached under ``bertrepro.profiles.cache_dir("ablation", profile, f"seed{seed}")`` and rebuilt
-when absent or when the settings change. The MLM + NSP arm is chapter 09's run
-(:func:`bertrepro.pretrain.pretrained_model`); its kept checkpoints are the snapshots of the
-crossover curve. The measurements themselves are in :mod:`bertrepro.ablation.measure`.
+Run names are built and read here only: a Table 5 arm is ``<objective>-L<L>-H<H>-A<A>``
+(:func:`run_name`), a Table 6 run ``t6-`` and its shape (:func:`table6_name`), a Table 8 run ``t8-``
+and its mix (:func:`table8_name`); :func:`run_role` reads the part of the paper back from a name.
+
+Every run's settings live in :data:`bertrepro.profiles.ABLATION` (one entry per profile). The
+MLM + NSP arm is chapter 09's run (:func:`bertrepro.pretrain.runs.pretrained_model`); its kept
+checkpoints are the snapshots of the crossover curve.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
-from ..finetune import BUDGETS, Budget
-from ..io import atomic_write_text, cache_dir
+from ..finetune.curves import BUDGETS, Budget
+from ..io import cache_dir
 from ..model import BertForPreTraining
-from ..pretrain import OBJECTIVES, PretrainConfig, load_or_train, pretrained_dir, prepare_data
+from ..pretrain.config import OBJECTIVES, PretrainConfig, differences
+from ..pretrain.data import mean_predictions, prepare_data
+from ..pretrain.runs import load_or_train, pretrained_dir
 from ..profiles import ABLATION, PRETRAIN, PROFILES, check_profile
-from ..train.flops import mean_predictions, step_flops, steps_for_flops
-from .tables import OBJECTIVE_ARMS, run_name
+from ..train.flops import steps_for_flops, train_step_flops
 
-__all__ = ["AblationSettings", "SETTINGS", "settings_for", "pretrain_config", "differing_fields", "run_name",
-           "mix_name", "planned_runs", "ablation_dir", "TrainedRun", "train_or_load", "run_ablation", "load_run",
-           "snapshot_dirs", "equal_flop_ltr_steps"]
+__all__ = ["run_name", "table6_name", "table8_name", "mix_name", "mix_label", "run_role", "AblationSettings",
+           "SETTINGS", "settings_for", "pretrain_config", "differing_fields", "planned_runs", "ablation_dir",
+           "TrainedRun", "run_dir", "train_or_load", "load_run", "snapshot_dirs", "equal_flop_ltr_steps"]
+
+
+def run_name(objective: str, shape: Sequence[int]) -> str:
+    """The name of one Table 5 arm, e.g. ``mlm_nsp-L2-H128-A2``."""
+    L, H, A = shape
+    return f"{objective}-L{L}-H{H}-A{A}"
+
+
+def table6_name(shape: Sequence[int]) -> str:
+    """The name of one Table 6 run, e.g. ``t6-mlm_nsp-L1-H64-A2``."""
+    return "t6-" + run_name("mlm_nsp", shape)
 
 
 def mix_name(mix: Sequence[float]) -> str:
@@ -38,16 +47,28 @@ def mix_name(mix: Sequence[float]) -> str:
     return "_".join(str(round(100 * p)) for p in mix)
 
 
+def mix_label(mix: Sequence[float]) -> str:
+    """``(0.8, 0.1, 0.1)`` -> ``"80/10/10"``, as Table 8 writes its rows."""
+    return "/".join(str(round(100 * p)) for p in mix)
+
+
+def table8_name(mix: Sequence[float]) -> str:
+    """The name of one Table 8 run, e.g. ``t8-80_10_10``."""
+    return "t8-" + mix_name(mix)
+
+
+def run_role(name: str) -> str:
+    """The part of the paper a run belongs to, read from its name: ``table5``, ``table6`` or ``table8``."""
+    return "table6" if name.startswith("t6-") else "table8" if name.startswith("t8-") else "table5"
+
+
 @dataclass(frozen=True)
 class AblationSettings:
     """What chapter 11 runs at one profile (see :data:`bertrepro.profiles.ABLATION`)."""
 
     profile: str  # smoke | cpu | gpu: the PretrainConfig preset every run starts from
-    arm_shape: tuple[int, int, int]  # (L, H, A) of the Table 5 arms: chapter 09's shape
     ltr_fraction: float  # the LTR arm stops at this fraction of its equal-FLOP schedule
     ltr_snapshots: int  # kept LTR checkpoints (evenly spaced up to its stop)
-    mlm_max_steps: int | None  # where the MLM-only arm stops (None: chapter 09's whole schedule, which
-    # the NSP comparison of Table 5 needs: it compares the two final models at equal steps)
     sizes: tuple[tuple[int, int, int], ...]  # the Table 6 grid (MLM + NSP), smallest first
     table6_steps: int  # schedule of every Table 6 run (10 % warm-up)
     table8_shape: tuple[int, int, int]  # the Table 8 runs' shape (MLM, no NSP)
@@ -63,11 +84,6 @@ class AblationSettings:
 
     def __post_init__(self) -> None:
         check_profile(self.profile)
-        preset = PRETRAIN[self.profile]
-        ch09 = (preset["num_hidden_layers"], preset["hidden_size"], preset["num_attention_heads"])
-        if tuple(self.arm_shape) != ch09:
-            raise ValueError(f"arm_shape {self.arm_shape} must be chapter 09's shape {ch09}: the MLM + NSP arm "
-                             f"is chapter 09's run")
         for shape in (self.arm_shape, self.table8_shape, *self.sizes):
             L, H, A = shape
             if min(L, H, A) < 1 or H % A:
@@ -77,8 +93,6 @@ class AblationSettings:
         if not 0 < self.ltr_fraction <= 1 or self.ltr_snapshots < 2:
             raise ValueError(f"need 0 < ltr_fraction <= 1 and ltr_snapshots >= 2, got {self.ltr_fraction!r}, "
                              f"{self.ltr_snapshots!r}")
-        if self.mlm_max_steps is not None and not 0 < self.mlm_max_steps <= preset["total_steps"]:
-            raise ValueError(f"mlm_max_steps must be None or in [1, {preset['total_steps']}], got {self.mlm_max_steps}")
         for name in ("table6_steps", "table8_steps"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 2:
                 raise ValueError(f"{name} must be an int >= 2, got {getattr(self, name)!r}")
@@ -90,6 +104,12 @@ class AblationSettings:
             raise ValueError("need probe_seeds >= 1, finetune_seeds >= 1 and at least one learning rate")
         if not self.probe_sizes or not self.finetune_sizes:
             raise ValueError("need at least one probe size and one fine-tuning size")
+
+    @property
+    def arm_shape(self) -> tuple[int, int, int]:
+        """(L, H, A) of the Table 5 arms: chapter 09's preset (the MLM + NSP arm is chapter 09's run)."""
+        preset = PRETRAIN[self.profile]
+        return preset["num_hidden_layers"], preset["hidden_size"], preset["num_attention_heads"]
 
     @property
     def budget(self) -> Budget:
@@ -125,7 +145,7 @@ def equal_flop_ltr_steps(settings: AblationSettings, seed: int = 0) -> dict[str,
     """The LTR schedule with the FLOPs of chapter 09's run, from counted predicted positions.
 
     Returns ``mlm_predicted`` / ``ltr_predicted`` (positions per step, counted on epoch 0 of each
-    run's own data), ``mlm_step_flops`` / ``ltr_step_flops`` (:func:`bertrepro.train.flops.step_flops`),
+    run's own data), ``mlm_step_flops`` / ``ltr_step_flops`` (:func:`bertrepro.train.flops.train_step_flops`),
     ``ch09_flops`` and ``ltr_total_steps``.
     """
     base = PretrainConfig.for_profile(settings.profile, seed=seed)
@@ -134,8 +154,8 @@ def equal_flop_ltr_steps(settings: AblationSettings, seed: int = 0) -> dict[str,
     bert = base.bert_config(data.vocab_size)
     out = {"mlm_predicted": mean_predictions(data, base), "ltr_predicted": mean_predictions(data, ltr)}
     B, T = base.batch_size, base.max_seq_length
-    out["mlm_step_flops"] = step_flops(bert, B, T, out["mlm_predicted"])
-    out["ltr_step_flops"] = step_flops(bert, B, T, out["ltr_predicted"])
+    out["mlm_step_flops"] = train_step_flops(bert, B, T, out["mlm_predicted"])
+    out["ltr_step_flops"] = train_step_flops(bert, B, T, out["ltr_predicted"])
     out["ch09_flops"] = base.total_steps * out["mlm_step_flops"]
     out["ltr_total_steps"] = steps_for_flops(out["ch09_flops"], out["ltr_step_flops"])
     return out
@@ -145,8 +165,8 @@ def pretrain_config(settings: AblationSettings, objective: str, seed: int = 0, d
                     ltr_total_steps: int | None = None) -> PretrainConfig:
     """The configuration of one Table 5 arm.
 
-    ``mlm_nsp`` is chapter 09's preset itself; ``mlm`` differs in the objective (and where it stops,
-    ``mlm_max_steps``); ``ltr`` has the equal-FLOP schedule (``ltr_total_steps``, default
+    ``mlm_nsp`` is chapter 09's preset itself; ``mlm`` differs in the objective only (the NSP
+    comparison of Table 5 compares the two final models at equal steps); ``ltr`` has the equal-FLOP schedule (``ltr_total_steps``, default
     :func:`equal_flop_ltr_steps`), chapter 09's warm-up share, and stops at ``ltr_fraction`` of it.
     """
     if objective not in OBJECTIVES:
@@ -155,7 +175,7 @@ def pretrain_config(settings: AblationSettings, objective: str, seed: int = 0, d
     if objective == "mlm_nsp":
         return base
     if objective == "mlm":
-        return dataclasses.replace(base, objective="mlm", max_steps=settings.mlm_max_steps)
+        return dataclasses.replace(base, objective="mlm")
     total = ltr_total_steps or int(equal_flop_ltr_steps(settings, seed)["ltr_total_steps"])
     stop = max(settings.ltr_snapshots, math.ceil(settings.ltr_fraction * total))
     return dataclasses.replace(base, objective="ltr", total_steps=total,
@@ -164,23 +184,21 @@ def pretrain_config(settings: AblationSettings, objective: str, seed: int = 0, d
                                keep_checkpoints=settings.ltr_snapshots + 1)
 
 
-def differing_fields(a, b) -> set[str]:
-    """Names of the PretrainConfig fields where ``a`` and ``b`` differ."""
-    da, db = a.to_dict(), b.to_dict()
-    return {k for k in da if da[k] != db[k]}
+def differing_fields(a: PretrainConfig, b: PretrainConfig) -> set[str]:
+    """Names of the PretrainConfig fields where ``a`` and ``b`` differ (:func:`bertrepro.pretrain.config.differences`)."""
+    return set(differences(a.to_dict(), b.to_dict()))
 
 
 def planned_runs(settings: AblationSettings, seed: int = 0, device: str | None = None) -> dict[str, PretrainConfig]:
     """Every pre-training run: the three Table 5 arms, the Table 6 grid, the Table 8 mixes."""
     ltr_total = int(equal_flop_ltr_steps(settings, seed)["ltr_total_steps"])
     runs = {run_name(o, settings.arm_shape): pretrain_config(settings, o, seed, device, ltr_total)
-            for o in OBJECTIVE_ARMS}
+            for o in OBJECTIVES}
     for shape in settings.sizes:
-        runs["t6-" + run_name("mlm_nsp", shape)] = _short(settings, "mlm_nsp", shape, settings.table6_steps, seed,
-                                                          device)
+        runs[table6_name(shape)] = _short(settings, "mlm_nsp", shape, settings.table6_steps, seed, device)
     for mix in settings.table8_mixes:
         m, s, r = mix
-        runs["t8-" + mix_name(mix)] = _short(settings, "mlm", settings.table8_shape, settings.table8_steps, seed,
+        runs[table8_name(mix)] = _short(settings, "mlm", settings.table8_shape, settings.table8_steps, seed,
                                              device, mask_fraction=m, same_fraction=s, random_fraction=r)
     return runs
 
@@ -205,7 +223,7 @@ class TrainedRun:
         return self.model_dir.parent
 
 
-def _run_dir(settings: AblationSettings, name: str, config: PretrainConfig, seed: int) -> Path:
+def run_dir(settings: AblationSettings, name: str, config: PretrainConfig, seed: int) -> Path:
     """Chapter 09's directory for the MLM + NSP arm (shared with chapters 09 and 10), else the ablation's."""
     if name == run_name("mlm_nsp", settings.arm_shape):
         return pretrained_dir(settings.profile, seed)
@@ -231,47 +249,10 @@ def snapshot_dirs(output_dir: str | Path) -> dict[int, Path]:
     return {int(p.name.split("-")[1]): p for p in dirs}
 
 
-def _settings_key(settings: AblationSettings, seed: int, device: str) -> str:
-    blob = json.dumps({"settings": settings.to_dict(), "seed": seed, "device": torch.device(device).type, "format": 4},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def run_ablation(settings: AblationSettings, seed: int = 0, device: torch.device | str = "cpu", progress: bool = True,
-                 rebuild: bool = False) -> dict[str, Any]:
-    """Train (or load) every run, then measure cloze, gates, curves, perplexity, probe and fine-tuning.
-
-    The results go to ``ablation_dir(profile, seed)/results.json`` (atomically) and are returned from
-    there on the next call with the same settings, seed and device type.
-    """
-    from .measure import measure
-
-    device = str(device)
-    root = ablation_dir(settings.profile, seed)
-    path = root / "results.json"
-    key = _settings_key(settings, seed, device)
-    if path.is_file() and not rebuild:
-        cached = json.loads(path.read_text())
-        if cached.get("settings_key") == key:
-            cached["cached"] = True
-            return cached
-    t0 = time.perf_counter()
-    runs = {name: train_or_load(name, cfg, _run_dir(settings, name, cfg, seed), progress)
-            for name, cfg in planned_runs(settings, seed, device).items()}
-    t_train = time.perf_counter() - t0
-    results = measure(runs, settings, seed, device, progress)
-    results["flops"] = equal_flop_ltr_steps(settings, seed)
-    results.update(settings_key=key, settings=settings.to_dict(), seed=seed, device=torch.device(device).type,
-                   seconds={"pretraining": t_train, "evaluation": time.perf_counter() - t0 - t_train})
-    atomic_write_text(path, json.dumps(results))
-    results["cached"] = False
-    return results
-
-
 def load_run(settings: AblationSettings, name: str, seed: int = 0, device: str | None = None,
              progress: bool = True) -> TrainedRun:
     """One run's model (trained again if its directory was removed)."""
     runs = planned_runs(settings, seed, device)
     if name not in runs:
         raise ValueError(f"unknown run {name!r}; the runs are {list(runs)}")
-    return train_or_load(name, runs[name], _run_dir(settings, name, runs[name], seed), progress)
+    return train_or_load(name, runs[name], run_dir(settings, name, runs[name], seed), progress)

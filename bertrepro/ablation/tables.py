@@ -5,25 +5,21 @@ never written by hand), and plots.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..finetune import FinetuneConfig, TopicTask, finetune_points, probe_curve, train_probe, training_indices
 from ..labels import ARM_LABELS
-from ..model import BertForPreTraining, BertModel, left_to_right
+from ..pretrain.config import OBJECTIVES
 from ..report import PAPER_TABLES, paper_value
-from ..stats import claim_sentence, mean_se, ordering_claim, paired_difference
+from ..stats import claim_sentence, in_points, mean_se, ordering_claim, paired_difference
 from .cloze import ARM_CLOZE_MODE
+from .runs import AblationSettings, run_name, table6_name
 
-if TYPE_CHECKING:  # runs.py imports this module
-    from .runs import AblationSettings
+__all__ = ["PAPER_ROWS", "PAPER_TABLE5_COLUMNS", "PAPER_TABLE6_COLUMNS", "topic_correct", "claim_size",
+           "table5_summary", "table6_summary", "table5_claims", "table6_claims", "paper_difference", "plot_table5",
+           "plot_table6", "gate_claim", "gated_sentence"]
 
-__all__ = ["OBJECTIVE_ARMS", "PAPER_ROWS", "PAPER_TABLE5_COLUMNS", "PAPER_TABLE6_COLUMNS", "topic_encoder",
-           "probe_rows", "finetune_rows", "table5_summary", "table6_summary", "table5_claims", "table6_claims",
-           "paper_difference", "plot_table5", "plot_table6", "gate_claim", "gated_sentence", "table6_name"]
-
-OBJECTIVE_ARMS = ("mlm_nsp", "mlm", "ltr")
 PAPER_ROWS = {"mlm_nsp": "BERT-base", "mlm": "No NSP", "ltr": "LTR & No NSP"}  # rows of report's table5
 PAPER_TABLE5_COLUMNS = ("MNLI-m", "QNLI", "MRPC", "SST-2")  # the classification columns of Table 5
 PAPER_TABLE6_COLUMNS = ("MNLI-m", "MRPC", "SST-2")
@@ -47,68 +43,6 @@ def gated_sentence(claim: Mapping[str, Any]) -> str:
     return s
 
 
-def table6_name(shape: Sequence[int]) -> str:
-    """The name of one Table 6 run, e.g. ``t6-mlm_nsp-L1-H64-A2``."""
-    return "t6-" + run_name("mlm_nsp", shape)
-
-
-def run_name(objective: str, shape: Sequence[int]) -> str:
-    """The name of one pre-training run, e.g. ``mlm_nsp-L2-H128-A2``."""
-    L, H, A = shape
-    return f"{objective}-L{L}-H{H}-A{A}"
-
-
-def topic_encoder(model: BertForPreTraining, objective: str) -> BertModel:
-    """The encoder a run contributes to the topic task: causal for the LTR objective."""
-    return left_to_right(model.bert) if objective == "ltr" else model.bert
-
-
-def probe_rows(features: Mapping[str, Mapping[str, torch.Tensor]], task, sizes: Sequence[int | str], seeds: int,
-               l2_grid: Sequence[float], progress: bool = True) -> list[dict[str, Any]]:
-    """:func:`bertrepro.finetune.probe_curve`'s rows, each with the correctness of every test article
-    (``correct``, a list of bools) for paired comparisons between runs.
-
-    The chosen probe of each row is fitted again (L-BFGS from zero weights is deterministic, so it
-    is the same probe) to read its test predictions; its accuracy must equal the row's.
-    """
-    y = {s: task.split(s)["labels"] for s in ("pool", "test")}
-    rows = probe_curve(features, task, sizes, seeds, l2_grid, progress=progress)
-    for row in rows:
-        f = features[row["arm"]]
-        idx = training_indices(y["pool"], row["size"], row["seed"])
-        mean, std = f["pool"].mean(0), f["pool"].std(0, unbiased=False)
-        probe = train_probe(f["pool"][idx], y["pool"][idx], task.num_labels, l2=row["choice"], mean=mean, std=std)
-        with torch.no_grad():
-            correct = probe(f["test"]).argmax(-1) == y["test"]
-        if abs(float(correct.double().mean()) - row["accuracy"]) > 1e-6:
-            raise RuntimeError(f"the refitted probe of {row['arm']} (size {row['size']}, seed {row['seed']}) scores "
-                               f"{float(correct.double().mean())}, probe_curve reported {row['accuracy']}")
-        row["correct"] = correct.tolist()
-    return rows
-
-
-def finetune_rows(encoders: Mapping[str, BertModel], encoded: Mapping[str, Any], task: TopicTask,
-                  sizes: Sequence[int | str], seeds: int, learning_rates: Sequence[float], config: FinetuneConfig,
-                  device: torch.device | str = "cpu", progress: bool = True) -> list[dict[str, Any]]:
-    """Fine-tune every encoder at every size and seed (:func:`bertrepro.finetune.finetune_points`,
-    as chapter 10's curve: learning rate chosen on dev with the first seed, then reused), keeping
-    the correctness of every test article.
-
-    A :class:`~bertrepro.model.LeftToRightBertModel` encoder stays causal inside the classifier (its
-    sentence vector is the last token's); ``encoded`` holds the shared ``pool``/``dev``/``test`` encodings.
-    """
-    y_test = task.split("test")["labels"]
-    rows = []
-    for p in finetune_points(encoders, lambda _: encoded, task, lambda _: sizes, lambda _: seeds,
-                             lambda _: learning_rates, config, device, progress):
-        correct = p["test_logits"].argmax(-1) == y_test
-        rows.append({"arm": p["name"], "regime": "finetune", "size": p["size"], "n_train": p["n_train"],
-                     "seed": p["seed"], "choice": p["choice"], "dev_accuracy": p["scores"][p["choice"]],
-                     "steps": p["result"].steps, "accuracy": float(correct.double().mean()),
-                     "correct": correct.tolist()})
-    return rows
-
-
 def _rows(results: Mapping[str, Any], name: str, regime: str, size) -> list[Mapping[str, Any]]:
     rows = [r for r in results["topic"]["rows"] if r["arm"] == name and r["regime"] == regime and r["size"] == size]
     if not rows:
@@ -116,7 +50,9 @@ def _rows(results: Mapping[str, Any], name: str, regime: str, size) -> list[Mapp
     return sorted(rows, key=lambda r: r["seed"])
 
 
-def _correct(results, name, regime, size) -> list[list[float]]:
+def topic_correct(results: Mapping[str, Any], name: str, regime: str, size: int | str) -> list[list[float]]:
+    """The (seeds x test articles) correctness of run ``name`` on the topic task (``regime``: probe or
+    finetune, at ``size`` labels per topic), seeds in order: the input of a paired difference."""
     return [[float(c) for c in r["correct"]] for r in _rows(results, name, regime, size)]
 
 
@@ -124,7 +60,7 @@ def table5_summary(results: Mapping[str, Any], settings: AblationSettings) -> li
     """One row per arm: cloze accuracy (and the left-only control), probe and fine-tuning accuracy,
     each a (mean, standard error) pair in [0, 1]."""
     rows = []
-    for o in OBJECTIVE_ARMS:
+    for o in OBJECTIVES:
         name = run_name(o, settings.arm_shape)
         row = {"objective": o, "label": ARM_LABELS[o], "paper_row": PAPER_ROWS[o], "run": name}
         sc = results["cloze"]["scores"]
@@ -134,9 +70,9 @@ def table5_summary(results: Mapping[str, Any], settings: AblationSettings) -> li
         row["cloze_nll"] = -float(torch.tensor(sc[f"{name}:{ARM_CLOZE_MODE[o]}"]["log_prob"]).mean())
         row["learned"] = results["gates"][name]["learned"]
         for size in settings.probe_sizes:
-            row[f"probe@{size}"] = mean_se(_correct(results, name, "probe", size))
+            row[f"probe@{size}"] = mean_se(topic_correct(results, name, "probe", size))
         for size in settings.finetune_sizes:
-            row[f"finetune@{size}"] = mean_se(_correct(results, name, "finetune", size))
+            row[f"finetune@{size}"] = mean_se(topic_correct(results, name, "finetune", size))
         rows.append(row)
     return rows
 
@@ -152,23 +88,18 @@ def table6_summary(results: Mapping[str, Any], settings: AblationSettings) -> li
         nll = torch.tensor(results["mlm"][name]["nll"], dtype=torch.float64)
         row["perplexity_se"] = row["perplexity"] * float(nll.std() / math.sqrt(nll.numel()))  # delta method
         for size in settings.probe_sizes:
-            row[f"probe@{size}"] = mean_se(_correct(results, name, "probe", size))
+            row[f"probe@{size}"] = mean_se(topic_correct(results, name, "probe", size))
         rows.append(row)
     return rows
 
 
-def _claim_size(settings: AblationSettings) -> int | str:
+def claim_size(settings: AblationSettings) -> int | str:
     """The probe size the claims use: all labels when measured, else the largest size."""
     return "all" if "all" in settings.probe_sizes else max(settings.probe_sizes)
 
 
-def _points(d: Mapping[str, float]) -> dict[str, float]:
-    """A :func:`paired_difference` of fractions in percentage points."""
-    return {**d, **{k: 100 * d[k] for k in ("difference", "se", "se_seeds", "se_items")}}
-
-
 def _topic_difference(results, a: str, b: str, regime: str, size) -> dict[str, float]:
-    return _points(paired_difference(_correct(results, a, regime, size), _correct(results, b, regime, size)))
+    return in_points(paired_difference(topic_correct(results, a, regime, size), topic_correct(results, b, regime, size)))
 
 
 def table5_claims(results: Mapping[str, Any], settings: AblationSettings) -> list[dict[str, Any]]:
@@ -178,12 +109,12 @@ def table5_claims(results: Mapping[str, Any], settings: AblationSettings) -> lis
     NSP); the value of NSP as BERT against No NSP. The paper's number is its mean difference over
     the classification columns of Table 5 (MNLI-m, QNLI, MRPC, SST-2).
     """
-    arm = {o: run_name(o, settings.arm_shape) for o in OBJECTIVE_ARMS}
+    arm = {o: run_name(o, settings.arm_shape) for o in OBJECTIVES}
     cz = results["cloze"]["scores"]
     bi = paper_difference("table5", PAPER_ROWS["mlm"], PAPER_ROWS["ltr"], PAPER_TABLE5_COLUMNS)
     nsp = paper_difference("table5", PAPER_ROWS["mlm_nsp"], PAPER_ROWS["mlm"], PAPER_TABLE5_COLUMNS)
-    p, f = _claim_size(settings), settings.finetune_sizes[0]
-    cloze = _points(paired_difference([cz[f"{arm['mlm']}:bidirectional"]["correct"]],
+    p, f = claim_size(settings), settings.finetune_sizes[0]
+    cloze = in_points(paired_difference([cz[f"{arm['mlm']}:bidirectional"]["correct"]],
                                       [cz[f"{arm['ltr']}:left_to_right"]["correct"]]))
     claims = [
         ordering_claim("table5.cloze.bidirectional_minus_ltr",
@@ -226,7 +157,7 @@ def table6_claims(results: Mapping[str, Any], settings: AblationSettings) -> lis
     paper_rows = [r for r, _ in PAPER_TABLES["table6"].rows]
     paper_ppl = paper_difference("table6", paper_rows[0], paper_rows[-1], ("LM ppl",))
     paper_acc = paper_difference("table6", paper_rows[-1], paper_rows[0], PAPER_TABLE6_COLUMNS)
-    p = _claim_size(settings)
+    p = claim_size(settings)
     pairs = list(zip(names, names[1:]))
     claims = [
         ordering_claim("table6.ppl.smallest_minus_largest", "Held-out MLM perplexity falls at every step up the size grid",
@@ -247,8 +178,7 @@ def paper_difference(table: str, row_a: str, row_b: str, columns: Sequence[str])
 
 def plot_table5(summary: Sequence[Mapping[str, Any]], metrics: Sequence[tuple[str, str]], ax=None, sigmas: float = 2.0):
     """Grouped bars: one group per metric (label, key), one bar per arm, ± ``sigmas`` standard errors."""
-    import matplotlib.pyplot as plt
-
+    import matplotlib.pyplot as plt  # lazily: plotting is optional, and pyplot is slow to import
     if ax is None:
         _, ax = plt.subplots(figsize=(7.4, 3.6))
     colors = {"mlm_nsp": "tab:blue", "mlm": "tab:orange", "ltr": "tab:gray"}
@@ -272,8 +202,7 @@ def plot_table6(summary: Sequence[Mapping[str, Any]], probe_key: str, paper=None
 
     ``paper``: optional (parameters, perplexity) pairs of the paper's rows for the left panel.
     """
-    import matplotlib.pyplot as plt
-
+    import matplotlib.pyplot as plt  # lazily: plotting is optional, and pyplot is slow to import
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(7.4, 3.4))
     n = [r["parameters"] for r in summary]

@@ -23,11 +23,7 @@ Deviations from the reference code, each also noted where it happens:
   (chosen on dev, like the paper's). The ``gpu`` budget uses the paper's grid.
 * Dropout while fine-tuning is 0.1 (``FinetuneConfig.dropout``) whatever the pre-trained model used.
 """
-from ..labels import ARM_LABELS
-from ..stats import difference_test, mean_std
-from ..train.optim import param_groups
-from .classifier import (PAPER_BATCH_SIZE, PAPER_EPOCHS, PAPER_LEARNING_RATES, PAPER_WARMUP_PROPORTION, FinetuneConfig,
-                         FinetuneResult, classifier_from_encoder, fine_tune, predict, tune_on_dev)
+from .classifier import (FinetuneConfig, FinetuneResult, classifier_from_encoder, fine_tune, predict, tune_on_dev)
 from .cli import build_parser, main
 from .curves import (BUDGETS, Budget, compare, find_point, finetune_curve, finetune_points, plot_curves, probe_curve,
                      summarize, training_indices)
@@ -35,16 +31,12 @@ from .probe import POOLINGS, LinearProbe, accuracy, extract_features, select_by_
 from .tasks import (ARMS, GLUE_DATASET, GLUE_OFFLINE_DEFAULT, GLUE_TASKS, TASK_SEED, Arm, Encoded, GlueTask, TopicTask,
                     encode_texts, load_arm, load_glue, stratified_subsample, topic_task)
 
-# The earlier name of bertrepro.train.optim.param_groups (the one decay/no-decay rule of both loops).
-parameter_groups = param_groups
-
 __all__ = [
-    "PAPER_LEARNING_RATES", "PAPER_BATCH_SIZE", "PAPER_EPOCHS", "PAPER_WARMUP_PROPORTION",
     "FinetuneConfig", "FinetuneResult", "Encoded", "encode_texts", "stratified_subsample", "POOLINGS",
     "extract_features", "LinearProbe", "train_probe", "accuracy", "select_by_dev",
     "classifier_from_encoder", "fine_tune", "predict", "tune_on_dev",
     "GlueTask", "GLUE_TASKS", "GLUE_DATASET", "GLUE_OFFLINE_DEFAULT", "load_glue",
-    "TASK_SEED", "TopicTask", "topic_task", "ARMS", "ARM_LABELS", "Arm", "load_arm",
-    "Budget", "BUDGETS", "training_indices", "probe_curve", "finetune_points", "finetune_curve", "mean_std",
-    "summarize", "difference_test", "find_point", "compare", "plot_curves", "build_parser", "main",
+    "TASK_SEED", "TopicTask", "topic_task", "ARMS", "Arm", "load_arm",
+    "Budget", "BUDGETS", "training_indices", "probe_curve", "finetune_points", "finetune_curve",
+    "summarize", "find_point", "compare", "plot_curves", "build_parser", "main",
 ]

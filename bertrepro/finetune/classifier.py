@@ -23,8 +23,7 @@ from ..train.optim import WarmupLinearDecay, autocast, build_adamw, eval_mode, o
 from .probe import accuracy, batches_by_length, check_xy, select_by_dev
 from .tasks import Encoded
 
-__all__ = ["PAPER_LEARNING_RATES", "PAPER_BATCH_SIZE", "PAPER_EPOCHS", "PAPER_WARMUP_PROPORTION", "FinetuneConfig",
-           "classifier_from_encoder", "FinetuneResult", "fine_tune", "predict", "tune_on_dev"]
+__all__ = ["FinetuneConfig", "classifier_from_encoder", "FinetuneResult", "fine_tune", "predict", "tune_on_dev"]
 
 
 @dataclass

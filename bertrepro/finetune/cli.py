@@ -19,7 +19,8 @@ from unittest import mock
 from ..arguments import add_dataclass_arguments, dataclass_overrides, exit_code
 from ..io import atomic_write_text
 from ..pretrain import pretrained_model
-from ..profiles import OFFLINE_ENV, PROFILES, Run, setup
+from ..chapters import Run, setup
+from ..profiles import OFFLINE_ENV, PROFILES
 from .classifier import PAPER_LEARNING_RATES, FinetuneConfig, predict, tune_on_dev
 from .curves import BUDGETS, Budget, training_indices
 from .probe import accuracy

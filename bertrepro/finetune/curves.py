@@ -170,7 +170,7 @@ def compare(summary: Sequence[Mapping[str, Any]], arm: str, baseline: str, regim
 
 def plot_curves(summary: Sequence[Mapping[str, Any]], ax=None, title: str | None = None):
     """Accuracy against labeled articles, mean ± std over seeds, one line per arm and regime."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazily: plotting is optional, and pyplot is slow to import
 
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4.2))

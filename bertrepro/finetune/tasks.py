@@ -19,7 +19,7 @@ from ..model import BertModel
 from ..tokenization import WordPieceTokenizer
 
 __all__ = ["Encoded", "encode_texts", "stratified_subsample", "GlueTask", "GLUE_TASKS", "GLUE_DATASET",
-           "GLUE_OFFLINE_DEFAULT", "load_glue", "TASK_SEED", "TopicTask", "topic_task", "ARMS", "ARM_LABELS", "Arm",
+           "GLUE_OFFLINE_DEFAULT", "load_glue", "TASK_SEED", "TopicTask", "topic_task", "ARMS", "Arm",
            "load_arm"]
 
 

@@ -27,24 +27,20 @@ masking is dynamic; the sequence length stays at one value (the paper trains 90 
 
 Shape legend: B batch (sequences), T sequence length, V vocabulary size, N predicted positions.
 """
-from ..checkpoints import CheckpointError
-from ..train.distributed import BatchSplit, DistInfo, init_distributed, split_batch
-from ..train.flops import estimate_mfu, flops_per_token, measure_peak_flops
-from ..train.optim import WarmupLinearDecay, decay_parameter_names, learning_rate_at, param_groups
 from .cli import build_parser, config_from_args, main
-from .config import EVAL_SEED, OBJECTIVES, PretrainConfig
-from .data import BatchStream, Examples, PretrainData, epoch_examples, ltr_labels, make_batch, prepare_data, validation_examples
+from .config import EVAL_SEED, OBJECTIVES, PretrainConfig, differences
+from .data import (BatchStream, Examples, PretrainData, epoch_examples, ltr_labels, make_batch, mean_predictions,
+                   prepare_data, validation_examples)
 from .evaluate import evaluate, fill_mask, masked_lm_nll, nsp_length_baseline
 from .loop import PretrainResult, build_optimizer, build_scheduler, pretrain, read_metrics
-from .runs import load_or_train, pretrained_dir, pretrained_model
+from .runs import load_or_train, pretrained_dir, pretrained_model, run_differences
 from .state import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 
 __all__ = [
-    "OBJECTIVES", "EVAL_SEED", "PretrainConfig", "PretrainResult", "pretrain", "main", "build_parser",
-    "config_from_args", "decay_parameter_names", "param_groups", "build_optimizer", "build_scheduler",
-    "learning_rate_at", "WarmupLinearDecay", "BatchSplit", "split_batch", "DistInfo", "init_distributed",
-    "PretrainData", "Examples", "BatchStream", "prepare_data", "epoch_examples", "validation_examples", "make_batch",
-    "ltr_labels", "TrainState", "save_checkpoint", "load_checkpoint", "latest_checkpoint", "CheckpointError",
-    "evaluate", "masked_lm_nll", "nsp_length_baseline", "fill_mask", "flops_per_token", "estimate_mfu",
-    "measure_peak_flops", "read_metrics", "pretrained_dir", "pretrained_model", "load_or_train",
+    "OBJECTIVES", "EVAL_SEED", "PretrainConfig", "differences", "PretrainResult", "pretrain", "main", "build_parser",
+    "config_from_args", "build_optimizer", "build_scheduler", "PretrainData", "Examples", "BatchStream",
+    "prepare_data", "epoch_examples", "validation_examples", "make_batch", "mean_predictions", "ltr_labels",
+    "TrainState", "save_checkpoint", "load_checkpoint", "latest_checkpoint", "evaluate", "masked_lm_nll",
+    "nsp_length_baseline", "fill_mask", "read_metrics", "pretrained_dir", "pretrained_model", "run_differences",
+    "load_or_train",
 ]

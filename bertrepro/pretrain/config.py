@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Iterable, Mapping
 
 from ..config import BertConfig
 from ..masking import _check_mix
 from ..profiles import PRETRAIN, check_profile
 from ..train.optim import PRECISIONS
 
-__all__ = ["OBJECTIVES", "EVAL_SEED", "PretrainConfig"]
+__all__ = ["OBJECTIVES", "EVAL_SEED", "PretrainConfig", "differences"]
 
 OBJECTIVES = ("mlm_nsp", "mlm", "ltr")
 # Held-out examples and their masks come from this fixed seed (the original's random_seed), not from
@@ -70,7 +70,7 @@ class PretrainConfig:
     eval_batch_size: int = 64
     checkpoint_every: int = 1000  # steps between checkpoints; one is also written where the run stops
     keep_checkpoints: int = 2  # how many step directories to keep (2: a damaged newest one leaves a good one)
-    peak_tflops: float | None = None  # accelerator peak for MFU; None on CUDA: measured with a bf16 matmul
+    peak_tflops: float | None = None  # accelerator peak for MFU; None: measured with a bf16 matmul on CUDA, no MFU elsewhere
     dist_timeout_s: float = 60.0  # process-group rendezvous/collective timeout (env BERTREPRO_DIST_TIMEOUT)
 
     # Fields that may differ between a checkpoint and the run resuming it.
@@ -177,3 +177,14 @@ class PretrainConfig:
         if unknown:
             raise ValueError(f"unknown PretrainConfig field(s) {unknown}; valid fields are {sorted(names)}")
         return cls(**d)
+
+
+def differences(a: Mapping[str, Any], b: Mapping[str, Any], ignore: Iterable[str] = ()) -> dict[str, tuple[Any, Any]]:
+    """The settings where two configurations (as dicts, e.g. :meth:`PretrainConfig.to_dict` or a saved
+    ``config.json``) differ, ``{field: (a's value, b's value)}`` in field order, skipping ``ignore``;
+    a field missing from one side counts as None there. The one comparison of resume, the run cache
+    and the ablation's equal-compute checks."""
+    skip = set(ignore)
+    keys = [k for k in dict.fromkeys([*a, *b]) if k not in skip]
+    return {k: (a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)}
+

@@ -28,7 +28,7 @@ from ..train.distributed import derive_seed
 from .config import EVAL_SEED, PretrainConfig
 
 __all__ = ["CorpusLike", "Examples", "PretrainData", "prepare_data", "epoch_examples", "validation_examples",
-           "ltr_labels", "make_batch", "BatchStream"]
+           "ltr_labels", "make_batch", "mean_predictions", "BatchStream"]
 
 
 @dataclass
@@ -118,7 +118,7 @@ def prepare_data(config: PretrainConfig, corpus: CorpusLike | None = None, cache
     """Load the corpus, train (or load) the WordPiece vocabulary and tokenize every sentence.
 
     The vocabulary is trained on the train split only and cached under ``cache_dir`` (default
-    :func:`bertrepro.profiles.cache_dir`), keyed by the corpus and the vocabulary size; the
+    :func:`bertrepro.io.cache_dir`), keyed by the corpus and the vocabulary size; the
     validation split never influences it.
 
     Args:
@@ -218,6 +218,25 @@ def make_batch(examples: Examples, data: PretrainData, config: PretrainConfig,
     return {"input_ids": input_ids, "token_type_ids": examples.token_type_ids,
             "attention_mask": examples.attention_mask, "labels": labels,
             "next_sentence_label": examples.next_sentence_label}
+
+
+def mean_predictions(data: PretrainData, config: PretrainConfig, epochs: int = 1) -> float:
+    """Predicted positions per optimizer step, counted on the run's own batches (the ``predicted`` of
+    :func:`bertrepro.train.flops.train_step_flops`).
+
+    The first ``epochs`` epochs of ``config``'s data (:func:`epoch_examples`, masked or labelled by
+    :func:`make_batch` exactly as the run does) are labelled and their non-ignored labels counted;
+    the mean per sequence times the batch size is returned.
+    """
+    total, sequences = 0, 0
+    g = torch.Generator().manual_seed(config.seed)
+    for epoch in range(epochs):
+        batch = make_batch(epoch_examples(data, config, epoch), data, config, g)
+        total += int((batch["labels"] != IGNORE_INDEX).sum())
+        sequences += batch["labels"].shape[0]
+    if sequences == 0:
+        raise ValueError("the run's data has no training examples")
+    return total / sequences * config.batch_size
 
 
 class BatchStream:

@@ -43,9 +43,9 @@ from ..profiles import resolve_device, set_offline
 from ..progress import bar as tqdm
 from ..train.distributed import (BatchSplit, DistInfo, derive_seed, env_int, init_distributed, seed_rank_streams,
                                  split_batch)
-from ..train.flops import estimate_mfu, measure_peak_flops
+from ..train.flops import estimate_mfu, measure_peak_flops, train_step_flops
 from ..train.optim import WarmupLinearDecay, autocast, build_adamw, optimizer_step
-from .config import PretrainConfig
+from .config import PretrainConfig, differences
 from .data import BatchStream, CorpusLike, PretrainData, epoch_examples, make_batch, prepare_data, validation_examples
 from .evaluate import evaluate, nsp_length_baseline
 from .guard import DivergedError, RunLock, check_output_dir, claim_fresh_dir
@@ -116,7 +116,7 @@ def pretrain(config: PretrainConfig, output_dir: str | os.PathLike, *, corpus: C
         resume: continue from ``output_dir``'s latest checkpoint: weights, optimizer, schedule, RNG
             states and data position. The checkpoint's architecture and schedule are forced; only
             :attr:`PretrainConfig.RESUMABLE` fields (``max_steps`` ...) may differ.
-        cache_dir: where the trained vocabulary is cached (default ``bertrepro.profiles.cache_dir``).
+        cache_dir: where the trained vocabulary is cached (default ``bertrepro.io.cache_dir``).
         progress: show a progress bar (rank 0).
         overwrite: a fresh run may delete an earlier run in ``output_dir`` (its logs, config,
             checkpoints and model); without it such a folder is refused.
@@ -195,8 +195,8 @@ class _Run:
 
 def _check_resume_config(requested: PretrainConfig, saved: PretrainConfig) -> PretrainConfig:
     """The saved configuration with the requested run-only fields; any other difference is an error."""
-    diffs = [(k, getattr(saved, k), getattr(requested, k)) for k in saved.to_dict()
-             if k not in PretrainConfig.RESUMABLE and getattr(saved, k) != getattr(requested, k)]
+    diffs = [(k, a, b) for k, (a, b) in differences(saved.to_dict(), requested.to_dict(),
+                                                    ignore=PretrainConfig.RESUMABLE).items()]
     arch = [d for d in diffs if d[0] in PretrainConfig.ARCHITECTURE]
     if arch:
         raise ValueError(
@@ -353,8 +353,8 @@ def _prepare_logs(run: _Run, resumed: bool) -> None:
         run.valid = validation_examples(run.data, run.config)
         if run.nsp:
             run.length_baseline = nsp_length_baseline(epoch_examples(run.data, run.config, 0), run.valid)
-    if run.device.type == "cuda":
-        tflops = run.config.peak_tflops
+    tflops = run.config.peak_tflops
+    if tflops or run.device.type == "cuda":  # MFU on CUDA always; elsewhere when the peak is given
         run.peak_flops = tflops * 1e12 if tflops else measure_peak_flops(run.device)
 
 
@@ -470,13 +470,13 @@ def _log_window(run: _Run, window: torch.Tensor, steps: int, predictions: int, l
     tokens_per_s = steps * B * T / seconds
     rec = {"step": run.step, "epoch": run.stream.epoch, "lr": lr, "loss": (s[0] + s[1]) / steps,
            "mlm_loss": s[0] / steps, "nsp_loss": s[1] / steps if nsp else None,
-           "mlm_accuracy": s[2] / max(predictions, 1), "nsp_accuracy": s[3] / (steps * B) if nsp else None,
+           "mlm_accuracy": s[2] / max(predictions, 1), "predictions": predictions, "nsp_accuracy": s[3] / (steps * B) if nsp else None,
            "grad_norm": float(grad_norm), "tokens_per_s": tokens_per_s, "steps_per_s": steps / seconds,
            "elapsed_s": elapsed, "world_size": run.dist_info.world_size, "global_batch_size": B,
            "micro_batch_size": run.split.micro_batch_size, "accumulation_steps": run.split.accumulation_steps}
-    if run.peak_flops is not None:
-        predicted_fraction = run.config.max_predictions_per_seq / T if run.config.objective != "ltr" else 1.0
-        rec["mfu"] = estimate_mfu(run.raw_model.config, T, tokens_per_s, run.peak_flops, predicted_fraction)
+    if run.peak_flops is not None:  # the window's counted predictions, priced as chapter 11 and the benchmarks do
+        step_flops = train_step_flops(run.raw_model.config, B, T, predictions / steps)
+        rec["mfu"] = estimate_mfu(step_flops, steps / seconds, run.peak_flops)
     if run.main:
         append_jsonl(run.metrics_path, rec)
     return rec

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from ..checkpoints import CheckpointError, load_pretrained
 from ..io import cache_dir as default_cache_dir, sha256_file
 from ..profiles import resolve_profile
-from .config import PretrainConfig
+from .config import PretrainConfig, differences
 from .data import prepare_data
 from .loop import PretrainResult, pretrain, read_metrics, resolve_run_device
 from .state import latest_checkpoint
@@ -32,7 +32,7 @@ def pretrained_dir(profile: str | None = None, seed: int = 0, cache_dir: str | o
     """Where the book's pre-training run for ``profile`` and ``seed`` lives; nothing is built.
 
     ``<cache>/pretrain/<profile>/seed<seed>``, where ``<cache>`` is ``cache_dir`` or
-    :func:`bertrepro.profiles.cache_dir` (``$BERTREPRO_CACHE_DIR``, else ``./.bertrepro_cache``).
+    :func:`bertrepro.io.cache_dir` (``$BERTREPRO_CACHE_DIR``, else ``./.bertrepro_cache``).
     The final model (``config.json``, ``model.safetensors``, ``vocab.txt``) is in its ``model/``.
     """
     profile = resolve_profile(profile)
@@ -44,9 +44,8 @@ def pretrained_dir(profile: str | None = None, seed: int = 0, cache_dir: str | o
 
 def run_differences(saved: Mapping[str, Any], config: PretrainConfig) -> list[str]:
     """Settings (other than the run-only RESUMABLE ones) where a saved config.json differs from ``config``."""
-    want = config.to_dict()
-    keys = sorted((set(saved) | set(want)) - set(PretrainConfig.RESUMABLE))
-    return [f"{k}: cached {saved.get(k)!r} vs now {want.get(k)!r}" for k in keys if saved.get(k) != want.get(k)]
+    diffs = differences(saved, config.to_dict(), ignore=PretrainConfig.RESUMABLE)
+    return [f"{k}: cached {a!r} vs now {b!r}" for k, (a, b) in sorted(diffs.items())]
 
 
 def _drop_if_stale(config: PretrainConfig, out: Path, build: bool) -> None:
@@ -127,7 +126,7 @@ def pretrained_model(profile: str | None = None, seed: int = 0, cache_dir: str |
     Args:
         profile: ``smoke`` | ``cpu`` | ``gpu`` (None: gpu with CUDA, else cpu).
         seed: the training seed.
-        cache_dir: the cache root (default :func:`bertrepro.profiles.cache_dir`); the WordPiece
+        cache_dir: the cache root (default :func:`bertrepro.io.cache_dir`); the WordPiece
             vocabulary is cached in ``<cache_dir>/pretrain`` as :func:`prepare_data` does by default.
         device: where to train and put the model (None: :func:`bertrepro.profiles.resolve_device`'s
             rule, CUDA for the gpu profile when available, else the CPU).

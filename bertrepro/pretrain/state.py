@@ -24,7 +24,7 @@ from ..model import BertForPreTraining
 from .config import PretrainConfig
 
 __all__ = ["CHECKPOINT_FORMAT", "TrainState", "rng_state", "set_rng_state", "latest_checkpoint", "save_checkpoint",
-           "load_checkpoint", "remove_stale_temporaries", "CheckpointError"]
+           "load_checkpoint", "remove_stale_temporaries"]
 
 
 CHECKPOINT_FORMAT = 1

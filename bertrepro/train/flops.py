@@ -1,20 +1,21 @@
 r"""FLOP counts, model FLOPs utilisation and a measured matmul peak: one count for the book and the benchmarks.
 
 Matmul FLOPs only (a multiply-add counts 2), the count ``torch.utils.flop_counter`` makes; a
-training step costs three forward passes (the backward pass about twice the forward).
+training step costs three forward passes (the backward pass about twice the forward). One formula
+prices a pre-training step, :func:`train_step_flops`: the benchmarks, the loop's MFU and chapter 11's
+equal-compute schedules all use it, with the step's counted predicted positions.
 """
 from __future__ import annotations
 
-import math
 import time
-from typing import Any, Sequence
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from ..config import BertConfig
 
-__all__ = ["forward_flops", "mlm_head_flops", "train_step_flops", "flops_per_token", "estimate_mfu",
-           "measure_peak_flops", "step_flops", "run_flops", "steps_for_flops", "count_step_flops", "mean_predictions"]
+__all__ = ["forward_flops", "mlm_head_flops", "train_step_flops", "estimate_mfu", "measure_peak_flops",
+           "steps_for_flops", "count_step_flops"]
 
 
 def forward_flops(config: BertConfig, batch: int, seq: int, pooler: bool = True) -> int:
@@ -43,34 +44,28 @@ def mlm_head_flops(config: BertConfig, rows: int) -> int:
     return rows * (2 * H * H + 2 * H * V)
 
 
-def train_step_flops(config: BertConfig, batch: int, seq: int, mlm_rows: int) -> int:
-    """Matmul FLOPs of one pre-training step: 3x the forward (backward costs about twice the forward).
+def train_step_flops(config: BertConfig, batch: int, seq: int, predicted: float) -> float:
+    r"""Matmul FLOPs of one pre-training step (forward + backward) with ``predicted`` output rows.
 
-    The forward is the encoder with pooler (:func:`forward_flops`), the masked-LM head on
-    ``mlm_rows`` rows (all ``batch * seq`` positions when the head is not gathered) and the NSP
-    classifier (``2 * batch * H * 2``).
+    The forward is the encoder and pooler on :math:`B \cdot T` tokens (:func:`forward_flops`), the
+    vocabulary head :math:`2(H^2 + HV)` per predicted row (:func:`mlm_head_flops`) and the NSP
+    classifier :math:`2 \cdot 2BH`; the step costs 3 forwards. ``predicted`` is the number of rows the
+    head projects: the batch's counted non-ignored labels (about 15 % of the real tokens for the
+    masked LM, every real next token for LTR), or ``batch * seq`` for an ungathered head. A
+    real-valued mean over steps is allowed; an int gives an int. Every objective is priced by this
+    one formula (the pooler and NSP classifier are counted without NSP too: they are a rounding error).
     """
-    fwd = forward_flops(config, batch, seq) + mlm_head_flops(config, mlm_rows) + 2 * batch * config.hidden_size * 2
-    return 3 * fwd
+    if not predicted >= 0:
+        raise ValueError(f"predicted must be >= 0 (output rows per step), got {predicted!r}")
+    fwd = forward_flops(config, batch, seq) + 2 * batch * config.hidden_size * 2
+    return 3 * (fwd + predicted * mlm_head_flops(config, 1))
 
 
-def flops_per_token(config: BertConfig, seq_len: int, predicted_fraction: float = 0.15) -> float:
-    """Pre-training FLOPs per input token: 3 x (the encoder's forward + the gathered MLM head).
-
-    The encoder is :func:`forward_flops` without the pooler; the MLM head (:func:`mlm_head_flops`)
-    runs only on the predicted fraction of positions. Embedding look-ups and element-wise work are
-    ignored, as in the usual 6N + 12LHT estimate.
-    """
-    encoder = forward_flops(config, 1, seq_len, pooler=False) / seq_len
-    return 3.0 * (encoder + predicted_fraction * mlm_head_flops(config, 1))
-
-
-def estimate_mfu(config: BertConfig, seq_len: int, tokens_per_s: float, peak_flops: float,
-                 predicted_fraction: float = 0.15) -> float:
-    """Model FLOPs utilisation: achieved model FLOP/s over the accelerator's peak (FLOP/s)."""
+def estimate_mfu(step_flops: float, steps_per_s: float, peak_flops: float) -> float:
+    """Model FLOPs utilisation: achieved model FLOP/s (:func:`train_step_flops` x steps/s) over the peak (FLOP/s)."""
     if not peak_flops > 0:
         raise ValueError(f"peak_flops must be > 0, got {peak_flops!r}")
-    return flops_per_token(config, seq_len, predicted_fraction) * tokens_per_s / peak_flops
+    return step_flops * steps_per_s / peak_flops
 
 
 def _sync(device: torch.device) -> None:
@@ -102,30 +97,6 @@ def measure_peak_flops(device: torch.device | str = "cuda", dtype: torch.dtype =
     return 2 * n**3 / best
 
 
-# ---------------------------------------------------------------------------------------------
-# The one counter of chapter 11: FLOPs of a pre-training step from its counted predicted positions
-# ---------------------------------------------------------------------------------------------
-
-def step_flops(config: BertConfig, batch_size: int, seq_len: int, predicted: float) -> float:
-    r"""Matmul FLOPs of one pre-training step (forward + backward) with ``predicted`` output rows.
-
-    :func:`train_step_flops` with a real-valued number of predicted positions (the batch's
-    non-ignored labels, summed over its ``batch_size`` sequences): the encoder and pooler on
-    :math:`B \cdot T` tokens, the vocabulary head :math:`2(H^2 + HV)` per predicted row, the NSP
-    classifier, all times 3. Every objective is counted with this one formula; what differs is
-    ``predicted`` (about 15 % of the real tokens for the masked LM, every real next token for LTR).
-    """
-    if not predicted >= 0:
-        raise ValueError(f"predicted must be >= 0 (output rows per step), got {predicted!r}")
-    fwd = forward_flops(config, batch_size, seq_len) + 2 * batch_size * config.hidden_size * 2
-    return 3.0 * (fwd + predicted * mlm_head_flops(config, 1))
-
-
-def run_flops(config: BertConfig, batch_size: int, seq_len: int, predicted_per_step: Sequence[float]) -> float:
-    """Cumulative FLOPs of a run whose step ``i`` predicted ``predicted_per_step[i]`` positions."""
-    return sum(step_flops(config, batch_size, seq_len, p) for p in predicted_per_step)
-
-
 def steps_for_flops(target_flops: float, flops_per_step: float) -> int:
     """The number of steps whose FLOPs come closest to ``target_flops`` (at least 1)."""
     if not (target_flops > 0 and flops_per_step > 0):
@@ -142,8 +113,6 @@ def count_step_flops(model: torch.nn.Module, batch: dict[str, torch.Tensor], is_
     term :math:`12\,L\,B\,T^2 H`. The loss is a sum of the logits at the labelled rows, so the
     head is gathered as in pre-training (only those rows are projected onto the vocabulary).
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     labels = batch["labels"]
     with FlopCounterMode(display=False) as counter:
         out = model.bert(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], is_causal=is_causal,
@@ -152,23 +121,3 @@ def count_step_flops(model: torch.nn.Module, batch: dict[str, torch.Tensor], is_
         loss = model.cls.predictions(h).sum() + model.cls.seq_relationship(out.pooler_output).sum()
         loss.backward()
     return int(counter.get_total_flops())
-
-
-def mean_predictions(data: Any, config: Any, epochs: int = 1) -> float:
-    """Predicted positions per optimizer step, counted on the run's own batches.
-
-    The first ``epochs`` epochs of ``config``'s data (:func:`bertrepro.pretrain.epoch_examples`,
-    masked or labelled by :func:`bertrepro.pretrain.make_batch` exactly as the run does) are labelled
-    and their non-ignored labels counted; the mean per sequence times the batch size is returned.
-    """
-    from ..pretrain import epoch_examples, make_batch
-
-    total, sequences = 0, 0
-    g = torch.Generator().manual_seed(config.seed)
-    for epoch in range(epochs):
-        batch = make_batch(epoch_examples(data, config, epoch), data, config, g)
-        total += int((batch["labels"] != -100).sum())
-        sequences += batch["labels"].shape[0]
-    if sequences == 0:
-        raise ValueError("the run's data has no training examples")
-    return total / sequences * config.batch_size
