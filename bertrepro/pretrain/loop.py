@@ -1,14 +1,17 @@
 r"""The pre-training loop (``run_pretraining.py``), in nanoGPT ``train.py``'s order: set-up, loop, finish.
 
-:func:`pretrain` is the whole job on one process or under ``torchrun``. Its parts, each a short
-function that the loop calls by name, so a new concern (a stop on a non-finite loss, a lock on the
-output directory, another log line) has one obvious place:
+:func:`pretrain` is the whole job on one process or under ``torchrun``; it joins the process group
+and hands the job to :func:`_pretrain`, which calls the parts below in the order they appear in
+this file. Each part is a short function called by name, so a new concern (a stop on a non-finite
+loss, a lock on the output directory, another log line) has one obvious place:
 
-* set-up -- :func:`_start_or_resume` (a fresh run, or the checkpoint's), :func:`_configure_backend`,
-  :func:`_prepare` (data and vocabulary checks), :func:`_build` (model, optimizer, schedule, RNG
-  streams, data position: a :class:`_Run`);
-* loop -- :func:`_train_step` (one optimizer update over the micro-batches), :func:`_log_window`
-  (a ``metrics.jsonl`` line), :func:`_evaluate_run` (an ``eval.jsonl`` line), :func:`_checkpoint`;
+* set-up -- :func:`_claim` (the output directory's lock), :func:`_start_or_resume` (a fresh run,
+  or the checkpoint's), :func:`_configure_backend`, :func:`_prepare` (data and vocabulary checks),
+  :func:`_write_config`, :func:`_build` (model, optimizer, schedule, RNG streams, data position: a
+  :class:`_Run`), :func:`_prepare_logs`, :func:`_prepare_evaluation`, :func:`_peak_flops`;
+* loop -- :func:`_loop`, which calls :func:`_train_step` (one optimizer update over the
+  micro-batches), :func:`_log_window` (a ``metrics.jsonl`` line), :func:`_evaluate_run` (an
+  ``eval.jsonl`` line) and :func:`_checkpoint`;
 * finish -- :func:`_finish` (the final evaluation, ``model/``, the :class:`PretrainResult`).
 
 The recipe (paper §A.2 and ``optimization.py``, see :mod:`bertrepro.train.optim`): Adam with
@@ -53,6 +56,9 @@ from .state import (TrainState, latest_checkpoint, load_checkpoint, remove_stale
                     save_checkpoint, set_rng_state)
 
 __all__ = ["PretrainResult", "pretrain", "build_optimizer", "build_scheduler", "read_metrics", "resolve_run_device"]
+
+# The slots of a log window's running sums (one float64 device tensor, summed across ranks in one call).
+MLM_LOSS, NSP_LOSS, MLM_CORRECT, NSP_CORRECT = range(4)
 
 
 @dataclass
@@ -146,13 +152,41 @@ def pretrain(config: PretrainConfig, output_dir: str | os.PathLike, *, corpus: C
             dist.destroy_process_group()
 
 
+def _pretrain(config: PretrainConfig, output_dir: Path, corpus: CorpusLike | None, resume: bool, overwrite: bool,
+              cache_dir: str | os.PathLike | None, progress: bool, device: torch.device,
+              dist_info: DistInfo) -> PretrainResult:
+    """The job inside the process group: set-up, the loop, finish (each part below, in this order)."""
+    lock = _claim(output_dir, resume, overwrite, dist_info)
+    try:
+        config, state = _start_or_resume(config, output_dir, resume)
+        _configure_backend(config, device)
+        data, vocab_sha = _prepare(config, output_dir, corpus, cache_dir, state, dist_info.is_main)
+        if dist_info.is_main:  # after the data: a run that cannot load its corpus leaves no config.json behind
+            _write_config(config, output_dir, device, dist_info, 0 if state is None else state.step)
+        run = _build(config, output_dir, device, dist_info, data, vocab_sha, state)
+        _prepare_logs(run, resumed=state is not None)
+        _prepare_evaluation(run)
+        run.peak_flops = _peak_flops(config, device)
+        start_step = run.step
+        run.last_checkpoint = latest_checkpoint(output_dir) if state is not None else None
+        if state is not None and run.step >= config.stop_step and run.main:
+            print(f"nothing to train: the checkpoint in {output_dir} is at step {run.step} and this run stops at "
+                  f"step {config.stop_step}; pass a larger --max-steps (up to total_steps={config.total_steps}) "
+                  f"to train further", file=sys.stderr, flush=True)
+        t_train = _loop(run, progress)
+        return _finish(run, start_step, t_train)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 # ---------------------------------------------------------------------------------------------
-# Set-up
+# Set-up, in the order _pretrain calls it
 # ---------------------------------------------------------------------------------------------
 
-@dataclass
+@dataclass(kw_only=True)
 class _Run:
-    """The state of a run in progress, shared by the loop's parts."""
+    """The state of a run in progress, shared by the loop's parts (built by :func:`_build`)."""
 
     config: PretrainConfig
     output_dir: Path
@@ -167,7 +201,7 @@ class _Run:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     masking_gen: torch.Generator
     stream: BatchStream
-    step: int
+    step: int  # optimizer steps done
     valid: Any = None  # held-out Examples (None without validation documents)
     length_baseline: dict[str, float] = field(default_factory=dict)
     peak_flops: float | None = None
@@ -191,24 +225,6 @@ class _Run:
     @property
     def eval_path(self) -> Path:
         return self.output_dir / "eval.jsonl"
-
-
-def _check_resume_config(requested: PretrainConfig, saved: PretrainConfig) -> PretrainConfig:
-    """The saved configuration with the requested run-only fields; any other difference is an error."""
-    diffs = [(k, a, b) for k, (a, b) in differences(saved.to_dict(), requested.to_dict(),
-                                                    ignore=PretrainConfig.RESUMABLE).items()]
-    arch = [d for d in diffs if d[0] in PretrainConfig.ARCHITECTURE]
-    if arch:
-        raise ValueError(
-            "resume forces the checkpoint's architecture, but the request differs: "
-            + ", ".join(f"{k}: checkpoint {a!r} vs requested {b!r}" for k, a, b in arch)
-            + ". Resume with the same profile and architecture flags, or start a new --output-dir.")
-    if diffs:
-        raise ValueError(
-            "resume continues the saved run, but the request changes its settings: "
-            + ", ".join(f"{k}: checkpoint {a!r} vs requested {b!r}" for k, a, b in diffs)
-            + f". Only {', '.join(PretrainConfig.RESUMABLE)} may change on resume.")
-    return dataclasses.replace(saved, **{k: getattr(requested, k) for k in PretrainConfig.RESUMABLE})
 
 
 def _claim(output_dir: Path, resume: bool, overwrite: bool, dist_info: DistInfo) -> RunLock | None:
@@ -244,6 +260,24 @@ def _start_or_resume(config: PretrainConfig, output_dir: Path,
     return config, None
 
 
+def _check_resume_config(requested: PretrainConfig, saved: PretrainConfig) -> PretrainConfig:
+    """The saved configuration with the requested run-only fields; any other difference is an error."""
+    diffs = [(k, a, b) for k, (a, b) in differences(saved.to_dict(), requested.to_dict(),
+                                                    ignore=PretrainConfig.RESUMABLE).items()]
+    arch = [d for d in diffs if d[0] in PretrainConfig.ARCHITECTURE]
+    if arch:
+        raise ValueError(
+            "resume forces the checkpoint's architecture, but the request differs: "
+            + ", ".join(f"{k}: checkpoint {a!r} vs requested {b!r}" for k, a, b in arch)
+            + ". Resume with the same profile and architecture flags, or start a new --output-dir.")
+    if diffs:
+        raise ValueError(
+            "resume continues the saved run, but the request changes its settings: "
+            + ", ".join(f"{k}: checkpoint {a!r} vs requested {b!r}" for k, a, b in diffs)
+            + f". Only {', '.join(PretrainConfig.RESUMABLE)} may change on resume.")
+    return dataclasses.replace(saved, **{k: getattr(requested, k) for k in PretrainConfig.RESUMABLE})
+
+
 def _configure_backend(config: PretrainConfig, device: torch.device) -> None:
     """Threads and determinism on the CPU; TF32 matmuls on CUDA."""
     if device.type == "cpu":
@@ -274,11 +308,43 @@ def _prepare(config: PretrainConfig, output_dir: Path, corpus: CorpusLike | None
     return data, vocab_sha
 
 
-def _freeze_unused_heads(model: BertForPreTraining) -> None:
-    """Without NSP the pooler and the NSP classifier get no gradient: freeze them (out of the
-    optimizer, so weight decay does not shrink them, and out of DDP's gradient reduction)."""
-    for module in (model.bert.pooler, model.cls.seq_relationship):
-        module.requires_grad_(False)
+def _write_config(config: PretrainConfig, output_dir: Path, device: torch.device, dist_info: DistInfo,
+                  start: int) -> None:
+    """``config.json``, and one line saying what runs (the whole configuration is in the file)."""
+    split = split_batch(config.batch_size, dist_info.world_size, config.micro_batch_size)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    print(f"pretrain {config.profile or 'paper'}: {config.objective}, L={config.num_hidden_layers} "
+          f"H={config.hidden_size} A={config.num_attention_heads}, batch {config.batch_size} "
+          f"({split.micro_batch_size} x {split.accumulation_steps} x {dist_info.world_size}), lr "
+          f"{config.learning_rate:g}, steps {start} -> {config.stop_step}, {device}; settings in "
+          f"{output_dir / 'config.json'}", flush=True)
+    atomic_write_text(output_dir / "config.json", json.dumps(config.to_dict(), indent=2))
+
+
+def _build(config: PretrainConfig, output_dir: Path, device: torch.device, dist_info: DistInfo,
+           data: PretrainData, vocab_sha: str, state: TrainState | None) -> _Run:
+    """Model, optimizer, schedule, masking generator and batch stream: fresh, or continued from ``state``."""
+    raw_model = _model(config, data, state, device)
+    optimizer = build_optimizer(raw_model, config, device)
+    position = dict(epoch=state.data["epoch"], index=state.data["index"]) if state is not None else {}
+    run = _Run(config=config, output_dir=output_dir, device=device, dist_info=dist_info,
+               split=split_batch(config.batch_size, dist_info.world_size, config.micro_batch_size), data=data,
+               vocab_sha=vocab_sha, raw_model=raw_model, model=raw_model, optimizer=optimizer,
+               scheduler=build_scheduler(optimizer, config),
+               masking_gen=torch.Generator().manual_seed(derive_seed(config.seed, "masking")),
+               stream=BatchStream(data, config, **position), step=0 if state is None else state.step)
+    if state is not None:
+        _restore(run, state)
+    else:
+        seed_rank_streams(config.seed, 0, dist_info.rank)
+    if config.compile:
+        # Compile the encoder, where the FLOPs are, in place (state_dict keys unchanged). The heads
+        # stay eager: the gathered MLM rows and their count change every step, which would make a
+        # whole-model graph recompile again and again.
+        raw_model.bert.compile()
+    if dist_info.enabled:
+        run.model = DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
+    return run
 
 
 def _model(config: PretrainConfig, data: PretrainData, state: TrainState | None,
@@ -294,6 +360,13 @@ def _model(config: PretrainConfig, data: PretrainData, state: TrainState | None,
     if config.objective != "mlm_nsp":
         _freeze_unused_heads(model)
     return model.to(device).train()
+
+
+def _freeze_unused_heads(model: BertForPreTraining) -> None:
+    """Without NSP the pooler and the NSP classifier get no gradient: freeze them (out of the
+    optimizer, so weight decay does not shrink them, and out of DDP's gradient reduction)."""
+    for module in (model.bert.pooler, model.cls.seq_relationship):
+        module.requires_grad_(False)
 
 
 def _restore(run: _Run, state: TrainState) -> None:
@@ -313,34 +386,8 @@ def _restore(run: _Run, state: TrainState) -> None:
         seed_rank_streams(run.config.seed, state.step, rank)
 
 
-def _build(config: PretrainConfig, output_dir: Path, device: torch.device, dist_info: DistInfo,
-           data: PretrainData, vocab_sha: str, state: TrainState | None) -> _Run:
-    """Model, optimizer, schedule, masking generator and batch stream: fresh, or continued from ``state``."""
-    raw_model = _model(config, data, state, device)
-    optimizer = build_optimizer(raw_model, config, device)
-    run = _Run(config, output_dir, device, dist_info, split_batch(config.batch_size, dist_info.world_size,
-               config.micro_batch_size), data, vocab_sha, raw_model, raw_model, optimizer,
-               build_scheduler(optimizer, config), torch.Generator().manual_seed(derive_seed(config.seed, "masking")),
-               stream=None, step=0)
-    if state is not None:
-        _restore(run, state)
-        run.stream = BatchStream(data, config, epoch=state.data["epoch"], index=state.data["index"])
-        run.step = state.step
-    else:
-        seed_rank_streams(config.seed, 0, dist_info.rank)
-        run.stream = BatchStream(data, config)
-    if config.compile:
-        # Compile the encoder, where the FLOPs are, in place (state_dict keys unchanged). The heads
-        # stay eager: the gathered MLM rows and their count change every step, which would make a
-        # whole-model graph recompile again and again.
-        raw_model.bert.compile()
-    if dist_info.enabled:
-        run.model = DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
-    return run
-
-
 def _prepare_logs(run: _Run, resumed: bool) -> None:
-    """Held-out examples, the NSP length baseline, the FLOP peak; fresh logs (or logs cut at the checkpoint)."""
+    """Fresh logs, or the logs cut at the checkpoint (whose training time ``elapsed_s`` continues from)."""
     if run.main:
         for p in (run.metrics_path, run.eval_path):
             if resumed:
@@ -349,54 +396,66 @@ def _prepare_logs(run: _Run, resumed: bool) -> None:
                 p.unlink()
         kept = read_metrics(run.metrics_path) if resumed else []
         run.elapsed_before = float(kept[-1].get("elapsed_s", 0.0)) if kept else 0.0
+
+
+def _prepare_evaluation(run: _Run) -> None:
+    """The held-out examples (fixed masks) and, with NSP, the length baseline every evaluation reports."""
     if run.data.validation_documents:
         run.valid = validation_examples(run.data, run.config)
         if run.nsp:
             run.length_baseline = nsp_length_baseline(epoch_examples(run.data, run.config, 0), run.valid)
-    tflops = run.config.peak_tflops
-    if tflops or run.device.type == "cuda":  # MFU on CUDA always; elsewhere when the peak is given
-        run.peak_flops = tflops * 1e12 if tflops else measure_peak_flops(run.device)
+
+
+def _peak_flops(config: PretrainConfig, device: torch.device) -> float | None:
+    """The FLOP/s the MFU divides by: ``peak_tflops``, else a measured bf16 matmul on CUDA; None: no MFU."""
+    if config.peak_tflops:
+        return config.peak_tflops * 1e12
+    return measure_peak_flops(device) if device.type == "cuda" else None
 
 
 # ---------------------------------------------------------------------------------------------
-# The loop's parts
+# The loop and its parts
 # ---------------------------------------------------------------------------------------------
 
-def _evaluate_run(run: _Run) -> dict[str, Any]:
-    """The held-out evaluation at the current step, appended to ``eval.jsonl`` ({} without validation data)."""
-    if run.valid is None:
-        return {}
-    result = evaluate(run.raw_model, run.valid, run.data, run.config, device=run.device, dist_info=run.dist_info)
-    if run.nsp:
-        result.update(run.length_baseline)
-    result["step"] = run.step
-    if run.main:
-        append_jsonl(run.eval_path, result)
-    return result
-
-
-def _checkpoint(run: _Run) -> Path | None:
-    """Save a checkpoint (rank 0) with every rank's RNG states; every rank returns its path."""
-    rngs = [rng_state(run.device)]
-    if run.dist_info.enabled:
-        rngs = [None] * run.dist_info.world_size
-        dist.all_gather_object(rngs, rng_state(run.device))
-    path = None
-    if run.main:
-        ts = TrainState(step=run.step, config=run.config, model=run.raw_model, optimizer=run.optimizer.state_dict(),
-                        scheduler=run.scheduler.state_dict(),
-                        data={**run.stream.state_dict(), "corpus": run.data.corpus_name},
-                        masking_rng=run.masking_gen.get_state(), rank_rng=rngs, vocab_sha256=run.vocab_sha,
-                        world_size=run.dist_info.world_size)
-        path = save_checkpoint(run.output_dir, ts, keep=run.config.keep_checkpoints)
-    if run.dist_info.enabled:
-        dist.barrier()
-    return path if run.main else latest_checkpoint(run.output_dir)
+def _loop(run: _Run, progress: bool) -> float:
+    """Train to the stop step: log, evaluate and checkpoint on schedule. Returns the training wall time."""
+    config, stop = run.config, run.config.stop_step
+    zeros = lambda: torch.zeros(4, dtype=torch.float64, device=run.device)  # MLM_LOSS ... NSP_CORRECT
+    window, window_steps, window_predictions = zeros(), 0, 0
+    bar = tqdm(total=stop, initial=run.step, disable=not (progress and run.main), unit="step", dynamic_ncols=True,
+               desc=f"pretrain {config.profile}")
+    t_train = t_window = time.perf_counter()
+    while run.step < stop:
+        lr = run.optimizer.param_groups[0]["lr"]
+        n_pred, grad_norm = _train_step(run, window)
+        window_steps += 1
+        window_predictions += n_pred
+        bar.update(1)
+        log_step = run.step % config.log_every == 0 or run.step == stop
+        # On the CPU reading the watch costs nothing: check every step. On an accelerator, where the loop syncs.
+        diverged = (log_step or run.device.type == "cpu") and _diverged(run)
+        if log_step or diverged:
+            now = time.perf_counter()
+            rec = _log_window(run, window, window_steps, window_predictions, lr, grad_norm, now - t_window,
+                              run.elapsed_before + now - t_train)
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:,.0f}")
+            window, window_steps, window_predictions, t_window = zeros(), 0, 0, time.perf_counter()
+        if diverged:
+            bar.close()
+            _stop_if_diverged(run)
+        if config.eval_every and run.step % config.eval_every == 0 and run.step != stop:
+            _stop_if_diverged(run)
+            _evaluate_run(run)
+        if run.step % config.checkpoint_every == 0 or run.step == stop:
+            _stop_if_diverged(run)
+            run.last_checkpoint = _checkpoint(run)
+    bar.close()
+    return time.perf_counter() - t_train
 
 
 def _train_step(run: _Run, window: torch.Tensor) -> tuple[int, torch.Tensor]:
-    """One optimizer update on the next global batch; adds to ``window`` (mlm loss, nsp loss, mlm
-    correct, nsp correct) on the device. Returns the batch's predicted positions and the gradient norm."""
+    """One optimizer update on the next global batch; adds to ``window``'s slots (``MLM_LOSS``,
+    ``NSP_LOSS``, ``MLM_CORRECT``, ``NSP_CORRECT``) on the device. Returns the batch's predicted positions and the gradient norm."""
     config, split, device, world = run.config, run.split, run.device, run.dist_info.world_size
     batch = make_batch(run.stream.next(), run.data, config, run.masking_gen)  # the GLOBAL batch, masked on CPU
     n_pred = int((batch["labels"] != IGNORE_INDEX).sum())  # global count: no device sync
@@ -419,11 +478,11 @@ def _train_step(run: _Run, window: torch.Tensor) -> tuple[int, torch.Tensor]:
                 loss = loss + nsp_loss
             step_loss += loss.detach()
             with torch.no_grad():  # running sums on the device, read only on log steps
-                window[0] += out.mlm_loss.detach()
-                window[2] += (out.prediction_logits.argmax(-1) == mb["labels"][out.mlm_positions]).sum()
+                window[MLM_LOSS] += out.mlm_loss.detach()
+                window[MLM_CORRECT] += (out.prediction_logits.argmax(-1) == mb["labels"][out.mlm_positions]).sum()
                 if run.nsp:
-                    window[1] += nsp_loss.detach()
-                    window[3] += (out.seq_relationship_logits.argmax(-1) == mb["next_sentence_label"]).sum()
+                    window[NSP_LOSS] += nsp_loss.detach()
+                    window[NSP_CORRECT] += (out.seq_relationship_logits.argmax(-1) == mb["next_sentence_label"]).sum()
             (loss * world).backward()
     grad_norm = optimizer_step(run.raw_model, run.optimizer, run.scheduler, config.max_grad_norm)
     run.step += 1
@@ -468,9 +527,10 @@ def _log_window(run: _Run, window: torch.Tensor, steps: int, predictions: int, l
     s = sums.tolist()
     B, T, nsp = run.config.batch_size, run.config.max_seq_length, run.nsp
     tokens_per_s = steps * B * T / seconds
-    rec = {"step": run.step, "epoch": run.stream.epoch, "lr": lr, "loss": (s[0] + s[1]) / steps,
-           "mlm_loss": s[0] / steps, "nsp_loss": s[1] / steps if nsp else None,
-           "mlm_accuracy": s[2] / max(predictions, 1), "predictions": predictions, "nsp_accuracy": s[3] / (steps * B) if nsp else None,
+    rec = {"step": run.step, "epoch": run.stream.epoch, "lr": lr, "loss": (s[MLM_LOSS] + s[NSP_LOSS]) / steps,
+           "mlm_loss": s[MLM_LOSS] / steps, "nsp_loss": s[NSP_LOSS] / steps if nsp else None,
+           "mlm_accuracy": s[MLM_CORRECT] / max(predictions, 1), "predictions": predictions,
+           "nsp_accuracy": s[NSP_CORRECT] / (steps * B) if nsp else None,
            "grad_norm": float(grad_norm), "tokens_per_s": tokens_per_s, "steps_per_s": steps / seconds,
            "elapsed_s": elapsed, "world_size": run.dist_info.world_size, "global_batch_size": B,
            "micro_batch_size": run.split.micro_batch_size, "accumulation_steps": run.split.accumulation_steps}
@@ -482,83 +542,41 @@ def _log_window(run: _Run, window: torch.Tensor, steps: int, predictions: int, l
     return rec
 
 
+def _evaluate_run(run: _Run) -> dict[str, Any]:
+    """The held-out evaluation at the current step, appended to ``eval.jsonl`` ({} without validation data)."""
+    if run.valid is None:
+        return {}
+    result = evaluate(run.raw_model, run.valid, run.data, run.config, device=run.device, dist_info=run.dist_info)
+    if run.nsp:
+        result.update(run.length_baseline)
+    result["step"] = run.step
+    if run.main:
+        append_jsonl(run.eval_path, result)
+    return result
+
+
+def _checkpoint(run: _Run) -> Path | None:
+    """Save a checkpoint (rank 0) with every rank's RNG states; every rank returns its path."""
+    rngs = [rng_state(run.device)]
+    if run.dist_info.enabled:
+        rngs = [None] * run.dist_info.world_size
+        dist.all_gather_object(rngs, rng_state(run.device))
+    path = None
+    if run.main:
+        ts = TrainState(step=run.step, config=run.config, model=run.raw_model, optimizer=run.optimizer.state_dict(),
+                        scheduler=run.scheduler.state_dict(),
+                        data={**run.stream.state_dict(), "corpus": run.data.corpus_name},
+                        masking_rng=run.masking_gen.get_state(), rank_rng=rngs, vocab_sha256=run.vocab_sha,
+                        world_size=run.dist_info.world_size)
+        path = save_checkpoint(run.output_dir, ts, keep=run.config.keep_checkpoints)
+    if run.dist_info.enabled:
+        dist.barrier()
+    return path if run.main else latest_checkpoint(run.output_dir)
+
+
 # ---------------------------------------------------------------------------------------------
-# Set-up -> loop -> finish
+# Finish
 # ---------------------------------------------------------------------------------------------
-
-def _pretrain(config: PretrainConfig, output_dir: Path, corpus: CorpusLike | None, resume: bool, overwrite: bool,
-              cache_dir: str | os.PathLike | None, progress: bool, device: torch.device,
-              dist_info: DistInfo) -> PretrainResult:
-    lock = _claim(output_dir, resume, overwrite, dist_info)
-    try:
-        config, state = _start_or_resume(config, output_dir, resume)
-        _configure_backend(config, device)
-        data, vocab_sha = _prepare(config, output_dir, corpus, cache_dir, state, dist_info.is_main)
-        if dist_info.is_main:  # after the data: a run that cannot load its corpus leaves no config.json behind
-            _write_config(config, output_dir, device, dist_info, 0 if state is None else state.step)
-        run = _build(config, output_dir, device, dist_info, data, vocab_sha, state)
-        _prepare_logs(run, resumed=state is not None)
-        start_step = run.step
-        run.last_checkpoint = latest_checkpoint(output_dir) if state is not None else None
-        if state is not None and run.step >= config.stop_step and run.main:
-            print(f"nothing to train: the checkpoint in {output_dir} is at step {run.step} and this run stops at "
-                  f"step {config.stop_step}; pass a larger --max-steps (up to total_steps={config.total_steps}) "
-                  f"to train further", file=sys.stderr, flush=True)
-        t_train = _loop(run, progress)
-        return _finish(run, start_step, t_train)
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-def _write_config(config: PretrainConfig, output_dir: Path, device: torch.device, dist_info: DistInfo,
-                  start: int) -> None:
-    """``config.json``, and one line saying what runs (the whole configuration is in the file)."""
-    split = split_batch(config.batch_size, dist_info.world_size, config.micro_batch_size)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    print(f"pretrain {config.profile or 'paper'}: {config.objective}, L={config.num_hidden_layers} "
-          f"H={config.hidden_size} A={config.num_attention_heads}, batch {config.batch_size} "
-          f"({split.micro_batch_size} x {split.accumulation_steps} x {dist_info.world_size}), lr "
-          f"{config.learning_rate:g}, steps {start} -> {config.stop_step}, {device}; settings in "
-          f"{output_dir / 'config.json'}", flush=True)
-    atomic_write_text(output_dir / "config.json", json.dumps(config.to_dict(), indent=2))
-
-
-def _loop(run: _Run, progress: bool) -> float:
-    """Train to the stop step: log, evaluate and checkpoint on schedule. Returns the training wall time."""
-    config, stop = run.config, run.config.stop_step
-    zeros = lambda: torch.zeros(4, dtype=torch.float64, device=run.device)  # mlm loss, nsp loss, mlm/nsp correct
-    window, window_steps, window_predictions = zeros(), 0, 0
-    bar = tqdm(total=stop, initial=run.step, disable=not (progress and run.main), unit="step", dynamic_ncols=True,
-               desc=f"pretrain {config.profile}")
-    t_train = t_window = time.perf_counter()
-    while run.step < stop:
-        lr = run.optimizer.param_groups[0]["lr"]
-        n_pred, grad_norm = _train_step(run, window)
-        window_steps += 1
-        window_predictions += n_pred
-        bar.update(1)
-        log_step = run.step % config.log_every == 0 or run.step == stop
-        # On the CPU reading the watch costs nothing: check every step. On an accelerator, where the loop syncs.
-        diverged = (log_step or run.device.type == "cpu") and _diverged(run)
-        if log_step or diverged:
-            now = time.perf_counter()
-            rec = _log_window(run, window, window_steps, window_predictions, lr, grad_norm, now - t_window,
-                              run.elapsed_before + now - t_train)
-            bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:,.0f}")
-            window, window_steps, window_predictions, t_window = zeros(), 0, 0, time.perf_counter()
-        if diverged:
-            bar.close()
-            _stop_if_diverged(run)
-        if config.eval_every and run.step % config.eval_every == 0 and run.step != stop:
-            _stop_if_diverged(run)
-            _evaluate_run(run)
-        if run.step % config.checkpoint_every == 0 or run.step == stop:
-            _stop_if_diverged(run)
-            run.last_checkpoint = _checkpoint(run)
-    bar.close()
-    return time.perf_counter() - t_train
-
 
 def _finish(run: _Run, start_step: int, train_time: float) -> PretrainResult:
     """The final evaluation and the Hugging Face-layout ``model/``; the model is left in eval mode.
