@@ -38,7 +38,7 @@ import torch
 
 from .model import IGNORE_INDEX
 
-__all__ = ["num_to_predict", "mask_tokens"]
+__all__ = ["num_to_predict", "check_mix", "mask_tokens"]
 
 
 def num_to_predict(num_tokens: torch.Tensor, mlm_probability: float = 0.15,
@@ -80,7 +80,7 @@ def _check(input_ids: torch.Tensor, special_tokens_mask: torch.Tensor, vocab_siz
                          f"row {b}, position {t}; vocab_size must be the size of the vocabulary that produced the ids")
 
 
-def _check_mix(mask_fraction: float, same_fraction: float, random_fraction: float) -> None:
+def check_mix(mask_fraction: float, same_fraction: float, random_fraction: float) -> None:
     """MASK / SAME / RND must be probabilities that add up to 1."""
     mix = {"mask_fraction": mask_fraction, "same_fraction": same_fraction, "random_fraction": random_fraction}
     for name, p in mix.items():
@@ -186,7 +186,7 @@ def mask_tokens(input_ids: torch.Tensor, special_tokens_mask: torch.Tensor, *, v
         ValueError: wrong shapes or dtypes, or probabilities / ids out of range.
     """
     _check(input_ids, special_tokens_mask, vocab_size, mask_token_id, mlm_probability, max_predictions)
-    _check_mix(mask_fraction, same_fraction, random_fraction)
+    check_mix(mask_fraction, same_fraction, random_fraction)
     B, T = input_ids.shape
     dev = input_ids.device
     if attention_mask is not None:

@@ -211,3 +211,10 @@ def test_every_all_lists_the_modules_own_names():
             if n not in defined and not (own_package and level == 1):
                 bad.append(f"{name}: {n}")
     assert bad == [], "import these names from the module that defines them"
+
+
+def test_no_private_name_is_imported_from_another_module():
+    bad = [f"{name}: {target}.{n}" for name, path in MODULES.items()
+           for _, target, names in _imports(name, ast.parse(path.read_text()))
+           if target.startswith("bertrepro") for n in names if n.startswith("_") and not n.startswith("__")]
+    assert bad == [], "make the helper public (it is shared), or keep it in one module"

@@ -18,7 +18,7 @@ from unittest import mock
 
 from ..arguments import add_dataclass_arguments, dataclass_overrides, exit_code
 from ..io import atomic_write_text
-from ..pretrain import pretrained_model
+from ..pretrain.runs import pretrained_model
 from ..chapters import Run, setup
 from ..profiles import OFFLINE_ENV, PROFILES
 from .classifier import PAPER_LEARNING_RATES, FinetuneConfig, predict, tune_on_dev

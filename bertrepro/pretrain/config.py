@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable, Mapping
 
 from ..config import BertConfig
-from ..masking import _check_mix
+from ..masking import check_mix
 from ..profiles import PRETRAIN, check_profile
 from ..train.optim import PRECISIONS
 
@@ -118,7 +118,7 @@ class PretrainConfig:
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {v!r}")
-        _check_mix(self.mask_fraction, self.same_fraction, self.random_fraction)
+        check_mix(self.mask_fraction, self.same_fraction, self.random_fraction)
         if not 0.0 < self.mlm_probability < 1.0:
             raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability!r}")
         if self.hidden_size % self.num_attention_heads:
