@@ -36,7 +36,7 @@ from .checkpoints import to_hf
 from .config import BertConfig
 from .masking import mask_tokens
 from .model import BertForPreTraining, BertModel
-from .train.flops import forward_flops, measure_peak_flops, mlm_head_flops, train_step_flops
+from .train.flops import forward_flops, measure_peak_flops, train_step_flops
 from .train.optim import build_adamw
 
 __all__ = ["BENCHMARKS", "PRESETS", "matmul_peak_gflops", "bench_model_forward", "bench_masking", "bench_train_step", "format_table", "main"]

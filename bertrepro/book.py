@@ -44,9 +44,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from . import progress, report
-from .chapters import (NOTEBOOKS_DIR, find_chapters, hide_injected_parameters,
-                       notebook_parameters, pairing_differences, read_notebook, select_chapters,
-                       validate_parameters)
+from .chapters import (NOTEBOOKS_DIR, find_chapters, hide_injected_parameters, pairing_differences,
+                       read_notebook, select_chapters, validate_parameters)
 from .progress import ChapterProgress
 from .profiles import OFFLINE_ENV, PROFILES, resolve_profile
 

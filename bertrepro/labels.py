@@ -1,7 +1,7 @@
 """Display names of the encoders the book compares, one table for chapters 10 and 11.
 
 Keys are chapter 10's arms (:data:`bertrepro.finetune.ARMS`) and chapter 11's pre-training
-objectives (:data:`bertrepro.ablation.OBJECTIVE_ARMS`); the two sets do not overlap.
+objectives (:data:`bertrepro.pretrain.config.OBJECTIVES`); the two sets do not overlap.
 """
 from __future__ import annotations
 

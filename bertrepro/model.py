@@ -7,7 +7,6 @@ Shape legend: B batch, T sequence length, H hidden size, V vocabulary size, N ch
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch

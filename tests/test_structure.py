@@ -218,3 +218,31 @@ def test_no_private_name_is_imported_from_another_module():
            for _, target, names in _imports(name, ast.parse(path.read_text()))
            if target.startswith("bertrepro") for n in names if n.startswith("_") and not n.startswith("__")]
     assert bad == [], "make the helper public (it is shared), or keep it in one module"
+
+
+def _defined_names(path: Path) -> set[str]:
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for t in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                names |= {n.id for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return names
+
+
+def test_names_are_imported_from_the_module_that_defines_them():
+    """Inside the package a name comes from its own module (a package's ``__init__`` may gather its
+    submodules' names for users, but the package itself does not go through it for another's)."""
+    bad = []
+    for name, path in MODULES.items():
+        for _, target, names in _imports(name, ast.parse(path.read_text())):
+            if target not in MODULES:
+                continue
+            if MODULES[target].name == "__init__.py":  # a package: only its submodules, or its own gathering
+                if name != target:
+                    bad += [f"{name}: {n} from {target}" for n in names if f"{target}.{n}" not in MODULES]
+                continue
+            defined = _defined_names(MODULES[target])
+            bad += [f"{name}: {n} from {target}" for n in names if n not in defined and f"{target}.{n}" not in MODULES]
+    assert bad == [], "import these names from the module that defines them"

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..model import BertForSequenceClassification, BertModel, LeftToRightBertModel, init_weights, left_to_right
-from ..profiles import PAPER_BATCH_SIZE, PAPER_EPOCHS, PAPER_LEARNING_RATES, PAPER_WARMUP_PROPORTION
+from ..profiles import PAPER_BATCH_SIZE, PAPER_EPOCHS, PAPER_WARMUP_PROPORTION
 from ..progress import bar as tqdm
 from ..train.optim import WarmupLinearDecay, autocast, build_adamw, eval_mode, optimizer_step
 from .probe import accuracy, batches_by_length, check_xy, select_by_dev

@@ -20,8 +20,8 @@ from ..arguments import add_dataclass_arguments, dataclass_overrides, exit_code
 from ..io import atomic_write_text
 from ..pretrain.runs import pretrained_model
 from ..chapters import Run, setup
-from ..profiles import OFFLINE_ENV, PROFILES
-from .classifier import PAPER_LEARNING_RATES, FinetuneConfig, predict, tune_on_dev
+from ..profiles import OFFLINE_ENV, PAPER_LEARNING_RATES, PROFILES
+from .classifier import FinetuneConfig, predict, tune_on_dev
 from .curves import BUDGETS, Budget, training_indices
 from .probe import accuracy
 from .tasks import ARMS, GLUE_TASKS, Arm, encode_texts, load_arm, load_glue, topic_task
