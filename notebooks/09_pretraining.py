@@ -92,7 +92,10 @@ from bertrepro.pretrain import (
 from bertrepro.report import record
 from bertrepro.train.distributed import derive_seed, split_batch
 from bertrepro.train.flops import measure_peak_flops, train_step_flops
-from bertrepro.train.optim import autocast, learning_rate_at  # autocast: bf16 on CUDA, else fp32
+from bertrepro.train.optim import (  # autocast: bf16 on CUDA, else fp32
+    autocast,
+    learning_rate_at,
+)
 
 config = PretrainConfig.for_profile(run.profile, seed=run.seed)
 
@@ -853,11 +856,11 @@ pd.DataFrame(rows)
 # the familiar $6N + 12LHT$ per token with the pooler ($2BH^2$), the NSP classifier
 # ($4BH$) and the gathered head made explicit. This one formula,
 # `bertrepro.train.flops.train_step_flops`, prices a step everywhere in the book: the
-# loop's MFU, chapter 11's equal-compute schedules and the benchmarks. We check it against
-# PyTorch's own FLOP counter on one real step (the attention is run on its explicit path
-# so the counter sees its matrix products). The model FLOPs utilization is the achieved
-# model FLOP/s over the accelerator's peak (Chowdhery et al. 2022); on CPU we divide by a
-# measured float32 matmul rate.
+# loop's MFU, chapter 11's equal-compute schedules and the benchmarks. We check it
+# against PyTorch's own FLOP counter on one real step (the attention is run on its
+# explicit path so the counter sees its matrix products). The model FLOPs utilization
+# is the achieved model FLOP/s over the accelerator's peak (Chowdhery et al. 2022); on
+# CPU we divide by a measured float32 matmul rate.
 
 # %%
 counted_model = copy.deepcopy(model).train()
@@ -909,7 +912,8 @@ else:
 # (A.2, BERT-base).
 paper_tokens = 1_000_000 * 256 * (0.9 * 128 + 0.1 * 512)
 paper_tokens_per_s = paper_tokens / (4 * 24 * 3600)
-base_flops = train_step_flops(BertConfig.base(), 256, 128, 256 * 20) / (256 * 128)  # 20 predictions a sequence
+# BERT-base, batch 256 at 128 tokens, 20 predictions a sequence
+base_flops = train_step_flops(BertConfig.base(), 256, 128, 256 * 20) / (256 * 128)
 print(
     f"{run.device.type}: median {tokens_per_s:,.0f} tokens/s over {len(windows)} "
     "logging windows "

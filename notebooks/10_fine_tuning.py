@@ -296,9 +296,9 @@ print(
 # for steps $s = 0, \dots, N-1$: the released `optimization.py`'s schedule, the same one
 # pre-training uses (`bertrepro.train.optim.WarmupLinearDecay`). The decay is measured
 # from step 0, so the rate steps down from $\eta_0 (w-1)/w$ to $\eta_0 (1 - w/N)$ at the
-# end of warm-up, and the first update has a rate of 0. Torch's AdamW bias-corrects its moment
-# estimates, BERT's optimizer did not. Dropout is 0.1 while fine-tuning, whatever the
-# pre-training used.
+# end of warm-up, and the first update has a rate of 0. Torch's AdamW bias-corrects its
+# moment estimates, BERT's optimizer did not. Dropout is 0.1 while fine-tuning, whatever
+# the pre-training used.
 #
 # Two departures matter at this scale. The paper fine-tunes on GLUE training sets of
 # 2,500 (RTE) to 392,000 (MNLI) examples (Table 1); 3 epochs of 110 articles are 12

@@ -209,8 +209,9 @@ print("LTR differs in", sorted(ltr_diff), f"- it stops at step {ltr_cfg.stop_ste
 # %% [markdown]
 # ## The runs and their learning checks
 #
-# Every run is trained (or read from the cache) and measured once; the models and a JSON
-# of the measurements are cached under `bertrepro.io.cache_dir("ablation", profile, ...)`.
+# Every run is trained (or read from the cache) and measured once; the models and a
+# JSON of the measurements are cached under
+# `bertrepro.io.cache_dir("ablation", profile, ...)`.
 # One pre-training seed per run: the error bars below are the evaluation's, not the
 # spread between pre-training seeds.
 #
@@ -552,9 +553,9 @@ assert math.isclose(z_hand, z_lib, rel_tol=1e-6, abs_tol=1e-9) or (
 print(f"z by hand {z_hand:.3f}, learning_check {z_lib:.3f}")
 
 # %% [markdown]
-# **2.** How many LTR steps have the FLOPs of 100 MLM steps? Use `train_step_flops` with the
-# counted predictions, and check that the MLM arm's FLOPs in the per-run table are its
-# steps times its step FLOPs.
+# **2.** How many LTR steps have the FLOPs of 100 MLM steps? Use `train_step_flops` with
+# the counted predictions, and check that the MLM arm's FLOPs in the per-run table are
+# its steps times its step FLOPs.
 
 # %% tags=["hide-input"]
 ratio = flops["mlm_step_flops"] / flops["ltr_step_flops"]
