@@ -3,14 +3,13 @@ loading) them with their snapshots, and measuring every result once, cached as J
 
 Every run's settings live in :data:`bertrepro.profiles.ABLATION` (one entry per profile); results
 are cached under ``bertrepro.profiles.cache_dir("ablation", profile, f"seed{seed}")`` and rebuilt
-when absent or when the settings change. The MLM + NSP arm is chapter 09's run
+when absent or when their fingerprint changes (:mod:`bertrepro.cache`: code, settings, budget). The MLM + NSP arm is chapter 09's run
 (:func:`bertrepro.pretrain.pretrained_model`); its kept checkpoints are the snapshots of the
 crossover curve. The measurements themselves are in :mod:`bertrepro.ablation.measure`.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import time
@@ -20,6 +19,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ..cache import artifact_inputs, cached_file, fingerprint
 from ..finetune import BUDGETS, Budget
 from ..io import atomic_write_text, cache_dir
 from ..model import BertForPreTraining
@@ -30,7 +30,7 @@ from .tables import OBJECTIVE_ARMS, run_name
 
 __all__ = ["AblationSettings", "SETTINGS", "settings_for", "pretrain_config", "differing_fields", "run_name",
            "mix_name", "planned_runs", "ablation_dir", "TrainedRun", "train_or_load", "run_ablation", "load_run",
-           "snapshot_dirs", "equal_flop_ltr_steps"]
+           "snapshot_dirs", "equal_flop_ltr_steps", "results_inputs"]
 
 
 def mix_name(mix: Sequence[float]) -> str:
@@ -231,10 +231,12 @@ def snapshot_dirs(output_dir: str | Path) -> dict[int, Path]:
     return {int(p.name.split("-")[1]): p for p in dirs}
 
 
-def _settings_key(settings: AblationSettings, seed: int, device: str) -> str:
-    blob = json.dumps({"settings": settings.to_dict(), "seed": seed, "device": torch.device(device).type, "format": 3},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def results_inputs(settings: AblationSettings, seed: int, device: str) -> dict[str, Any]:
+    """The fingerprint inputs of ``results.json`` (:mod:`bertrepro.cache`): the code of the runs and the
+    measurements (the profiles' numbers included), the settings, the fine-tuning budget, the seed."""
+    config = {"ablation": settings.to_dict(), "finetune": dataclasses.asdict(settings.budget), "seed": seed}
+    return artifact_inputs(("bertrepro.ablation.runs", "bertrepro.ablation.measure"), config,
+                           PretrainConfig.for_profile(settings.profile, seed=seed).corpus, device)
 
 
 def run_ablation(settings: AblationSettings, seed: int = 0, device: torch.device | str = "cpu", progress: bool = True,
@@ -242,29 +244,29 @@ def run_ablation(settings: AblationSettings, seed: int = 0, device: torch.device
     """Train (or load) every run, then measure cloze, gates, curves, perplexity, probe and fine-tuning.
 
     The results go to ``ablation_dir(profile, seed)/results.json`` (atomically) and are returned from
-    there on the next call with the same settings, seed and device type.
+    there on the next call whose fingerprint (:func:`results_inputs`) is the same.
     """
     from .measure import measure
 
     device = str(device)
-    root = ablation_dir(settings.profile, seed)
-    path = root / "results.json"
-    key = _settings_key(settings, seed, device)
-    if path.is_file() and not rebuild:
-        cached = json.loads(path.read_text())
-        if cached.get("settings_key") == key:
-            cached["cached"] = True
-            return cached
-    t0 = time.perf_counter()
-    runs = {name: train_or_load(name, cfg, _run_dir(settings, name, cfg, seed), progress)
-            for name, cfg in planned_runs(settings, seed, device).items()}
-    t_train = time.perf_counter() - t0
-    results = measure(runs, settings, seed, device, progress)
-    results["flops"] = equal_flop_ltr_steps(settings, seed)
-    results.update(settings_key=key, settings=settings.to_dict(), seed=seed, device=torch.device(device).type,
-                   seconds={"pretraining": t_train, "evaluation": time.perf_counter() - t0 - t_train})
-    atomic_write_text(path, json.dumps(results))
-    results["cached"] = False
+    path = ablation_dir(settings.profile, seed) / "results.json"
+    inputs = results_inputs(settings, seed, device)
+
+    def build(tmp: Path) -> None:
+        t0 = time.perf_counter()
+        runs = {name: train_or_load(name, cfg, _run_dir(settings, name, cfg, seed), progress)
+                for name, cfg in planned_runs(settings, seed, device).items()}
+        t_train = time.perf_counter() - t0
+        results = measure(runs, settings, seed, device, progress)
+        results["flops"] = equal_flop_ltr_steps(settings, seed)
+        results.update(fingerprint=fingerprint(inputs), settings=settings.to_dict(), seed=seed,
+                       device=torch.device(device).type,
+                       seconds={"pretraining": t_train, "evaluation": time.perf_counter() - t0 - t_train})
+        atomic_write_text(tmp, json.dumps(results))
+
+    reused = cached_file(path, inputs, build, rebuild=rebuild)
+    results = json.loads(path.read_text())
+    results["cached"] = reused
     return results
 
 
