@@ -46,7 +46,8 @@ def test_record_writes_returns_and_prints(records_dir, capsys):
     data = _file(records_dir)
     assert data == {"chapter": "03_demo", "records": [{
         "key": "params.base.total", "value": 109_482_240, "paper": 109_482_240, "tolerance": 0,
-        "note": "BertModel, base", "status": "exact", "chapter": "03_demo"}]}
+        "note": "BertModel, base", "status": "exact", "chapter": "03_demo",
+            "se": None, "unit": None, "n": None}]}
 
 
 def test_rerecording_replaces_in_place(records_dir):
