@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -43,15 +45,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+import torch
+
 from . import progress, report
+from .cache import ARTIFACTS_ENV
 from .chapters import (NOTEBOOKS_DIR, find_chapters, hide_injected_parameters,
                        notebook_parameters, pairing_differences, read_notebook, select_chapters,
                        validate_parameters)
+from .io import read_jsonl
 from .progress import ChapterProgress
-from .profiles import OFFLINE_ENV, PROFILES, resolve_profile
+from .profiles import OFFLINE_ENV, PROFILES, resolve_device, resolve_profile
 
 __all__ = [
     "ROOT",
+    "provenance",
+    "artifacts_log",
     "NOTEBOOKS_DIR",
     "BOOK_DIR",
     "BUILD_DIR",
@@ -155,11 +163,44 @@ def _environ(updates: Mapping[str, str | None]) -> Iterator[None]:
 _TQDM_WARNING_FILTER = "ignore:IProgress not found"
 
 
+def artifacts_log(records_dir: str | os.PathLike, chapter: str) -> Path:
+    """The JSON-lines file where a chapter's cached artifacts are logged (:data:`bertrepro.cache.ARTIFACTS_ENV`)."""
+    return Path(records_dir) / f"{chapter}.artifacts.jsonl"
+
+
+def _git(*args: str) -> str | None:
+    try:
+        proc = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True, text=True,
+                              timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def provenance(profile: str, seed: int | None, device: str | None, records_dir: Path,
+               chapters: Sequence[str]) -> dict[str, Any]:
+    """Where a book run's numbers come from: the commit (and whether the tree had uncommitted edits),
+    profile, seed, device, versions, and each cached artifact a chapter read or wrote."""
+    dev = resolve_device(device, profile)
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    artifacts = [{"chapter": c, **a} for c in chapters for a in read_jsonl(artifacts_log(records_dir, c))]
+    return {
+        "git_sha": _git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status),
+        "profile": profile, "seed": 0 if seed is None else seed,
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or dev.type),
+        "python": platform.python_version(), "torch": torch.__version__,
+        "transformers": importlib.metadata.version("transformers"),
+        "artifacts": artifacts,
+    }
+
+
 def _kernel_env(chapter: str, records_dir: Path | None, cache_dir: Path | None, online: bool,
                 progress_file: Path | None = None) -> dict[str, str | None]:
     env: dict[str, str | None] = {
         report.CHAPTER_ENV: chapter,
         report.RECORDS_ENV: None if records_dir is None else str(records_dir),
+        # Every cached artifact the chapter reads or writes, for the scorecard's provenance.
+        ARTIFACTS_ENV: None if records_dir is None else str(artifacts_log(records_dir, chapter)),
         CACHE_ENV: None if cache_dir is None else str(cache_dir),
         "PYTHONHASHSEED": "0",  # same set/dict iteration order in every run
         # bertrepro.progress.bar writes its state here instead of drawing into the notebook.
@@ -249,6 +290,7 @@ def run_chapter(path: str | os.PathLike, profile: str | None, out_dir: str | os.
     cdir = Path(cache_dir).resolve() if cache_dir is not None else None
     # Stale records of an earlier run must not survive into this one.
     report.chapter_file(chapter, rdir).unlink(missing_ok=True)
+    artifacts_log(rdir, chapter).unlink(missing_ok=True)
     start = time.perf_counter()
     with _progress_file(progress_file, chapter) as pfile:
         try:
@@ -422,14 +464,15 @@ def build(profile: str | None = None, chapters: Sequence[str] | None = None, see
                                      progress_interval=progress_interval, stream=stream)
     timings["total_seconds"] = round(sum(t["seconds"] for t in timings["chapters"].values()), 3)
     records = report.collect(dirs["records"], chapters=[r.chapter for r in results])
-    report.write_scorecard(records, output / "scorecard.json", profile=prof)
-    scorecard_md = report.render_scorecard(records, profile=prof)
+    prov = provenance(prof, seed, device, dirs["records"], [r.chapter for r in results])
+    report.write_scorecard(records, output / "scorecard.json", profile=prof, provenance=prov)
+    scorecard_md = report.render_scorecard(records, profile=prof, provenance=prov)
     report.atomic_write_text(output / "scorecard.md", scorecard_md)
     html_index = None
     if failure is None and html:
         html_index = _html(book_dir, output, results, scorecard_md, timings, online=online, log=log)
     _write_json(output / "timings.json", timings)
-    summary = report.render_summary(records, timings, profile=prof,
+    summary = report.render_summary(records, timings, profile=prof, provenance=prov,
                                     failure=None if failure is None else " — ".join(
                                         ln.strip() for ln in str(failure).splitlines()[:2]))
     report.atomic_write_text(output / "summary.md", summary)

@@ -735,6 +735,7 @@ display(Markdown(verdict))
 record(
     "pretrain.nsp.balanced_accuracy",
     round(100 * ev["nsp_accuracy"], 2),
+    unit="%",
     paper="97-98",
     status=(
         "reproduced" if ev["nsp_accuracy"] >= 0.97 else "not reproduced at this scale"
@@ -757,6 +758,7 @@ record(
 record(
     "pretrain.mlm.accuracy_over_mft",
     round(ratio, 4),
+    unit="ratio",
     status="qualitatively reproduced" if ratio >= 2 else "not reproduced at this scale",
     note=f"pre-training learns: held-out MLM accuracy {ev['mlm_accuracy']:.3f} vs "
     "most-frequent-token "
@@ -766,6 +768,7 @@ record(
 record(
     "pretrain.mlm.mask_positions.accuracy_over_mft",
     round(mask_ratio, 4),
+    unit="ratio",
     status=(
         "qualitatively reproduced" if uses_context else "not reproduced at this scale"
     ),
@@ -777,6 +780,7 @@ record(
 _ = record(
     "pretrain.mlm.perplexity",
     round(ev["mlm_perplexity"], 3),
+    unit="perplexity",
     paper=3.99,
     status="not comparable",
     note=f"held-out MLM perplexity vs unigram {ev['unigram_perplexity']:.1f}; Table "

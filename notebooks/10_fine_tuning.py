@@ -637,6 +637,9 @@ for c in checks:
         status=(
             "qualitatively reproduced" if c["helps"] else "not reproduced at this scale"
         ),
+        se=round(c["standard_error"], 4),
+        unit="accuracy",
+        n=int(c["n_test"]),
         note="pre-training helps (§4.1, §5): test accuracy "
         f"{c['arm_mean']:.3f}±{c['arm_std']:.3f} "
         f"({ARM_LABELS[c['arm']]}) vs {c['baseline_mean']:.3f}±{c['baseline_std']:.3f} "
