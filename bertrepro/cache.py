@@ -44,7 +44,7 @@ from .io import append_jsonl, atomic_write_text, sha256_file
 
 __all__ = ["ARTIFACTS_ENV", "PACKAGE_DIR", "PRESENTATION", "code_closure", "corpus_digests", "artifact_inputs", "fingerprint",
            "describe_changes", "manifest_path", "check", "commit", "lock", "cached_file", "cached_dir",
-           "log_artifact", "BOOK_ROOTS", "cache_key", "main"]
+           "log_artifact", "announce", "BOOK_ROOTS", "cache_key", "main"]
 
 ARTIFACTS_ENV = "BERTREPRO_ARTIFACTS_LOG"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -269,17 +269,28 @@ def _display(path: Path) -> str:
         return str(path)
 
 
+_logged: set[tuple[str, str, str]] = set()
+
+
 def log_artifact(path: str | os.PathLike, inputs: Mapping[str, Any], how: str, reason: str = "") -> None:
-    """Print one line on a reused (``how="reused"``) or ``"computed"`` artifact, and append it to
-    ``$BERTREPRO_ARTIFACTS_LOG`` when set."""
+    """Record an artifact reused (``how="reused"``, printing one line) or ``"computed"`` (its line was
+    printed by :func:`announce` before the build) in ``$BERTREPRO_ARTIFACTS_LOG`` when set; once per
+    artifact and process, however often a chapter asks for it."""
     path, fp = Path(path), fingerprint(inputs)
+    seen = (str(path.resolve()), fp, how)
+    if seen in _logged:
+        return
+    _logged.add(seen)
     if how == "reused":
         print(f"cache: reused {_display(path)} (fingerprint {fp[:12]})")
-    else:
-        print(f"cache: computed {_display(path)} (fingerprint {fp[:12]}; {reason})")
     log = os.environ.get(ARTIFACTS_ENV)
     if log:
         append_jsonl(log, {"path": _display(path), "fingerprint": fp, "how": how})
+
+
+def announce(path: str | os.PathLike, inputs: Mapping[str, Any], reason: str) -> None:
+    """Print the one line saying that ``path`` is built now, and why (what changed, or nothing cached)."""
+    print(f"cache: computing {_display(Path(path))} (fingerprint {fingerprint(inputs)[:12]}): {reason}", flush=True)
 
 
 def _remove(path: Path) -> None:
@@ -296,6 +307,7 @@ def _build(path: Path, inputs: Mapping[str, Any], build: Callable[[Path], Any], 
         if reason is None:
             log_artifact(path, inputs, "reused")
             return True
+        announce(path, inputs, reason)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         _remove(tmp)
         try:
@@ -309,7 +321,7 @@ def _build(path: Path, inputs: Mapping[str, Any], build: Callable[[Path], Any], 
         finally:
             _remove(tmp)
         commit(path, inputs)
-        log_artifact(path, inputs, "computed", reason)
+        log_artifact(path, inputs, "computed")
         return False
 
 

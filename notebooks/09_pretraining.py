@@ -372,9 +372,11 @@ print(
 # %%
 t0 = time.perf_counter()
 # the resolved settings it prints are in the table above
-with contextlib.redirect_stdout(io.StringIO()):
+with contextlib.redirect_stdout(io.StringIO()) as captured:
     result = pretrained_model(run.profile, run.seed, device=str(run.device))
 wall = time.perf_counter() - t0
+# the cache's lines: what was reused (with its fingerprint), or built now and why
+print(*(ln for ln in captured.getvalue().splitlines() if ln.startswith("cache: ")), sep="\n")
 model, data, metrics = result.model, result.data, result.metrics
 T, B = config.max_seq_length, config.batch_size
 same = lambda c: {

@@ -9,6 +9,7 @@ a few articles, so each training takes seconds.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -85,7 +86,8 @@ def test_a_run_with_other_settings_is_replaced_naming_the_change(tmp_path, small
         pt.pretrained_model("smoke", 0, tmp_path, device="cpu", build=False)
     capsys.readouterr()
     new = pt.pretrained_model("smoke", 0, tmp_path, device="cpu", progress=False)
-    assert "training seed0 again: config changed: pretrain.learning_rate 0.001 -> 0.003" in capsys.readouterr().out
+    assert re.search(r"cache: computing .*seed0 \(fingerprint [0-9a-f]{12}\): config changed: "
+                     r"pretrain.learning_rate 0.001 -> 0.003\n", capsys.readouterr().out)
     assert new.steps_run == SMALL["total_steps"] and new.config.learning_rate == 3e-3
     assert json.loads((new.output_dir / "config.json").read_text())["learning_rate"] == 3e-3
     assert not same_weights(old.model, new.model)

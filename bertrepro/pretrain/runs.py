@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..cache import artifact_inputs, check, commit, fingerprint, lock, log_artifact, manifest_path
+from ..cache import announce, artifact_inputs, check, commit, fingerprint, lock, log_artifact, manifest_path
 from ..checkpoints import CheckpointError, load_pretrained
 from ..io import atomic_write_text, cache_dir as default_cache_dir, sha256_file
 from ..profiles import resolve_profile
@@ -118,15 +118,14 @@ def load_or_train(config: PretrainConfig, out: str | os.PathLike, *, cache_dir: 
                                     f"chapter 09, or call pretrained_model({config.profile!r}, {config.seed}) with "
                                     f"build=True")
         resume = _resumable(out, inputs)
-        if out.exists() and not resume:
-            print(f"cache: training {out.name} again: {reason}")
+        announce(out, inputs, reason + ("; resuming its last checkpoint" if resume else ""))
         pending = out.with_name(out.name + ".building.json")
         manifest_path(out).unlink(missing_ok=True)
         atomic_write_text(pending, _resume_key(inputs) + "\n")
         result = pretrain(config, out, resume=resume, overwrite=not resume, cache_dir=cache_dir, progress=progress)
         commit(out, inputs)
         pending.unlink()
-        log_artifact(out, inputs, "computed", reason)
+        log_artifact(out, inputs, "computed")
         return result
 
 
