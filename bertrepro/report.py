@@ -431,13 +431,14 @@ def write_scorecard(records: Sequence[Record], path: str | os.PathLike, profile:
 
 
 def origin_counts(records: Sequence[Record], provenance: Mapping[str, Any] | None) -> tuple[int, int]:
-    """``(computed, cached)``: claims of chapters that used only what this run made, and claims of
-    chapters that read at least one artifact an earlier run left in a cache of the same code."""
+    """``(computed, cached)``: claims of chapters that built an artifact in this run or read none, and
+    claims of chapters that only read artifacts an earlier run left in a cache of the same code."""
     artifacts = (provenance or {}).get("artifacts", [])
     made_now = {(a["path"], a["fingerprint"]) for a in artifacts if a.get("how") == "computed"}
+    building = {a["chapter"] for a in artifacts if a.get("how") == "computed"}
     reusing = {a["chapter"] for a in artifacts
                if a.get("how") == "reused" and (a["path"], a["fingerprint"]) not in made_now}
-    cached = sum(r.chapter in reusing for r in records)
+    cached = sum(r.chapter in reusing - building for r in records)
     return len(records) - cached, cached
 
 
