@@ -421,16 +421,18 @@ def build_html(src_dir: str | os.PathLike, html_dir: str | os.PathLike, online: 
     return html_dir / "index.html"
 
 
-def copy_chapter_sources(notebooks: Sequence[Path], sources_dir: Path) -> list[Path]:
+def copy_chapter_sources(notebooks: Sequence[Path], sources_dir: Path,
+                         log: Callable[[str], None] = print) -> list[Path]:
     """Copy each chapter's ``NN_slug.py`` (its jupytext pair) into the HTML's ``_sources`` folder, beside
-    the ``.ipynb`` the page's download button offers, so its ``.py`` entry links to a file."""
+    the ``.ipynb`` the page's download button offers, so its ``.py`` entry links to a file. A notebook
+    without a ``.py`` (not a book chapter: the book's are all paired) is named in the log."""
     sources_dir.mkdir(parents=True, exist_ok=True)
     copied = []
     for nb in notebooks:
         script = Path(nb).with_suffix(".py")
         if not script.is_file():
-            raise FileNotFoundError(f"{script} is missing: every chapter notebook is paired with its .py "
-                                    f"(run `make sync`)")
+            log(f"  download: {Path(nb).name} has no paired .py; its page offers the .ipynb only")
+            continue
         copied.append(Path(shutil.copy2(script, sources_dir / script.name)))
     return copied
 
@@ -549,7 +551,7 @@ def _html(book_dir: str | os.PathLike, output: Path, results: Sequence[ChapterRe
     start = time.perf_counter()
     src = assemble_source(book_dir, output / "src", [r.executed for r in results], scorecard_md)
     html_index = build_html(src, output / "html", online=online, log=log)
-    copy_chapter_sources([r.source for r in results], output / "html" / "_sources")
+    copy_chapter_sources([r.source for r in results], output / "html" / "_sources", log)
     timings["html_seconds"] = round(time.perf_counter() - start, 3)
     print(f"{timings['html_seconds']:.1f} s -> {html_index}", flush=True)
     return html_index

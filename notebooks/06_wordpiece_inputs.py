@@ -539,8 +539,8 @@ vocab_size = run.pick(smoke=4_000, cpu=30_522, gpu=30_522)
 cache = Path(profiles.cache_dir("06_wordpiece", f"{run.profile}-seed{run.seed}"))
 trained_path = cache / f"vocab-{vocab_size}.txt"
 start = time.perf_counter()
-# The cache keeps the vocabulary with a fingerprint of the tokenizer's code, these settings and
-# the corpus file; any change to them trains it again.
+# The cache keeps the vocabulary with a fingerprint of the tokenizer's code, these
+# settings and the corpus file; any change to them trains it again.
 vocab_inputs = artifact_inputs(
     ["bertrepro.tokenization"],
     {"vocab": {"size": vocab_size, "max_documents": max_documents}},

@@ -376,7 +376,9 @@ with contextlib.redirect_stdout(io.StringIO()) as captured:
     result = pretrained_model(run.profile, run.seed, device=str(run.device))
 wall = time.perf_counter() - t0
 # the cache's lines: what was reused (with its fingerprint), or built now and why
-print(*(ln for ln in captured.getvalue().splitlines() if ln.startswith("cache: ")), sep="\n")
+lines = captured.getvalue().splitlines()
+cache_lines = [ln for ln in lines if ln.startswith("cache: ")]
+print("\n".join(cache_lines))
 model, data, metrics = result.model, result.data, result.metrics
 T, B = config.max_seq_length, config.batch_size
 same = lambda c: {

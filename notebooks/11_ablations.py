@@ -222,12 +222,15 @@ gates = results["gates"]
 
 
 def gate_key(name, r):
-    """A run's record prefix: ablation.<arm>, table6.rank<i> (i = 1 for the smallest size of the
-    grid, so the keys join across profiles whose grids differ), table8.<M>_<S>_<R>."""
+    """A run's record prefix: ablation.<arm>, table6.rank<i>, table8.<M>_<S>_<R>.
+
+    Rank 1 is the smallest size of the grid: the keys join across profiles whose grids
+    differ."""
     if r["role"] == "table5":
         return f"ablation.{r['objective']}"
     if r["role"] == "table6":
-        return f"table6.rank{[list(s) for s in settings.sizes].index(list(r['shape'])) + 1}"
+        sizes = [list(s) for s in settings.sizes]
+        return f"table6.rank{sizes.index(list(r['shape'])) + 1}"
     return "table8." + ablation.mix_name(r["mix"])
 
 
