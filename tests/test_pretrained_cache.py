@@ -104,3 +104,16 @@ def test_checkpoint_cadence_invalidates_the_snapshots(tmp_path, small_presets):
     small_presets["keep_checkpoints"] = 1  # the kept snapshots would differ
     with pytest.raises(FileNotFoundError, match=r"config changed: pretrain.keep_checkpoints"):
         pt.pretrained_model("smoke", 0, tmp_path, device="cpu", build=False)
+
+
+def test_a_damaged_model_file_is_named_and_trained_again(tmp_path, small_presets):
+    first = pt.pretrained_model("smoke", 0, tmp_path, device="cpu", progress=False)
+    weights = first.model_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])  # truncated
+    with pytest.warns(UserWarning, match=r"model/model.safetensors is damaged"):
+        with pytest.raises(FileNotFoundError, match=r"model.safetensors is damaged"):
+            pt.pretrained_model("smoke", 0, tmp_path, device="cpu", build=False)
+    with pytest.warns(UserWarning, match=r"model.safetensors is damaged"):
+        again = pt.pretrained_model("smoke", 0, tmp_path, device="cpu", progress=False)
+    assert again.steps_run == SMALL["total_steps"] and same_weights(first.model, again.model)
+    assert pt.pretrained_model("smoke", 0, tmp_path, device="cpu", build=False).steps_run == 0
