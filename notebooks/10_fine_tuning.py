@@ -628,9 +628,10 @@ def sentence(c):
 display(Markdown("\n".join(f"* {sentence(c)}" for c in checks)))
 
 for c in checks:
-    key = f"finetune.topics.{c['arm']}_minus_random.{c['regime']}.{c['size']}" + (
-        "" if c["size"] == "all" else "_per_topic"
-    )
+    # "smallest": the profile's smallest labeled size (its number is in the note), so
+    # the keys of two profiles join
+    size_name = "all" if c["size"] == "all" else "smallest"
+    key = f"finetune.topics.{c['arm']}_minus_random.{c['regime']}.{size_name}"
     record(
         key,
         round(c["difference"], 4),
