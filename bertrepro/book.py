@@ -17,7 +17,8 @@ tagged ``parameters``. What the runner writes under the output folder (default `
 * ``records/NN_slug.json`` -- its :func:`bertrepro.report.record` calls (``$BERTREPRO_RECORDS_DIR``);
 * ``cache/`` -- artifacts chapters share (``$BERTREPRO_CACHE_DIR``), kept between runs;
 * ``timings.json`` -- wall time per chapter; ``summary.md`` -- times and scorecard for a CI summary;
-* ``scorecard.json`` -- every record plus counts by status; ``scorecard.md`` -- its book page;
+* ``scorecard.json`` -- every record plus counts by status and its provenance (commit, profile, seed,
+  device, versions, each cached artifact read or made); ``scorecard.md`` -- its book page;
 * ``src/`` and ``html/`` -- the assembled Jupyter Book source and its HTML (``html/index.html``).
 
 While a chapter runs the terminal shows the chapter, its elapsed time and its latest progress bar
@@ -178,6 +179,17 @@ def _git(*args: str) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
+def _cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what :mod:`platform` knows, else "cpu"."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def provenance(profile: str, seed: int | None, device: str | None, records_dir: Path,
                chapters: Sequence[str]) -> dict[str, Any]:
     """Where a book run's numbers come from: the commit (and whether the tree had uncommitted edits),
@@ -188,7 +200,7 @@ def provenance(profile: str, seed: int | None, device: str | None, records_dir: 
     return {
         "git_sha": _git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status),
         "profile": profile, "seed": 0 if seed is None else seed,
-        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or dev.type),
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
         "python": platform.python_version(), "torch": torch.__version__,
         "transformers": importlib.metadata.version("transformers"),
         "artifacts": artifacts,
