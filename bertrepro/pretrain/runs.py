@@ -22,7 +22,7 @@ from .data import prepare_data
 from .loop import PretrainResult, pretrain, read_metrics, resolve_run_device
 from .state import latest_checkpoint
 
-__all__ = ["pretrained_dir", "pretrained_model", "run_differences", "run_inputs", "load_or_train"]
+__all__ = ["pretrained_dir", "pretrained_model", "run_inputs", "load_or_train"]
 
 
 
@@ -38,13 +38,6 @@ def pretrained_dir(profile: str | None = None, seed: int = 0, cache_dir: str | o
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     root = Path(cache_dir) if cache_dir is not None else Path(default_cache_dir())
     return root / "pretrain" / profile / f"seed{seed}"
-
-
-def run_differences(saved: Mapping[str, Any], config: PretrainConfig) -> list[str]:
-    """Settings (other than the run-only RESUMABLE ones) where a saved config.json differs from ``config``."""
-    want = config.to_dict()
-    keys = sorted((set(saved) | set(want)) - set(PretrainConfig.RESUMABLE))
-    return [f"{k}: cached {saved.get(k)!r} vs now {want.get(k)!r}" for k in keys if saved.get(k) != want.get(k)]
 
 
 def run_inputs(config: PretrainConfig) -> dict[str, Any]:
