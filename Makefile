@@ -20,6 +20,11 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?=
 ONLINE ?=
+# `make wheelhouse` packs every pinned wheel for Linux x86-64 and WHEELHOUSE_PYTHON into WHEELHOUSE
+# (pieces of at most 16 MB, SHA-256 in manifest.json); `make install WHEELHOUSE=dir` installs from it
+# with no network.
+WHEELHOUSE ?=
+WHEELHOUSE_PYTHON ?= 3.11
 
 export HF_HUB_DISABLE_TELEMETRY := 1
 
@@ -31,7 +36,7 @@ LAB_FLAGS := --ServerApp.root_dir=. --ServerApp.contents_manager_class=jupytext.
 CHROMIUM ?= $(firstword $(wildcard /usr/bin/chromium /usr/bin/google-chrome /usr/bin/google-chrome-stable) /usr/bin/chromium)
 SUDO = $(shell [ "$$(id -u 2>/dev/null)" = 0 ] || echo sudo)
 
-.PHONY: book test install sync bench clean print-python lab browser-deps browser-test
+.PHONY: book test install sync bench clean print-python lab browser-deps browser-test wheelhouse
 
 $(PY):
 	@$(check_python)
@@ -42,13 +47,21 @@ print-python:
 	@$(check_python); echo "$(PYTHON) $$v"
 
 $(STAMP): $(PY) requirements.txt pyproject.toml
+ifeq ($(WHEELHOUSE),)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -e .
+else
+	$(PY) -P bertrepro/wheelhouse.py install $(WHEELHOUSE) --python $(PY)
+endif
+	$(PY) -m pip install --quiet --no-deps $(if $(WHEELHOUSE),--no-build-isolation) -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
 install: $(STAMP)
+
+wheelhouse:
+	@test -n "$(WHEELHOUSE)" || { echo "usage: make wheelhouse WHEELHOUSE=dir [WHEELHOUSE_PYTHON=3.11]" >&2; exit 2; }
+	$(or $(wildcard $(PY)),$(PYTHON)) -P bertrepro/wheelhouse.py collect $(WHEELHOUSE) --python-version $(WHEELHOUSE_PYTHON)
 
 book: $(STAMP)
 	$(PY) -m bertrepro.book $(if $(PROFILE),--profile $(PROFILE)) $(if $(ONLINE),--online)

@@ -17,7 +17,8 @@ tagged ``parameters``. What the runner writes under the output folder (default `
 * ``records/NN_slug.json`` -- its :func:`bertrepro.report.record` calls (``$BERTREPRO_RECORDS_DIR``);
 * ``cache/`` -- artifacts chapters share (``$BERTREPRO_CACHE_DIR``), kept between runs;
 * ``timings.json`` -- wall time per chapter; ``summary.md`` -- times and scorecard for a CI summary;
-* ``scorecard.json`` -- every record plus counts by status; ``scorecard.md`` -- its book page;
+* ``scorecard.json`` -- every record plus counts by status and its provenance (commit, profile, seed,
+  device, versions, each cached artifact read or made); ``scorecard.md`` -- its book page;
 * ``src/`` and ``html/`` -- the assembled Jupyter Book source and its HTML (``html/index.html``).
 
 While a chapter runs the terminal shows the chapter, its elapsed time and its latest progress bar
@@ -32,8 +33,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -43,14 +46,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+import torch
+
 from . import progress, report
-from .chapters import (NOTEBOOKS_DIR, find_chapters, hide_injected_parameters, pairing_differences,
-                       read_notebook, select_chapters, validate_parameters)
+from .cache import ARTIFACTS_ENV
+from .chapters import (NOTEBOOKS_DIR, find_chapters, hide_injected_parameters,
+                       notebook_parameters, pairing_differences, read_notebook, select_chapters,
+                       validate_parameters)
+from .io import read_jsonl
 from .progress import ChapterProgress
-from .profiles import OFFLINE_ENV, PROFILES, resolve_profile
+from .profiles import OFFLINE_ENV, PROFILES, resolve_device, resolve_profile
 
 __all__ = [
     "ROOT",
+    "provenance",
+    "artifacts_log",
+    "copy_chapter_sources",
     "BOOK_DIR",
     "BUILD_DIR",
     "KERNEL",
@@ -146,11 +157,55 @@ def _environ(updates: Mapping[str, str | None]) -> Iterator[None]:
 _TQDM_WARNING_FILTER = "ignore:IProgress not found"
 
 
+def artifacts_log(records_dir: str | os.PathLike, chapter: str) -> Path:
+    """The JSON-lines file where a chapter's cached artifacts are logged (:data:`bertrepro.cache.ARTIFACTS_ENV`)."""
+    return Path(records_dir) / f"{chapter}.artifacts.jsonl"
+
+
+def _git(*args: str) -> str | None:
+    try:
+        proc = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True, text=True,
+                              timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what :mod:`platform` knows, else "cpu"."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def provenance(profile: str, seed: int | None, device: str | None, records_dir: Path,
+               chapters: Sequence[str]) -> dict[str, Any]:
+    """Where a book run's numbers come from: the commit (and whether the tree had uncommitted edits),
+    profile, seed, device, versions, and each cached artifact a chapter read or wrote."""
+    dev = resolve_device(device, profile)
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    artifacts = [{"chapter": c, **a} for c in chapters for a in read_jsonl(artifacts_log(records_dir, c))]
+    return {
+        "git_sha": _git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status),
+        "profile": profile, "seed": 0 if seed is None else seed,
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+        "python": platform.python_version(), "torch": torch.__version__,
+        "transformers": importlib.metadata.version("transformers"),
+        "artifacts": artifacts,
+    }
+
+
 def _kernel_env(chapter: str, records_dir: Path | None, cache_dir: Path | None, online: bool,
                 progress_file: Path | None = None) -> dict[str, str | None]:
     env: dict[str, str | None] = {
         report.CHAPTER_ENV: chapter,
         report.RECORDS_ENV: None if records_dir is None else str(records_dir),
+        # Every cached artifact the chapter reads or writes, for the scorecard's provenance.
+        ARTIFACTS_ENV: None if records_dir is None else str(artifacts_log(records_dir, chapter)),
         CACHE_ENV: None if cache_dir is None else str(cache_dir),
         "PYTHONHASHSEED": "0",  # same set/dict iteration order in every run
         # bertrepro.progress.bar writes its state here instead of drawing into the notebook.
@@ -240,6 +295,7 @@ def run_chapter(path: str | os.PathLike, profile: str | None, out_dir: str | os.
     cdir = Path(cache_dir).resolve() if cache_dir is not None else None
     # Stale records of an earlier run must not survive into this one.
     report.chapter_file(chapter, rdir).unlink(missing_ok=True)
+    artifacts_log(rdir, chapter).unlink(missing_ok=True)
     start = time.perf_counter()
     with _progress_file(progress_file, chapter) as pfile:
         try:
@@ -369,6 +425,22 @@ def build_html(src_dir: str | os.PathLike, html_dir: str | os.PathLike, online: 
     return html_dir / "index.html"
 
 
+def copy_chapter_sources(notebooks: Sequence[Path], sources_dir: Path,
+                         log: Callable[[str], None] = print) -> list[Path]:
+    """Copy each chapter's ``NN_slug.py`` (its jupytext pair) into the HTML's ``_sources`` folder, beside
+    the ``.ipynb`` the page's download button offers, so its ``.py`` entry links to a file. A notebook
+    without a ``.py`` (not a book chapter: the book's are all paired) is named in the log."""
+    sources_dir.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for nb in notebooks:
+        script = Path(nb).with_suffix(".py")
+        if not script.is_file():
+            log(f"  download: {Path(nb).name} has no paired .py; its page offers the .ipynb only")
+            continue
+        copied.append(Path(shutil.copy2(script, sources_dir / script.name)))
+    return copied
+
+
 # ----------------------------------------------------------------------------------------------
 # The whole book
 # ----------------------------------------------------------------------------------------------
@@ -413,14 +485,15 @@ def build(profile: str | None = None, chapters: Sequence[str] | None = None, see
                                      progress_interval=progress_interval, stream=stream)
     timings["total_seconds"] = round(sum(t["seconds"] for t in timings["chapters"].values()), 3)
     records = report.collect(dirs["records"], chapters=[r.chapter for r in results])
-    report.write_scorecard(records, output / "scorecard.json", profile=prof)
-    scorecard_md = report.render_scorecard(records, profile=prof)
+    prov = provenance(prof, seed, device, dirs["records"], [r.chapter for r in results])
+    report.write_scorecard(records, output / "scorecard.json", profile=prof, provenance=prov)
+    scorecard_md = report.render_scorecard(records, profile=prof, provenance=prov)
     report.atomic_write_text(output / "scorecard.md", scorecard_md)
     html_index = None
     if failure is None and html:
         html_index = _html(book_dir, output, results, scorecard_md, timings, online=online, log=log)
     _write_json(output / "timings.json", timings)
-    summary = report.render_summary(records, timings, profile=prof,
+    summary = report.render_summary(records, timings, profile=prof, provenance=prov,
                                     failure=None if failure is None else " — ".join(
                                         ln.strip() for ln in str(failure).splitlines()[:2]))
     report.atomic_write_text(output / "summary.md", summary)
@@ -482,6 +555,7 @@ def _html(book_dir: str | os.PathLike, output: Path, results: Sequence[ChapterRe
     start = time.perf_counter()
     src = assemble_source(book_dir, output / "src", [r.executed for r in results], scorecard_md)
     html_index = build_html(src, output / "html", online=online, log=log)
+    copy_chapter_sources([r.source for r in results], output / "html" / "_sources", log)
     timings["html_seconds"] = round(time.perf_counter() - start, 3)
     print(f"{timings['html_seconds']:.1f} s -> {html_index}", flush=True)
     return html_index

@@ -69,6 +69,9 @@ __all__ = [
     "write_scorecard",
     "render_scorecard",
     "render_summary",
+    "origin_counts",
+    "SCHEMA_VERSION",
+    "main",
 ]
 
 #: The four verdicts, strongest first, then the two outcomes that are no verdict on the paper.
@@ -98,6 +101,8 @@ DEFAULT_RECORDS_DIR = "records"
 #: Keys under this prefix (wall times, throughput) depend on the machine; every other record must be
 #: identical when a chapter is re-run on CPU with the same seed (tests/test_notebooks.py checks it).
 TIMING_PREFIX = "timing."
+#: The version of ``scorecard.json``'s layout (``report diff`` refuses another).
+SCHEMA_VERSION = 2
 
 # Keys and chapter ids become file names and table cells: keep them to a safe alphabet.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,119}$")
@@ -175,6 +180,9 @@ class Record:
     note: str
     status: str
     chapter: str
+    se: float | None = None  # the standard error of ``value``, where the claim has one
+    unit: str | None = None  # e.g. "points", "%", "perplexity"
+    n: int | None = None  # the sample size behind ``value``
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -184,18 +192,37 @@ class Record:
         """Rebuild and re-validate a record read from disk."""
         fields = ("key", "value", "paper", "tolerance", "note", "status", "chapter")
         missing = [f for f in fields if f not in d]
-        extra = [f for f in d if f not in fields]
+        extra = [f for f in d if f not in fields + _OPTIONAL_FIELDS]
         if missing or extra:
             raise ValueError(f"{source}: malformed record {dict(d)!r}; missing fields {missing}, unknown fields {extra}")
         rec = make_record(d["key"], d["value"], paper=d["paper"], tolerance=d["tolerance"], note=d["note"],
-                          status=d["status"], chapter=d["chapter"])
+                          status=d["status"], chapter=d["chapter"], se=d.get("se"), unit=d.get("unit"), n=d.get("n"))
         return rec
 
 
+_OPTIONAL_FIELDS = ("se", "unit", "n")
+
+
+def _check_extras(key: str, se: Any, unit: Any, n: Any) -> tuple[float | None, str | None, int | None]:
+    if se is not None:
+        se = _to_scalar(se, f"se of {key!r}", allow_none=False)
+        if not _is_number(se) or not math.isfinite(se) or se < 0:
+            raise ValueError(f"se of {key!r} must be a finite non-negative number, got {se!r}")
+    if unit is not None and (not isinstance(unit, str) or not unit.strip()):
+        raise ValueError(f"unit of {key!r} must be a non-empty string such as 'points', got {unit!r}")
+    if n is not None:
+        n = _to_scalar(n, f"n of {key!r}", allow_none=False)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"n of {key!r} must be a positive int (the sample size), got {n!r}")
+    return se, unit, n
+
+
 def make_record(key: str, value: Any, paper: Any = None, tolerance: float | None = None, note: str = "",
-                status: str | None = None, chapter: str = STANDALONE_CHAPTER) -> Record:
+                status: str | None = None, chapter: str = STANDALONE_CHAPTER, se: float | None = None,
+                unit: str | None = None, n: int | None = None) -> Record:
     """Validate the arguments of :func:`record` and return the :class:`Record` (no I/O)."""
     _check_name(key, "record key", "params.base.total")
+    se, unit, n = _check_extras(key, se, unit, n)
     _check_name(chapter, "chapter id", "03_positional_encoding")
     value = _to_scalar(value, f"value of {key!r}", allow_none=False)
     paper = _to_scalar(paper, f"paper value of {key!r}", allow_none=True)
@@ -227,7 +254,8 @@ def make_record(key: str, value: Any, paper: Any = None, tolerance: float | None
             f"status {status!r} for {key!r} contradicts the numbers: |{value!r} - {paper!r}| = {abs(value - paper)!r} "
             f"with tolerance {tolerance!r} gives {derived!r}; drop status= to use the derived one"
         )
-    return Record(key=key, value=value, paper=paper, tolerance=tolerance, note=note, status=status, chapter=chapter)
+    return Record(key=key, value=value, paper=paper, tolerance=tolerance, note=note, status=status, chapter=chapter,
+                  se=se, unit=unit, n=n)
 
 
 def records_dir() -> Path:
@@ -262,7 +290,7 @@ def _read_chapter_file(path: Path) -> list[Record]:
 
 
 def record(key: str, value: Any, paper: Any = None, tolerance: float | None = None, note: str = "",
-           status: str | None = None) -> Any:
+           status: str | None = None, *, se: float | None = None, unit: str | None = None, n: int | None = None) -> Any:
     """Record one claim on the scorecard and return ``value`` unchanged.
 
     Args:
@@ -276,6 +304,8 @@ def record(key: str, value: Any, paper: Any = None, tolerance: float | None = No
             except ``"inconclusive"`` (a run behind the claim did not learn) and ``"not comparable"``
             (the paper measured on another corpus, vocabulary or machine), which replace the derived
             verdict and need a ``note`` saying why (:data:`STATUS_MEANINGS`).
+        se, unit, n: the standard error of ``value``, its unit and its sample size, where the claim
+            has them (``report diff`` compares such values within two combined standard errors).
 
     Returns:
         ``value``, as passed, so a cell can end with ``record(...)``.
@@ -286,7 +316,8 @@ def record(key: str, value: Any, paper: Any = None, tolerance: float | None = No
     Re-recording a key in the same chapter replaces the earlier record (re-running a cell is safe).
     """
     chapter = current_chapter()
-    rec = make_record(key, value, paper=paper, tolerance=tolerance, note=note, status=status, chapter=chapter)
+    rec = make_record(key, value, paper=paper, tolerance=tolerance, note=note, status=status, chapter=chapter,
+                      se=se, unit=unit, n=n)
     path = chapter_file(chapter)
     existing = _read_chapter_file(path) if path.exists() else []
     merged = [rec if r.key == key else r for r in existing]
@@ -378,18 +409,44 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: 
     return "\n".join(lines)
 
 
-def scorecard_json(records: Sequence[Record], profile: str | None = None) -> dict[str, Any]:
-    """The machine-readable scorecard: counts by status plus every record."""
+def scorecard_json(records: Sequence[Record], profile: str | None = None,
+                   provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The machine-readable scorecard: its schema version, where it comes from (``provenance``: the
+    commit, profile, seed, device, versions and every cached artifact read or written), counts by
+    status, and every record."""
     return {
+        "schema": SCHEMA_VERSION,
         "profile": profile,
+        "provenance": dict(provenance or {}),
         "counts": count_statuses(records),
         "records": [r.to_dict() for r in records],
     }
 
 
-def write_scorecard(records: Sequence[Record], path: str | os.PathLike, profile: str | None = None) -> Path:
+def write_scorecard(records: Sequence[Record], path: str | os.PathLike, profile: str | None = None,
+                    provenance: Mapping[str, Any] | None = None) -> Path:
     """Write :func:`scorecard_json` to ``path`` atomically."""
-    return atomic_write_text(path, json.dumps(scorecard_json(records, profile), indent=1) + "\n")
+    return atomic_write_text(path, json.dumps(scorecard_json(records, profile, provenance), indent=1) + "\n")
+
+
+def origin_counts(records: Sequence[Record], provenance: Mapping[str, Any] | None) -> tuple[int, int]:
+    """``(computed, cached)``: claims of chapters that built an artifact in this run or read none, and
+    claims of chapters that only read artifacts an earlier run left in a cache of the same code."""
+    artifacts = (provenance or {}).get("artifacts", [])
+    made_now = {(a["path"], a["fingerprint"]) for a in artifacts if a.get("how") == "computed"}
+    building = {a["chapter"] for a in artifacts if a.get("how") == "computed"}
+    reusing = {a["chapter"] for a in artifacts
+               if a.get("how") == "reused" and (a["path"], a["fingerprint"]) not in made_now}
+    cached = sum(r.chapter in reusing - building for r in records)
+    return len(records) - cached, cached
+
+
+def _origin_sentence(records: Sequence[Record], profile: str | None, provenance: Mapping[str, Any] | None) -> str:
+    computed, cached = origin_counts(records, provenance)
+    at = f" at the `{profile}` profile" if profile else ""
+    return (f"Every number in the *Ours* column was computed by this book's code{at}: {computed} claims in this "
+            f"run, {cached} from artifacts (models, measurements) read from a cache whose fingerprint (the code that "
+            "made them, their settings, the corpus, torch, the device type) matches this code.")
 
 
 def _paper_cell(r: Record) -> str:
@@ -528,14 +585,14 @@ def paper_value(table: str, row: str, column: str) -> float:
 _STATUS_HELP = "\n".join(f"* **{status}** — {meaning}" for status, meaning in STATUS_MEANINGS.items())
 
 
-def render_scorecard(records: Sequence[Record], profile: str | None = None) -> str:
+def render_scorecard(records: Sequence[Record], profile: str | None = None,
+                     provenance: Mapping[str, Any] | None = None) -> str:
     """The book's Scorecard page (MyST Markdown): the status legend, every claim, then the paper's tables."""
     parts = [
         "# Scorecard",
         "",
-        "Every number in the *Ours* column was computed while this book ran"
-        + (f" at the `{profile}` profile" if profile else "")
-        + ". Each row is a call to `bertrepro.report.record` in the chapter it names; "
+        _origin_sentence(records, profile, provenance)
+        + " Each row is a call to `bertrepro.report.record` in the chapter it names; "
         "the status is derived from the tolerance where one is given.",
         "",
         _STATUS_HELP,
@@ -557,7 +614,7 @@ def render_scorecard(records: Sequence[Record], profile: str | None = None) -> s
 
 
 def render_summary(records: Sequence[Record], timings: Mapping[str, Any], profile: str | None = None,
-                   failure: str | None = None) -> str:
+                   failure: str | None = None, provenance: Mapping[str, Any] | None = None) -> str:
     """A short Markdown summary (for ``$GITHUB_STEP_SUMMARY``): wall times, status counts, claims."""
     chapters = timings.get("chapters", {})
     lines = ["## bertrepro book" + (f" — profile `{profile}`" if profile else ""), ""]
@@ -570,7 +627,20 @@ def render_summary(records: Sequence[Record], timings: Mapping[str, Any], profil
     lines += [f"| **total** | **{total:.1f}** | |", ""]
     if "html_seconds" in timings:
         lines += [f"HTML build: {timings['html_seconds']:.1f} s.", ""]
-    lines += [f"**Scorecard:** {_counts_line(records)}.", ""]
+    computed, cached = origin_counts(records, provenance)
+    lines += [f"**Scorecard:** {_counts_line(records)}; {computed} computed in this run, {cached} from a cache "
+              "of the same code.", ""]
     if records:
         lines += [_claims_table(records, link_chapters=False), ""]
     return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m bertrepro.report diff BASE HEAD [--fail-on-regression]`` (:mod:`bertrepro.scorediff`)."""
+    from .scorediff import main as diff_main  # scorediff reads this module's statuses
+
+    return diff_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -62,6 +62,7 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 from transformers import BertTokenizerFast
 
+from bertrepro.cache import artifact_inputs, cached_file
 from bertrepro.config import BertConfig
 from bertrepro.data import load_corpus, wiki_vital_path
 from bertrepro.params import count_parameters
@@ -539,8 +540,18 @@ vocab_size = run.pick(smoke=4_000, cpu=30_522, gpu=30_522)
 cache = Path(cache_dir("06_wordpiece", f"{run.profile}-seed{run.seed}"))
 trained_path = cache / f"vocab-{vocab_size}.txt"
 start = time.perf_counter()
-if not trained_path.exists():
-    train_wordpiece(train_sentences, vocab_size, trained_path)
+# The cache keeps the vocabulary with a fingerprint of the tokenizer's code, these
+# settings and the corpus file; any change to them trains it again.
+vocab_inputs = artifact_inputs(
+    ["bertrepro.tokenization"],
+    {"vocab": {"size": vocab_size, "max_documents": max_documents}},
+    "wiki-vital",
+)
+cached_file(
+    trained_path,
+    vocab_inputs,
+    lambda path: train_wordpiece(train_sentences, vocab_size, path),
+)
 trained = load_vocab(trained_path)
 print(
     f"trained on {len(train_sentences):,} train sentences: {len(trained):,} pieces "

@@ -376,9 +376,13 @@ print(
 # %%
 t0 = time.perf_counter()
 # the resolved settings it prints are in the table above
-with contextlib.redirect_stdout(io.StringIO()):
+with contextlib.redirect_stdout(io.StringIO()) as captured:
     result = pretrained_model(run.profile, run.seed, device=str(run.device))
 wall = time.perf_counter() - t0
+# the cache's lines: what was reused (with its fingerprint), or built now and why
+lines = captured.getvalue().splitlines()
+cache_lines = [ln for ln in lines if ln.startswith("cache: ")]
+print("\n".join(cache_lines))
 model, data, metrics = result.model, result.data, result.metrics
 T, B = config.max_seq_length, config.batch_size
 same = lambda c: {
@@ -739,6 +743,7 @@ display(Markdown(verdict))
 record(
     "pretrain.nsp.balanced_accuracy",
     round(100 * ev["nsp_accuracy"], 2),
+    unit="%",
     paper="97-98",
     status=(
         "reproduced" if ev["nsp_accuracy"] >= 0.97 else "not reproduced at this scale"
@@ -761,6 +766,7 @@ record(
 record(
     "pretrain.mlm.accuracy_over_mft",
     round(ratio, 4),
+    unit="ratio",
     status="qualitatively reproduced" if ratio >= 2 else "not reproduced at this scale",
     note=f"pre-training learns: held-out MLM accuracy {ev['mlm_accuracy']:.3f} vs "
     "most-frequent-token "
@@ -770,6 +776,7 @@ record(
 record(
     "pretrain.mlm.mask_positions.accuracy_over_mft",
     round(mask_ratio, 4),
+    unit="ratio",
     status=(
         "qualitatively reproduced" if uses_context else "not reproduced at this scale"
     ),
@@ -781,6 +788,7 @@ record(
 _ = record(
     "pretrain.mlm.perplexity",
     round(ev["mlm_perplexity"], 3),
+    unit="perplexity",
     paper=3.99,
     status="not comparable",
     note=f"held-out MLM perplexity vs unigram {ev['unigram_perplexity']:.1f}; Table "

@@ -628,15 +628,19 @@ def sentence(c):
 display(Markdown("\n".join(f"* {sentence(c)}" for c in checks)))
 
 for c in checks:
-    key = f"finetune.topics.{c['arm']}_minus_random.{c['regime']}.{c['size']}" + (
-        "" if c["size"] == "all" else "_per_topic"
-    )
+    # "smallest": the profile's smallest labeled size (its number is in the note), so
+    # the keys of two profiles join
+    size_name = "all" if c["size"] == "all" else "smallest"
+    key = f"finetune.topics.{c['arm']}_minus_random.{c['regime']}.{size_name}"
     record(
         key,
         round(c["difference"], 4),
         status=(
             "qualitatively reproduced" if c["helps"] else "not reproduced at this scale"
         ),
+        se=round(c["standard_error"], 4),
+        unit="accuracy",
+        n=int(c["n_test"]),
         note="pre-training helps (§4.1, §5): test accuracy "
         f"{c['arm_mean']:.3f}±{c['arm_std']:.3f} "
         f"({ARM_LABELS[c['arm']]}) vs {c['baseline_mean']:.3f}±{c['baseline_std']:.3f} "

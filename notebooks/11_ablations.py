@@ -238,11 +238,15 @@ gates = results["gates"]
 
 
 def gate_key(name, r):
-    """A run's record prefix: ablation.<arm>, table6.<L>x<H>, table8.<M>_<S>_<R>."""
+    """A run's record prefix: ablation.<arm>, table6.rank<i>, table8.<M>_<S>_<R>.
+
+    Rank 1 is the smallest size of the grid: the keys join across profiles whose grids
+    differ."""
     if r["role"] == "table5":
         return f"ablation.{r['objective']}"
     if r["role"] == "table6":
-        return f"table6.{r['shape'][0]}x{r['shape'][1]}"
+        sizes = [list(s) for s in settings.sizes]
+        return f"table6.rank{sizes.index(list(r['shape'])) + 1}"
     return "table8." + mix_name(r["mix"])
 
 
@@ -441,10 +445,9 @@ display(Markdown(md_table([{
     "probe %": f"{100 * r[probe_key][0]:.1f} ± {100 * r[probe_key][1]:.1f}",
 } for r in summary6])))
 display(Markdown(PAPER_TABLES["table6"].to_markdown()))
-for r in summary6:
-    L, H, _ = map(int, r["shape"].split("/"))
-    record(f"table6.{L}x{H}.perplexity", round(r["perplexity"], 3), paper=3.99,
-           status="not comparable",
+for rank, r in enumerate(summary6, 1):  # smallest first
+    record(f"table6.rank{rank}.perplexity", round(r["perplexity"], 3), paper=3.99,
+           status="not comparable", se=round(r["perplexity_se"], 3), unit="perplexity",
            note=f"held-out MLM perplexity of {r['shape']}, {run.profile} profile; the "
                 "paper's 3.99 (BERT-base) is over a 30k vocabulary on BooksCorpus + "
                 "Wikipedia")
@@ -500,7 +503,8 @@ for cl in claims:
     measured = cl["value"] is not None  # None: nothing to compare (unmeasured_claim)
     record(cl["key"], round(cl["value"], 4) if measured else "not measured",
            paper=None if cl["paper"] is None else round(cl["paper"], 4),
-           status=cl["status"],
+           status=cl["status"], se=round(cl["se"], 4) if measured else None,
+           unit=cl["unit"],
            note=(f"{cl['claim']}: {cl['value']:+.2f} ± {cl['se']:.2f} {cl['unit']} "
                  if measured else f"{cl['claim']}: {cl['reason']} ")
                 + f"({cl['verdict']}); {run.profile} profile, one seed;{why}")

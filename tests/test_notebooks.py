@@ -254,8 +254,17 @@ def test_book_builds_html_offline(tmp_path, capsys):
     assert "自注意力机制" in (html / "glossary.html").read_text()
     assert 'href="glossary.html#term-self-attention"' in (html / "01_first.html").read_text()
 
+    # every chapter page offers its sources for download; the .py entry is added by the book's script
+    page = (html / "01_first.html").read_text()
+    assert "btn-download-source-button" in page and "download-py.js" in page
+    assert (html / "_sources" / "01_first.ipynb").is_file() and (html / "_static" / "download-py.js").is_file()
+
     data = json.loads((out / "scorecard.json").read_text())
     assert data["profile"] == "smoke" and data["counts"]["reproduced"] + data["counts"]["exact"] == 1
+    assert data["schema"] == report.SCHEMA_VERSION
+    prov = data["provenance"]
+    assert prov["profile"] == "smoke" and prov["seed"] == 0 and prov["artifacts"] == []
+    assert {"git_sha", "dirty", "device", "python", "torch", "transformers"} <= set(prov)
     timings = json.loads((out / "timings.json").read_text())
     assert list(timings["chapters"]) == ["01_first", "02_second"] and timings["html_seconds"] > 0
     assert "| 01_first |" in (out / "summary.md").read_text()
@@ -268,3 +277,15 @@ def test_book_config_renders_offline_without_execution():
     assert cfg["execute"]["execute_notebooks"] == "off"
     assert not (book.BOOK_DIR / "_toc.yml").exists(), "the runner generates _toc.yml"
     assert (book.BOOK_DIR / "intro.md").is_file() and (book.BOOK_DIR / "glossary.md").is_file()
+
+
+def test_chapter_sources_are_copied_beside_the_downloads(tmp_path):
+    (tmp_path / "01_a.ipynb").write_text("{}")
+    (tmp_path / "01_a.py").write_text("# %%\nx = 1\n")
+    (tmp_path / "02_b.ipynb").write_text("{}")
+    logged = []
+    copied = book.copy_chapter_sources([tmp_path / "01_a.ipynb", tmp_path / "02_b.ipynb"], tmp_path / "_sources",
+                                       logged.append)
+    assert copied == [tmp_path / "_sources" / "01_a.py"]
+    assert copied[0].read_text() == "# %%\nx = 1\n"
+    assert logged == ["  download: 02_b.ipynb has no paired .py; its page offers the .ipynb only"]

@@ -3,12 +3,13 @@
 Chapter 09 trains through it and chapters 10 and 11 read the same run; these tests check that a
 second call trains nothing and returns the same model and numbers, that an interrupted run is
 resumed (ending where an uninterrupted one ends), that a run made with other settings is replaced
-with a warning, and that ``build=False`` never trains. The smoke preset is shrunk to a few steps on
+naming what changed, and that ``build=False`` never trains. The smoke preset is shrunk to a few steps on
 a few articles, so each training takes seconds.
 """
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -70,7 +71,7 @@ def test_interrupted_run_is_resumed(tmp_path, small_presets):
     straight = pt.pretrained_model("smoke", 0, tmp_path / "a", device="cpu", progress=False)
     out = pt.pretrained_dir("smoke", 0, tmp_path / "b")
     half = pt.PretrainConfig.for_profile("smoke", seed=0, device="cpu", max_steps=3)
-    pt.pretrain(half, out, cache_dir=tmp_path / "b" / "pretrain", progress=False)  # stopped at step 3
+    pt.load_or_train(half, out, cache_dir=tmp_path / "b" / "pretrain", progress=False)  # stopped at step 3
     with pytest.raises(FileNotFoundError, match="no finished pre-training run"):
         pt.pretrained_model("smoke", 0, tmp_path / "b", device="cpu", build=False)
     resumed = pt.pretrained_model("smoke", 0, tmp_path / "b", device="cpu", progress=False)
@@ -78,20 +79,41 @@ def test_interrupted_run_is_resumed(tmp_path, small_presets):
     assert same_weights(straight.model, resumed.model)
 
 
-def test_a_run_with_other_settings_is_replaced_with_a_warning(tmp_path, small_presets):
+def test_a_run_with_other_settings_is_replaced_naming_the_change(tmp_path, small_presets, capsys):
     old = pt.pretrained_model("smoke", 0, tmp_path, device="cpu", progress=False)
     small_presets["learning_rate"] = 3e-3  # the preset changes after the cache was written
-    with pytest.raises(FileNotFoundError, match=r"learning_rate: cached 0.001 vs now 0.003"):
+    with pytest.raises(FileNotFoundError, match=r"config changed: pretrain.learning_rate 0.001 -> 0.003"):
         pt.pretrained_model("smoke", 0, tmp_path, device="cpu", build=False)
-    with pytest.warns(UserWarning, match=r"other settings \(learning_rate: cached 0.001 vs now 0.003\)"):
-        new = pt.pretrained_model("smoke", 0, tmp_path, device="cpu", progress=False)
+    capsys.readouterr()
+    new = pt.pretrained_model("smoke", 0, tmp_path, device="cpu", progress=False)
+    assert re.search(r"cache: computing .*seed0 \(fingerprint [0-9a-f]{12}\): config changed: "
+                     r"pretrain.learning_rate 0.001 -> 0.003\n", capsys.readouterr().out)
     assert new.steps_run == SMALL["total_steps"] and new.config.learning_rate == 3e-3
     assert json.loads((new.output_dir / "config.json").read_text())["learning_rate"] == 3e-3
     assert not same_weights(old.model, new.model)
 
 
-def test_run_only_settings_do_not_invalidate_the_cache(tmp_path, small_presets):
+def test_the_device_field_counts_only_as_its_type(tmp_path, small_presets):
     pt.pretrained_model("smoke", 0, tmp_path, device="cpu", progress=False)
-    small_presets["log_every"] = 3  # RESUMABLE: where the run logs, not what it trains
-    again = pt.pretrained_model("smoke", 0, tmp_path, build=False)
+    again = pt.pretrained_model("smoke", 0, tmp_path, build=False)  # device None resolves to the CPU here
     assert again.steps_run == 0
+
+
+def test_checkpoint_cadence_invalidates_the_snapshots(tmp_path, small_presets):
+    pt.pretrained_model("smoke", 0, tmp_path, device="cpu", progress=False)
+    small_presets["keep_checkpoints"] = 1  # the kept snapshots would differ
+    with pytest.raises(FileNotFoundError, match=r"config changed: pretrain.keep_checkpoints"):
+        pt.pretrained_model("smoke", 0, tmp_path, device="cpu", build=False)
+
+
+def test_a_damaged_model_file_is_named_and_trained_again(tmp_path, small_presets):
+    first = pt.pretrained_model("smoke", 0, tmp_path, device="cpu", progress=False)
+    weights = first.model_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])  # truncated
+    with pytest.warns(UserWarning, match=r"model/model.safetensors is damaged"):
+        with pytest.raises(FileNotFoundError, match=r"model.safetensors is damaged"):
+            pt.pretrained_model("smoke", 0, tmp_path, device="cpu", build=False)
+    with pytest.warns(UserWarning, match=r"model.safetensors is damaged"):
+        again = pt.pretrained_model("smoke", 0, tmp_path, device="cpu", progress=False)
+    assert again.steps_run == SMALL["total_steps"] and same_weights(first.model, again.model)
+    assert pt.pretrained_model("smoke", 0, tmp_path, device="cpu", build=False).steps_run == 0

@@ -46,7 +46,8 @@ def test_record_writes_returns_and_prints(records_dir, capsys):
     data = _file(records_dir)
     assert data == {"chapter": "03_demo", "records": [{
         "key": "params.base.total", "value": 109_482_240, "paper": 109_482_240, "tolerance": 0,
-        "note": "BertModel, base", "status": "exact", "chapter": "03_demo"}]}
+        "note": "BertModel, base", "status": "exact", "chapter": "03_demo",
+            "se": None, "unit": None, "n": None}]}
 
 
 def test_rerecording_replaces_in_place(records_dir):
@@ -304,3 +305,34 @@ def test_markdown_table_escapes_cells_and_checks_widths():
         markdown_table(["a", "b"], [(1,)])
     with pytest.raises(ValueError, match="align has 1 entries for 2 columns"):
         markdown_table(["a", "b"], [], align=["---"])
+
+
+def test_origin_counts_and_the_scorecard_sentence():
+    recs = [report.make_record(f"k{i}", 1, paper=1, tolerance=0, chapter=ch)
+            for i, ch in enumerate(["06_a", "06_a", "09_b", "11_c", "12_d"])]
+    prov = {"artifacts": [
+        {"chapter": "06_a", "path": "v.txt", "fingerprint": "f1", "how": "reused"},  # left by an earlier run
+        {"chapter": "09_b", "path": "m", "fingerprint": "f2", "how": "computed"},
+        {"chapter": "09_b", "path": "v.txt", "fingerprint": "f1", "how": "reused"},  # a model trained now
+        {"chapter": "11_c", "path": "m", "fingerprint": "f2", "how": "reused"},  # made earlier in this run
+    ]}
+    assert report.origin_counts(recs, prov) == (3, 2)
+    assert report.origin_counts(recs, None) == (5, 0)
+    page = report.render_scorecard(recs, profile="smoke", provenance=prov)
+    assert "3 claims in this run, 2 from artifacts" in page and "fingerprint" in page
+    summary = report.render_summary(recs, {"chapters": {}}, profile="smoke", provenance=prov)
+    assert "3 computed in this run, 2 from a cache of the same code" in summary
+
+
+def test_structured_fields_are_checked():
+    rec = report.make_record("a", 0.5, paper=0.4, tolerance=0.2, se=0.05, unit="points", n=120)
+    assert (rec.se, rec.unit, rec.n) == (0.05, "points", 120)
+    with pytest.raises(ValueError, match="se of 'a' must be a finite non-negative number"):
+        report.make_record("a", 0.5, paper=0.4, tolerance=0.2, se=-1)
+    with pytest.raises(ValueError, match="n of 'a' must be a positive int"):
+        report.make_record("a", 0.5, paper=0.4, tolerance=0.2, n=0)
+    with pytest.raises(ValueError, match="unit of 'a' must be a non-empty string"):
+        report.make_record("a", 0.5, paper=0.4, tolerance=0.2, unit="")
+    assert report.Record.from_dict(rec.to_dict()) == rec
+    old = {k: v for k, v in rec.to_dict().items() if k not in ("se", "unit", "n")}  # records without them load
+    assert report.Record.from_dict(old).se is None

@@ -1,28 +1,34 @@
 """Chapter 11's experiment in one call: :func:`run_ablation` trains (or loads) every planned run
 (:mod:`~bertrepro.ablation.runs`), measures them once (:mod:`~bertrepro.ablation.measure`) and caches
-the results as JSON under ``ablation_dir(profile, seed)``; they are rebuilt when absent or when the
-settings change. The tables and the appendix only read these results.
+the results as JSON under ``ablation_dir(profile, seed)``. They are rebuilt when absent or when their
+fingerprint changes (:mod:`bertrepro.cache`: the code, the settings, the fine-tuning budget, the corpus,
+torch and the device type). The tables and the appendix only read these results.
 """
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..cache import artifact_inputs, cached_file, fingerprint
 from ..io import atomic_write_text
+from ..pretrain.config import PretrainConfig
 from .measure import measure
 from .runs import AblationSettings, ablation_dir, equal_flop_ltr_steps, planned_runs, run_dir, train_or_load
 
-__all__ = ["run_ablation"]
+__all__ = ["results_inputs", "run_ablation"]
 
 
-def _settings_key(settings: AblationSettings, seed: int, device: str) -> str:
-    blob = json.dumps({"settings": settings.to_dict(), "seed": seed, "device": torch.device(device).type, "format": 4},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def results_inputs(settings: AblationSettings, seed: int, device: str) -> dict[str, Any]:
+    """The fingerprint inputs of ``results.json`` (:mod:`bertrepro.cache`): the code of the runs and the
+    measurements (the profiles' numbers included), the settings, the fine-tuning budget, the seed."""
+    config = {"ablation": settings.to_dict(), "finetune": dataclasses.asdict(settings.budget), "seed": seed}
+    return artifact_inputs(("bertrepro.ablation.experiment",), config,
+                           PretrainConfig.for_profile(settings.profile, seed=seed).corpus, device)
 
 
 def run_ablation(settings: AblationSettings, seed: int = 0, device: torch.device | str = "cpu", progress: bool = True,
@@ -30,25 +36,25 @@ def run_ablation(settings: AblationSettings, seed: int = 0, device: torch.device
     """Train (or load) every run, then measure cloze, gates, curves, perplexity, probe and fine-tuning.
 
     The results go to ``ablation_dir(profile, seed)/results.json`` (atomically) and are returned from
-    there on the next call with the same settings, seed and device type.
+    there on the next call whose fingerprint (:func:`results_inputs`) is the same.
     """
     device = str(device)
-    root = ablation_dir(settings.profile, seed)
-    path = root / "results.json"
-    key = _settings_key(settings, seed, device)
-    if path.is_file() and not rebuild:
-        cached = json.loads(path.read_text())
-        if cached.get("settings_key") == key:
-            cached["cached"] = True
-            return cached
-    t0 = time.perf_counter()
-    runs = {name: train_or_load(name, cfg, run_dir(settings, name, cfg, seed), progress)
-            for name, cfg in planned_runs(settings, seed, device).items()}
-    t_train = time.perf_counter() - t0
-    results = measure(runs, settings, seed, device, progress)
-    results["flops"] = equal_flop_ltr_steps(settings, seed)
-    results.update(settings_key=key, settings=settings.to_dict(), seed=seed, device=torch.device(device).type,
-                   seconds={"pretraining": t_train, "evaluation": time.perf_counter() - t0 - t_train})
-    atomic_write_text(path, json.dumps(results))
-    results["cached"] = False
+    path = ablation_dir(settings.profile, seed) / "results.json"
+    inputs = results_inputs(settings, seed, device)
+
+    def build(tmp: Path) -> None:
+        t0 = time.perf_counter()
+        runs = {name: train_or_load(name, cfg, run_dir(settings, name, cfg, seed), progress)
+                for name, cfg in planned_runs(settings, seed, device).items()}
+        t_train = time.perf_counter() - t0
+        results = measure(runs, settings, seed, device, progress)
+        results["flops"] = equal_flop_ltr_steps(settings, seed)
+        results.update(fingerprint=fingerprint(inputs), settings=settings.to_dict(), seed=seed,
+                       device=torch.device(device).type,
+                       seconds={"pretraining": t_train, "evaluation": time.perf_counter() - t0 - t_train})
+        atomic_write_text(tmp, json.dumps(results))
+
+    reused = cached_file(path, inputs, build, rebuild=rebuild)
+    results = json.loads(path.read_text())
+    results["cached"] = reused
     return results

@@ -7,7 +7,8 @@ and its mix (:func:`table8_name`); :func:`run_role` reads the part of the paper 
 
 Every run's settings live in :data:`bertrepro.profiles.ABLATION` (one entry per profile). The
 MLM + NSP arm is chapter 09's run (:func:`bertrepro.pretrain.runs.pretrained_model`); its kept
-checkpoints are the snapshots of the crossover curve.
+checkpoints are the snapshots of the crossover curve. The experiment that trains and measures
+them, and caches its results by fingerprint (:mod:`bertrepro.cache`), is :mod:`bertrepro.ablation.experiment`.
 """
 from __future__ import annotations
 

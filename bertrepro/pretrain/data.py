@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 import torch
 
+from ..cache import artifact_inputs, cached_file
 from ..data import load_corpus
 from ..io import cache_dir as default_cache_dir
 from ..masking import mask_tokens
@@ -118,8 +119,9 @@ def prepare_data(config: PretrainConfig, corpus: CorpusLike | None = None, cache
     """Load the corpus, train (or load) the WordPiece vocabulary and tokenize every sentence.
 
     The vocabulary is trained on the train split only and cached under ``cache_dir`` (default
-    :func:`bertrepro.io.cache_dir`), keyed by the corpus and the vocabulary size; the
-    validation split never influences it.
+    :func:`bertrepro.io.cache_dir`), keyed by the corpus and the vocabulary size and
+    fingerprinted with the tokenizer's code (:func:`bertrepro.cache.cached_file`); the validation
+    split never influences it.
 
     Args:
         corpus: a name for :func:`bertrepro.data.load_corpus` (default ``config.corpus``), a
@@ -140,8 +142,11 @@ def prepare_data(config: PretrainConfig, corpus: CorpusLike | None = None, cache
             cache_dir = default_cache_dir("pretrain")
         key = hashlib.sha256(json.dumps([name, config.max_documents, config.vocab_size]).encode()).hexdigest()[:16]
         vocab_path = Path(cache_dir) / f"wordpiece-{key}" / "vocab.txt"
-        if not vocab_path.is_file():
-            train_wordpiece((s for doc in train_docs for s in doc), config.vocab_size, vocab_path)  # atomic
+        inputs = artifact_inputs(("bertrepro.tokenization",), {"vocab": {
+            "corpus": name, "max_documents": config.max_documents, "vocab_size": config.vocab_size}},
+            name if isinstance(corpus if corpus is not None else config.corpus, str) else None)
+        cached_file(vocab_path, inputs,
+                    lambda path: train_wordpiece((s for doc in train_docs for s in doc), config.vocab_size, path))
     tokenizer = WordPieceTokenizer.from_vocab(vocab_path)
     ids = special_ids(tokenizer)
     train = tokenizer.encode_corpus(train_docs, progress=progress)

@@ -3,29 +3,27 @@ or removes a stale one and trains it again.
 
 The book trains chapter 09's model once (:func:`pretrained_model`) and chapter 11's ablation runs
 once each (:func:`bertrepro.ablation.train_or_load`); both go through :func:`load_or_train`. A
-saved run is *the same run* when every :class:`PretrainConfig` field other than the run-only
-:attr:`PretrainConfig.RESUMABLE` ones (device, threads, logging, checkpoint cadence ...) is equal.
+saved run is *the same run* when its fingerprint (:mod:`bertrepro.cache`: the code, every
+setting, the corpus, torch, the device type) equals the one computed now.
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..cache import announce, artifact_inputs, check, commit, fingerprint, lock, log_artifact, manifest_path
 from ..checkpoints import CheckpointError, load_pretrained
-from ..io import cache_dir as default_cache_dir, sha256_file
+from ..io import atomic_write_text, cache_dir as default_cache_dir, sha256_file
 from ..profiles import resolve_profile
-from .config import PretrainConfig, differences
+from .config import PretrainConfig
 from .data import prepare_data
 from .loop import PretrainResult, pretrain, read_metrics, resolve_run_device
 from .state import latest_checkpoint
 
-__all__ = ["pretrained_dir", "pretrained_model", "run_differences", "load_or_train"]
+__all__ = ["pretrained_dir", "pretrained_model", "run_inputs", "load_or_train"]
 
-_MODEL_FILES = ("config.json", "model.safetensors", "vocab.txt")
 
 
 def pretrained_dir(profile: str | None = None, seed: int = 0, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -42,59 +40,39 @@ def pretrained_dir(profile: str | None = None, seed: int = 0, cache_dir: str | o
     return root / "pretrain" / profile / f"seed{seed}"
 
 
-def run_differences(saved: Mapping[str, Any], config: PretrainConfig) -> list[str]:
-    """Settings (other than the run-only RESUMABLE ones) where a saved config.json differs from ``config``."""
-    diffs = differences(saved, config.to_dict(), ignore=PretrainConfig.RESUMABLE)
-    return [f"{k}: cached {a!r} vs now {b!r}" for k, (a, b) in sorted(diffs.items())]
+def run_inputs(config: PretrainConfig) -> dict[str, Any]:
+    """The fingerprint inputs of the run of ``config`` (:func:`bertrepro.cache.artifact_inputs`): the code
+    of the training loop and all it imports, every setting (checkpoint cadence included; the device as
+    its type), the corpus files, torch, the device type."""
+    settings = {k: v for k, v in config.to_dict().items() if k != "device"}
+    return artifact_inputs(("bertrepro.pretrain.loop",), {"pretrain": settings}, config.corpus,
+                           resolve_run_device(config))
 
 
-def _drop_if_stale(config: PretrainConfig, out: Path, build: bool) -> None:
-    """Remove a run made with other settings (with a warning naming them); with ``build=False``, raise instead."""
-    saved_file = out / "config.json"
-    if not saved_file.is_file():
-        return
+def _resume_key(inputs: Mapping[str, Any]) -> str:
+    """The fingerprint without ``max_steps``: a run stopped early continues under a later stop."""
+    return fingerprint({**inputs, "config": {k: v for k, v in inputs["config"].items() if k != "pretrain.max_steps"}})
+
+
+def _resumable(out: Path, inputs: Mapping[str, Any]) -> bool:
+    """True when ``out`` holds a checkpoint of this very run: interrupted (its pending marker matches)
+    or finished at an earlier ``max_steps``."""
+    if latest_checkpoint(out) is None:
+        return False
+    pending = out.with_name(out.name + ".building.json")
+    if pending.is_file() and pending.read_text().strip() == _resume_key(inputs):
+        return True
     try:
-        diffs = run_differences(json.loads(saved_file.read_text()), config)
-    except json.JSONDecodeError as e:
-        diffs = [f"unreadable config.json ({e})"]
-    if not diffs:
-        return
-    if not build:
-        raise FileNotFoundError(f"the run in {out} was made with other settings ({'; '.join(diffs)}) and "
-                                f"build=False; call pretrained_model(build=True) to train it again")
-    warnings.warn(f"the cached pre-training run in {out} was made with other settings "
-                  f"({'; '.join(diffs)}); removing it and training again")
-    shutil.rmtree(out)
+        saved = json.loads(manifest_path(out).read_text())["inputs"]
+    except (OSError, ValueError, KeyError):
+        return False
+    old_stop, new_stop = saved["config"].get("pretrain.max_steps"), inputs["config"].get("pretrain.max_steps")
+    return _resume_key(saved) == _resume_key(inputs) and old_stop is not None and (new_stop is None or new_stop > old_stop)
 
 
-def load_or_train(config: PretrainConfig, out: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
-                  build: bool = True, progress: bool = True, with_data: bool = True) -> PretrainResult:
-    """The run of ``config`` in ``out``: loaded when finished, resumed when interrupted, trained when absent or stale.
-
-    A loaded run trains nothing (``steps_run`` and ``train_time_s`` are 0; its own timings are in
-    ``metrics``); its model is put on :func:`resolve_run_device`'s device in eval mode. With
-    ``with_data`` the tokenized corpus is loaded too (``data``; else None) and the cached vocabulary
-    is checked against the model's. ``cache_dir`` is the vocabulary cache (:func:`prepare_data`).
-    """
-    out = Path(out)
-    _drop_if_stale(config, out, build)
+def _load(config: PretrainConfig, out: Path, cache_dir: Any, with_data: bool) -> PretrainResult:
     model_dir = out / "model"
     metrics = read_metrics(out / "metrics.jsonl")
-    # A run past its stop step (max_steps lowered after it trained) is finished too: its model stays as trained.
-    finished = (all((model_dir / f).is_file() for f in _MODEL_FILES)
-                and bool(metrics) and metrics[-1].get("step", -1) >= config.stop_step)
-    if not finished:
-        if not build:
-            raise FileNotFoundError(f"no finished pre-training run in {out}; run chapter 09, or call "
-                                    f"pretrained_model({config.profile!r}, {config.seed}) with build=True")
-        # The cache owns this folder: a run with no checkpoint to resume (killed before its first one)
-        # is started again over whatever it left.
-        resume = latest_checkpoint(out) is not None
-        return pretrain(config, out, resume=resume, overwrite=not resume, cache_dir=cache_dir, progress=progress)
-    if metrics[-1]["step"] > config.stop_step:
-        warnings.warn(f"the run in {out} trained to step {metrics[-1]['step']}, past this configuration's stop step "
-                      f"{config.stop_step}; its model is used as it is (delete {out} to train it to "
-                      f"{config.stop_step} steps)")
     data = prepare_data(config, cache_dir=cache_dir) if with_data else None
     if data is not None and sha256_file(data.vocab_path) != sha256_file(model_dir / "vocab.txt"):
         raise CheckpointError(f"the cached vocabulary {data.vocab_path} differs from the one the model in {model_dir} "
@@ -109,6 +87,41 @@ def load_or_train(config: PretrainConfig, out: str | os.PathLike, *, cache_dir: 
         model_dir=model_dir, data=data)
 
 
+def load_or_train(config: PretrainConfig, out: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
+                  build: bool = True, progress: bool = True, with_data: bool = True) -> PretrainResult:
+    """The run of ``config`` in ``out``: loaded when finished with the same fingerprint, resumed when
+    interrupted, trained again when absent, stale or damaged (:mod:`bertrepro.cache`).
+
+    The fingerprint covers the code, every setting, the corpus, torch and the device type
+    (:func:`run_inputs`); a mismatch prints one line naming what changed and trains again. A loaded
+    run trains nothing (``steps_run`` and ``train_time_s`` are 0; its own timings are in
+    ``metrics``); its model is put on :func:`resolve_run_device`'s device in eval mode. With
+    ``with_data`` the tokenized corpus is loaded too (``data``; else None) and the cached vocabulary
+    is checked against the model's. ``cache_dir`` is the vocabulary cache (:func:`prepare_data`).
+    """
+    out = Path(out)
+    inputs = run_inputs(config)
+    with lock(out):
+        reason = check(out, inputs)
+        if reason is None:
+            log_artifact(out, inputs, "reused")
+            return _load(config, out, cache_dir, with_data)
+        if not build:
+            raise FileNotFoundError(f"no finished pre-training run in {out} for these inputs ({reason}); run "
+                                    f"chapter 09, or call pretrained_model({config.profile!r}, {config.seed}) with "
+                                    f"build=True")
+        resume = _resumable(out, inputs)
+        announce(out, inputs, reason + ("; resuming its last checkpoint" if resume else ""))
+        pending = out.with_name(out.name + ".building.json")
+        manifest_path(out).unlink(missing_ok=True)
+        atomic_write_text(pending, _resume_key(inputs) + "\n")
+        result = pretrain(config, out, resume=resume, overwrite=not resume, cache_dir=cache_dir, progress=progress)
+        commit(out, inputs)
+        pending.unlink()
+        log_artifact(out, inputs, "computed")
+        return result
+
+
 def pretrained_model(profile: str | None = None, seed: int = 0, cache_dir: str | os.PathLike | None = None, *,
                      device: str | None = None, build: bool = True, progress: bool = True) -> PretrainResult:
     """The model pre-trained with ``PretrainConfig.for_profile(profile, seed=seed)``: cached, or trained now.
@@ -120,8 +133,8 @@ def pretrained_model(profile: str | None = None, seed: int = 0, cache_dir: str |
       ``eval.jsonl`` (``evaluation`` is its last line) and the tokenized corpus. Nothing is trained,
       so ``steps_run`` and ``train_time_s`` are 0; the run's own timings are in ``metrics``.
     * An interrupted run (a checkpoint, no final model) is resumed.
-    * A run made with other settings (the preset changed since) is removed, with a warning saying
-      what changed, and trained again.
+    * A run made by other code or with other settings (the preset changed since) is removed, with a
+      line saying what changed, and trained again.
 
     Args:
         profile: ``smoke`` | ``cpu`` | ``gpu`` (None: gpu with CUDA, else cpu).
