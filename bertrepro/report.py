@@ -32,6 +32,7 @@ Example, in a chapter::
 """
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -636,9 +637,10 @@ def render_summary(records: Sequence[Record], timings: Mapping[str, Any], profil
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m bertrepro.report diff BASE HEAD [--fail-on-regression]`` (:mod:`bertrepro.scorediff`)."""
-    from .scorediff import main as diff_main  # scorediff reads this module's statuses
-
+    """``python -m bertrepro.report diff BASE HEAD [--fail-on-regression]``: the command of
+    :mod:`bertrepro.scorediff`, which reads this module's statuses. It is looked up by name, at run
+    time, so that this module never imports the one above it."""
+    diff_main = importlib.import_module(f"{__package__ or 'bertrepro'}.scorediff").main
     return diff_main(argv)
 
 

@@ -32,7 +32,7 @@ from .appendix import (PAPER_TABLE8_ROWS, arm_table, crossover, crossover_claim,
                        table8_claims, table8_summary)
 from .cloze import (ARM_CLOZE_MODE, CLOZE_MODES, MIN_NSP_BALANCED, MIN_OVER_BASELINE, MIN_Z, ClozeItems, ClozeScores,
                     cloze_inputs, cloze_scores, gate_note, learning_check, make_cloze_items, word_token_mask)
-from .experiment import run_ablation
+from .experiment import results_inputs, run_ablation
 from .measure import finetune_rows, measure, probe_rows, run_summary, topic_encoder
 from .runs import (SETTINGS, AblationSettings, TrainedRun, ablation_dir, differing_fields, equal_flop_ltr_steps,
                    load_run, mix_label, mix_name, planned_runs, pretrain_config, run_dir, run_name, run_role,
@@ -50,7 +50,7 @@ __all__ = [
     "CLOZE_MODES", "ARM_CLOZE_MODE", "ClozeItems", "word_token_mask", "make_cloze_items", "cloze_inputs",
     "ClozeScores", "cloze_scores", "MIN_OVER_BASELINE", "MIN_Z", "MIN_NSP_BALANCED", "learning_check", "gate_note",
     # measure, experiment
-    "topic_encoder", "probe_rows", "finetune_rows", "run_summary", "measure", "run_ablation",
+    "topic_encoder", "probe_rows", "finetune_rows", "run_summary", "measure", "results_inputs", "run_ablation",
     # tables, appendix
     "PAPER_ROWS", "PAPER_TABLE5_COLUMNS", "PAPER_TABLE6_COLUMNS", "topic_correct", "claim_size", "table5_summary",
     "table6_summary", "table5_claims", "table6_claims", "paper_difference", "plot_table5", "plot_table6",

@@ -33,7 +33,7 @@ from .data import (BatchStream, Examples, PretrainData, epoch_examples, ltr_labe
                    prepare_data, validation_examples)
 from .evaluate import evaluate, fill_mask, masked_lm_nll, nsp_length_baseline
 from .loop import PretrainResult, build_optimizer, build_scheduler, pretrain, read_metrics
-from .runs import load_or_train, pretrained_dir, pretrained_model, run_differences
+from .runs import load_or_train, pretrained_dir, pretrained_model, run_inputs
 from .state import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 
 __all__ = [
@@ -41,6 +41,6 @@ __all__ = [
     "config_from_args", "build_optimizer", "build_scheduler", "PretrainData", "Examples", "BatchStream",
     "prepare_data", "epoch_examples", "validation_examples", "make_batch", "mean_predictions", "ltr_labels",
     "TrainState", "save_checkpoint", "load_checkpoint", "latest_checkpoint", "evaluate", "masked_lm_nll",
-    "nsp_length_baseline", "fill_mask", "read_metrics", "pretrained_dir", "pretrained_model", "run_differences",
+    "nsp_length_baseline", "fill_mask", "read_metrics", "pretrained_dir", "pretrained_model", "run_inputs",
     "load_or_train",
 ]
