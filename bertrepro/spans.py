@@ -26,12 +26,9 @@ __all__ = ["best_spans", "best_span_loop", "null_scores", "choose_threshold", "W
            "featurize_spans", "max_context_scores", "span_and_null_scores", "decode_spans"]
 
 
-def _span_mask(start_valid: torch.Tensor, end_valid: torch.Tensor, max_answer_length: int) -> torch.Tensor:
-    T = start_valid.shape[-1]
-    i = torch.arange(T, device=start_valid.device)
-    width = i[None, :] - i[:, None]  # (T, T): j - i
-    allowed = (width >= 0) & (width < max_answer_length)
-    return allowed & start_valid[..., :, None] & end_valid[..., None, :]
+def _band(x: torch.Tensor, width: int, fill) -> torch.Tensor:
+    """(B, T) -> (B, T, width) with [b, i, k] = x[b, i + k] (``fill`` past the end)."""
+    return torch.nn.functional.pad(x, (0, width - 1), value=fill).unfold(1, width, 1)
 
 
 def best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, valid: torch.Tensor, max_answer_length: int,
@@ -56,14 +53,17 @@ def best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, valid: torc
     if not (start_logits.shape == end_logits.shape == valid.shape == end_valid.shape) or start_logits.dim() != 2:
         raise ValueError(f"start_logits, end_logits and the masks must all be (B, T); got {tuple(start_logits.shape)}, "
                          f"{tuple(end_logits.shape)}, {tuple(valid.shape)}, {tuple(end_valid.shape)}")
-    B, T = start_logits.shape
-    allowed = _span_mask(valid.bool(), end_valid.bool(), max_answer_length)  # (B, T, T)
+    T = start_logits.shape[1]
+    L = min(max_answer_length, T)
+    # Only the band j = i + k, 0 <= k < L, is scored: (B, T, L) instead of (B, T, T).
+    allowed = valid.bool()[:, :, None] & _band(end_valid.bool(), L, False)
     empty = ~allowed.flatten(1).any(1)
     if empty.any():
         raise ValueError(f"rows {empty.nonzero().flatten().tolist()} allow no span: the passage mask is empty there")
-    scores = (start_logits[:, :, None] + end_logits[:, None, :]).masked_fill(~allowed, float("-inf"))
+    scores = (start_logits[:, :, None] + _band(end_logits, L, 0.0)).masked_fill(~allowed, float("-inf"))
     flat = scores.flatten(1).argmax(1)  # argmax returns the first maximum: smallest i, then smallest j
-    return flat // T, flat % T, scores.flatten(1).gather(1, flat[:, None]).squeeze(1)
+    start = flat // L
+    return start, start + flat % L, scores.flatten(1).gather(1, flat[:, None]).squeeze(1)
 
 
 def best_span_loop(start_logits_1d: torch.Tensor, end_logits_1d: torch.Tensor, valid_1d: torch.Tensor,

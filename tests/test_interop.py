@@ -14,7 +14,7 @@ from bertrepro.finetune.interop import (hf_span_answers, pipeline_agreement, sav
                                         to_hf_head)
 from bertrepro.heads import BertForMultipleChoice, BertForQuestionAnswering, BertForTokenClassification
 from bertrepro.model import BertForSequenceClassification
-from bertrepro.spans import decode_spans, featurize_spans
+from bertrepro.spans import decode_spans, featurize_spans, span_and_null_scores
 
 VOCAB = minilm_dir() / "vocab.txt"
 CFG = BertConfig.tiny(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -104,10 +104,15 @@ def test_transformers_answers_equal_decode_spans(tmp_path, tok):
     assert sum(w.example_index == 0 for w in f.windows) >= 3
     with torch.no_grad():
         out = model(f.input_ids, f.token_type_ids, f.attention_mask)
-    for tau in (None, 0.0):
+    margins = sorted(span - null for _, span, null in
+                     span_and_null_scores(f, out.start_logits, out.end_logits, settings["max_answer_length"]).values())
+    middle = (margins[1] + margins[2]) / 2  # two questions answered, two not
+    for tau in (middle, None):
         ours = decode_spans(f, out.start_logits, out.end_logits, settings["max_answer_length"], null_threshold=tau)
         assert hf_span_answers(path, items, **settings, null_threshold=tau) == ours
         assert pipeline_agreement(path, items, ours, **settings, null_threshold=tau) == 1.0
+        if tau is not None:
+            assert sum(v == "" for v in ours.values()) == 2
     assert any(ours.values()) and len(set(ours.values())) > 1
     wrong = {**ours, "2": ours["2"] + " x"}
     assert pipeline_agreement(path, items, wrong, **settings) == 0.75
