@@ -19,7 +19,7 @@ def _span(i, question, context):
 
 
 def test_title_shaped_spans():
-    text = "The Aeneid is a poem by Virgil, the Duke of Wellington. In Paris, U.S. Army"
+    text = "The Aeneid is a poem by Virgil, the Duke of Wellington. In Paris, U.S. Army. The end"
     assert [text[s:e] for s, e in title_shaped_spans(text)] == \
         ["Aeneid", "Virgil", "Duke of Wellington", "Paris", "U.S", "Army"]
 

@@ -46,13 +46,15 @@ _SPAN = re.compile(rf"{_NAME_WORD}(?:\s+(?:of\s+|de\s+|the\s+)?{_NAME_WORD})*")
 
 def title_shaped_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) character spans of runs of capitalized words ("title-shaped"), with a leading
-    "The"/"A"/"In"/... left out; lower-case "of", "de" and "the" may join two capitalized words
+    "The"/"A"/"In"/... left out (and a lone one skipped); lower-case "of", "de" and "the" may join two capitalized words
     ("Duke of Wellington"), punctuation other than inner periods, hyphens and apostrophes ends a run."""
     out = []
     for m in _SPAN.finditer(text):
         start, end = m.start(), m.end()
         words = list(re.finditer(r"\S+", text[start:end]))
-        if len(words) > 1 and words[0].group(0).lower() in _LEADING:
+        if words[0].group(0).lower() in _LEADING:
+            if len(words) == 1:
+                continue  # a lone "The" or "In" is grammar's capital, not a title
             start += words[1].start()  # "The Aeneid" -> "Aeneid"
         if end > start:
             out.append((start, end))
@@ -196,7 +198,8 @@ def pair_overlap(train: Sequence[PairItem], items: Sequence[PairItem]) -> torch.
 
 @torch.no_grad()
 def nsp_zero_shot(model: BertForPreTraining, tokenizer: Any, items: Sequence[ChoiceItem], max_seq_length: int,
-                  batch_size: int = 64, return_scores: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                  batch_size: int = 64,
+                  return_scores: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """(N,) predicted ending: the argmax over the endings of P(IsNext | [CLS] context [SEP] ending [SEP])
     from the model's pre-trained NSP head (label ``IS_NEXT`` = 0, as the original and transformers).
 

@@ -48,8 +48,8 @@ from ..data import TOPICS, load_corpus
 from .tasks import TASK_SEED, Encoded, encode_texts
 
 __all__ = ["SpanItem", "PairItem", "TagItem", "ChoiceItem", "Figure4Task", "NAME_TAGS", "TASKS", "Article",
-           "task_articles", "title_pattern", "title_starts", "sentence_words", "name_tags", "squad_task", "qnli_task", "ner_task",
-           "swag_task", "build_task", "align_first_subtoken", "encode_pairs", "encode_choices"]
+           "task_articles", "title_pattern", "title_starts", "sentence_words", "name_tags", "squad_task", "qnli_task",
+           "ner_task", "swag_task", "build_task", "align_first_subtoken", "encode_pairs", "encode_choices"]
 
 TASKS = ("qnli", "squad11", "squad20", "ner", "swag")
 NAME_TAGS = ("O", "B-NAME", "I-NAME")
