@@ -18,7 +18,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..model import BertForSequenceClassification, BertModel, LeftToRightBertModel, init_weights, left_to_right
+from ..heads import head_from_encoder
+from ..model import BertForSequenceClassification, BertModel
 from ..profiles import PAPER_BATCH_SIZE, PAPER_EPOCHS, PAPER_LEARNING_RATES, PAPER_WARMUP_PROPORTION
 from ..progress import bar as tqdm
 from ..train.optim import autocast, build_adamw, eval_mode, linear_warmup_decay, optimizer_step
@@ -93,25 +94,8 @@ def classifier_from_encoder(encoder: BertModel, num_labels: int, seed: int = 0, 
     :class:`~bertrepro.model.LeftToRightBertModel` encoder stays causal inside the classifier (its
     sentence vector is the last token's).
     """
-    if not isinstance(encoder, BertModel):
-        raise TypeError(f"encoder must be a bertrepro BertModel, got {type(encoder).__name__}")
-    if encoder.pooler is None:
-        raise ValueError("the encoder has no pooler; fine-tuning puts the task layer on the pooled [CLS] vector C")
-    config = encoder.config
-    if dropout is not None:
-        config = dataclasses.replace(config, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-    device = next(encoder.parameters()).device
-    # Built on the meta device: initializing an encoder that is overwritten at once costs seconds at MiniLM's size.
-    with torch.device("meta"):
-        model = BertForSequenceClassification(config, num_labels, classifier_dropout=classifier_dropout)
-    model = model.to_empty(device=device)
-    model.bert.load_state_dict(encoder.state_dict(), strict=True)  # copies: the encoder is left untouched
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        init_weights(model.classifier, config.initializer_range)
-    if isinstance(encoder, LeftToRightBertModel):  # the LTR arm stays causal when fine-tuned (§5.1)
-        model.bert = left_to_right(model.bert)
-    return model
+    return head_from_encoder("pair", encoder, num_labels, seed=seed, dropout=dropout,
+                             classifier_dropout=classifier_dropout)
 
 
 @dataclass
