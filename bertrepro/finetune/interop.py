@@ -138,7 +138,11 @@ def _hf_item_answer(tok, model, item, max_seq_length: int, doc_stride: int, max_
     lengths = passage.sum(1)
     firsts = passage.float().argmax(1)
     spans = [(w * step, int(lengths[w])) for w in range(W)]  # window w holds passage tokens w*step ...
-    owner = max_context_scores(spans, spans[-1][0] + spans[-1][1]).argmax(0)
+    n_tokens = len(tok(context, add_special_tokens=False)["input_ids"])
+    if spans[-1][0] + spans[-1][1] != n_tokens:  # the tokenizer's windows are not run_squad.py's
+        raise RuntimeError(f"the tokenizer's {W} windows cover {spans[-1][0] + spans[-1][1]} of {n_tokens} passage "
+                           f"tokens; its overflow rule differs from run_squad.py's")
+    owner = max_context_scores(spans, n_tokens).argmax(0)
     is_max = torch.zeros_like(passage)
     for w, (start, length) in enumerate(spans):
         is_max[w, firsts[w]:firsts[w] + length] = owner[start:start + length] == w
