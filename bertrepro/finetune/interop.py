@@ -13,7 +13,11 @@ answers equal ours:
   the logits, the tokenizer's offsets give the text. The span rule (max-context starts, the best raw
   score across windows, the null score) is :mod:`bertrepro.spans`'s, as run_squad.py's. The old
   pipeline instead compared windows by per-window softmax probabilities and ignored the max-context
-  rule, so on passages of several windows it could pick another span.
+  rule, so on passages of several windows it could pick another span. Its settings map onto ours as
+  ``max_seq_len`` = ``max_seq_length``, ``max_answer_len`` = ``max_answer_length``, ``doc_stride`` =
+  the overlap above (not the step), ``handle_impossible_answer`` ~ ``null_threshold`` (it compared the
+  null probability with the best span's, our tau = 0 on one window), and its ``max_question_len``
+  truncated long questions, which we refuse instead.
 - **Tags.** ``pipeline("token-classification", aggregation_strategy="first")`` labels each word by its
   first sub-token, as our tagger does; its entity groups are compared with ours word by word.
 """
