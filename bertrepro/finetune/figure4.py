@@ -26,7 +26,10 @@ The constructions (``k`` = sentences per passage):
   does not give the missing answer away, and ``answers == []``.
 * ``qnli`` -- (description, lead sentence); label 1 when the sentence is the described article's
   own, 0 when it is the lead sentence of another article of the same topic. Half the articles give a
-  positive and half a negative pair.
+  positive and half a negative pair. A lead sentence often paraphrases its description, so word
+  overlap alone goes a long way; ``negatives="overlap"`` picks, as the other article, the one whose
+  lead sentence shares the most words with the description (hard negatives, in the spirit of SWAG's
+  adversarial filtering).
 * ``ner`` -- every sentence, cut into words; the tags (:func:`name_tags`) mark the words the
   original text capitalizes away from the sentence start. The model is uncased and never sees case.
 * ``swag`` -- a sentence and four endings: its true next sentence and three non-lead sentences of
