@@ -9,7 +9,7 @@ from transformers import BertTokenizerFast
 
 from bertrepro.data import TOPICS, load_corpus
 from bertrepro.finetune.figure4 import (NAME_TAGS, TASKS, ChoiceItem, PairItem, SpanItem, TagItem, align_first_subtoken,
-                                        build_task, encode_choices, encode_pairs, name_tags, qnli_task,
+                                        build_task, encode_choices, encode_pairs, name_tags, qnli_task, word_tags,
                                         sentence_words, squad_task, task_articles, title_pattern, title_starts)
 from bertrepro.finetune.formats import read_conll, read_squad_json, write_conll, write_squad_json
 from bertrepro.pretrain.data import _load_splits
@@ -249,6 +249,21 @@ def test_first_subtoken_labels_match_word_ids(hf_tokenizer):
             assert labels[b, t] == want and word_index[b, t] == (-1 if w is None else w)
             previous = w
     assert (labels != -100).sum(1).tolist() == [len(w) for w in words]  # one label per word
+
+
+def test_word_tags_read_the_first_subtoken(hf_tokenizer):
+    words = [["Woolsthorpe", "is", "in", "England"], ["Ytterbium"] * 12]
+    *_, labels, word_index = align_first_subtoken(hf_tokenizer, words, [name_tags(w) for w in words], NAME_TAGS, 10)
+    predicted = labels.clamp(min=0)  # gold ids on first pieces, 0 elsewhere
+    predicted[word_index < 0] = 2  # specials and padding never count
+    tags = word_tags(predicted, word_index, [len(w) for w in words], NAME_TAGS)
+    assert tags[0] == name_tags(words[0])
+    kept = int(word_index[1].max()) + 1  # the words that fit in 10 tokens; the rest are "O"
+    assert 0 < kept < 12 and tags[1] == name_tags(words[1])[:kept] + ["O"] * (12 - kept)
+    later = (word_index >= 0) & (labels == -100)  # later pieces: what they predict is ignored
+    assert later.any()
+    predicted[later] = 1
+    assert word_tags(predicted, word_index, [len(w) for w in words], NAME_TAGS) == tags
 
 
 def test_first_subtoken_truncation_tokenizers_and_errors(hf_tokenizer):

@@ -26,7 +26,10 @@ The constructions (``k`` = sentences per passage):
   does not give the missing answer away, and ``answers == []``.
 * ``qnli`` -- (description, lead sentence); label 1 when the sentence is the described article's
   own, 0 when it is the lead sentence of another article of the same topic. Half the articles give a
-  positive and half a negative pair.
+  positive and half a negative pair. A lead sentence often paraphrases its description, so word
+  overlap alone goes a long way; ``negatives="overlap"`` picks, as the other article, the one whose
+  lead sentence shares the most words with the description (hard negatives, in the spirit of SWAG's
+  adversarial filtering).
 * ``ner`` -- every sentence, cut into words; the tags (:func:`name_tags`) mark the words the
   original text capitalizes away from the sentence start. The model is uncased and never sees case.
 * ``swag`` -- a sentence and four endings: its true next sentence and three non-lead sentences of
@@ -49,7 +52,8 @@ from .tasks import TASK_SEED, Encoded, encode_texts
 
 __all__ = ["SpanItem", "PairItem", "TagItem", "ChoiceItem", "Figure4Task", "NAME_TAGS", "TASKS", "Article",
            "task_articles", "title_pattern", "title_starts", "sentence_words", "name_tags", "squad_task", "qnli_task",
-           "ner_task", "swag_task", "build_task", "align_first_subtoken", "encode_pairs", "encode_choices"]
+           "ner_task", "swag_task", "build_task", "align_first_subtoken", "first_subtoken_mask",
+           "word_tags", "encode_pairs", "encode_choices"]
 
 TASKS = ("qnli", "squad11", "squad20", "ner", "swag")
 NAME_TAGS = ("O", "B-NAME", "I-NAME")
@@ -555,10 +559,36 @@ def align_first_subtoken(tokenizer: Any, words_batch: Sequence[Sequence[str]],
             if unknown:
                 raise ValueError(f"sentence {b} has tags {unknown} missing from label_ids {sorted(ids)}")
             tag_ids[b, : len(tags)] = torch.tensor([ids[t] for t in tags], dtype=torch.long)
-        previous = torch.cat([torch.full((n, 1), -1), word_index[:, :-1]], dim=1)
-        first = (word_index >= 0) & (word_index != previous)  # the first piece of each word
-        labels = torch.where(first, tag_ids.gather(1, word_index.clamp(min=0)), labels)
+        labels = torch.where(first_subtoken_mask(word_index), tag_ids.gather(1, word_index.clamp(min=0)), labels)
     return (enc["input_ids"].long(), enc["attention_mask"].long(), enc["token_type_ids"].long(), labels, word_index)
+
+
+def first_subtoken_mask(word_index: torch.Tensor) -> torch.Tensor:
+    """(N, T) bool: the tokens that start a word (``word_index`` from :func:`align_first_subtoken`)."""
+    previous = torch.cat([torch.full_like(word_index[:, :1], -1), word_index[:, :-1]], dim=1)
+    return (word_index >= 0) & (word_index != previous)
+
+
+def word_tags(predicted: torch.Tensor, word_index: torch.Tensor, num_words: Sequence[int],
+              tag_names: Sequence[str]) -> list[list[str]]:
+    """Per-word tags from per-token predictions: each word takes the tag predicted on its first sub-token.
+
+    Args:
+        predicted: (N, T) tag ids (e.g. ``logits.argmax(-1)``).
+        word_index: (N, T) from :func:`align_first_subtoken`.
+        num_words: the number of words of each sentence.
+        tag_names: tag of each id.
+    Returns:
+        N lists of ``num_words[n]`` tags; a word cut off by truncation (no token) gets ``"O"``.
+    """
+    if predicted.shape != word_index.shape or len(num_words) != predicted.shape[0]:
+        raise ValueError(f"predicted {tuple(predicted.shape)}, word_index {tuple(word_index.shape)} and "
+                         f"{len(num_words)} sentences do not match")
+    out = [["O"] * n for n in num_words]
+    rows, cols = first_subtoken_mask(word_index).nonzero(as_tuple=True)
+    for r, w, t in zip(rows.tolist(), word_index[rows, cols].tolist(), predicted[rows, cols].tolist()):
+        out[r][w] = tag_names[t]
+    return out
 
 
 def encode_pairs(tokenizer: Any, items: Sequence[PairItem], max_seq_length: int) -> tuple[Encoded, torch.Tensor]:

@@ -13,7 +13,11 @@ answers equal ours:
   the logits, the tokenizer's offsets give the text. The span rule (max-context starts, the best raw
   score across windows, the null score) is :mod:`bertrepro.spans`'s, as run_squad.py's. The old
   pipeline instead compared windows by per-window softmax probabilities and ignored the max-context
-  rule, so on passages of several windows it could pick another span.
+  rule, so on passages of several windows it could pick another span. Its settings map onto ours as
+  ``max_seq_len`` = ``max_seq_length``, ``max_answer_len`` = ``max_answer_length``, ``doc_stride`` =
+  the overlap above (not the step), ``handle_impossible_answer`` ~ ``null_threshold`` (it compared the
+  null probability with the best span's, our tau = 0 on one window), and its ``max_question_len``
+  truncated long questions, which we refuse instead.
 - **Tags.** ``pipeline("token-classification", aggregation_strategy="first")`` labels each word by its
   first sub-token, as our tagger does; its entity groups are compared with ours word by word.
 """
@@ -138,7 +142,11 @@ def _hf_item_answer(tok, model, item, max_seq_length: int, doc_stride: int, max_
     lengths = passage.sum(1)
     firsts = passage.float().argmax(1)
     spans = [(w * step, int(lengths[w])) for w in range(W)]  # window w holds passage tokens w*step ...
-    owner = max_context_scores(spans, spans[-1][0] + spans[-1][1]).argmax(0)
+    n_tokens = len(tok(context, add_special_tokens=False)["input_ids"])
+    if spans[-1][0] + spans[-1][1] != n_tokens:  # the tokenizer's windows are not run_squad.py's
+        raise RuntimeError(f"the tokenizer's {W} windows cover {spans[-1][0] + spans[-1][1]} of {n_tokens} passage "
+                           f"tokens; its overflow rule differs from run_squad.py's")
+    owner = max_context_scores(spans, n_tokens).argmax(0)
     is_max = torch.zeros_like(passage)
     for w, (start, length) in enumerate(spans):
         is_max[w, firsts[w]:firsts[w] + length] = owner[start:start + length] == w
