@@ -33,8 +33,8 @@ from ..train.optim import autocast, eval_mode
 from .baselines import (CHANCE, choice_overlap, ner_lexicon, pair_majority, pair_overlap, qa_first_title_span,
                         qa_random_sentence)
 from .classifier import FinetuneConfig, FinetuneResult, choose_learning_rate, take_rows
-from .figure4 import NAME_TAGS, TASKS, Figure4Task, _fast_tokenizer, align_first_subtoken, build_task, encode_choices, \
-    encode_pairs
+from .figure4 import (NAME_TAGS, TASKS, Figure4Task, _fast_tokenizer, align_first_subtoken, build_task, encode_choices,
+                      encode_pairs, word_tags)
 from .metrics import accuracy_se, entity_scores, f1_score, squad_scores
 from .tasks import Arm
 
@@ -173,22 +173,6 @@ def _span_scores(enc: Encoded4, predictions: Mapping[str, str]) -> dict[str, Any
             "per_item": per_item, "predictions": dict(predictions)}
 
 
-def _tag_predictions(enc: Encoded4, logits: torch.Tensor) -> list[list[str]]:
-    """Word-level tags: each word's first sub-token's arg-max; words beyond the window get "O"."""
-    wi = enc.word_index
-    previous = torch.cat([torch.full((wi.shape[0], 1), -1), wi[:, :-1]], dim=1)
-    first = (wi >= 0) & (wi != previous)
-    pred = logits.argmax(-1)
-    out = []
-    for b, it in enumerate(enc.items):
-        tags = ["O"] * len(it.words)
-        words, ids = wi[b][first[b]].tolist(), pred[b][first[b]].tolist()
-        for w, t in zip(words, ids):
-            tags[w] = NAME_TAGS[t]
-        out.append(tags)
-    return out
-
-
 def evaluate(model: nn.Module, enc: Encoded4, budget: Figure4Budget, device: torch.device | str = "cpu",
              null_threshold: float | None = None, choose_tau: bool = False) -> dict[str, Any]:
     """Scores (percent) of a fine-tuned head on one encoded split, with standard errors and predictions.
@@ -212,7 +196,7 @@ def evaluate(model: nn.Module, enc: Encoded4, budget: Figure4Budget, device: tor
         return {**_span_scores(enc, preds), **({"tau": tau} if tau is not None else {})}
     if enc.kind == "tag":
         logits = forward_all(model, enc.model_inputs(), ("logits",), True, device=device)["logits"]
-        preds = _tag_predictions(enc, logits)
+        preds = word_tags(logits.argmax(-1), enc.word_index, [len(it.words) for it in enc.items], NAME_TAGS)
         s = entity_scores([it.tags for it in enc.items], preds)
         return {"f1": 100 * s["f1"], "f1_se": 100 * s["f1_se"], "precision": 100 * s["precision"],
                 "recall": 100 * s["recall"], "n": s["n"], "predictions": preds}
