@@ -51,6 +51,7 @@ class Figure4Budget:
     """What one Figure 4 task runs at one profile (:data:`bertrepro.profiles.FIGURE4`)."""
 
     max_train: int | None  # training items (None: all)
+    max_train_minilm: int | None  # MiniLM (22M parameters) trains on the first this many of them (None: all)
     max_eval: int | None  # items of dev and of test each (None: all)
     max_seq_length: int  # tokens per sequence or window
     doc_stride: int  # span tasks: passage tokens between window starts
@@ -243,12 +244,15 @@ def run_task(task_name: str, arm: Arm, task: Figure4Task, budget: Figure4Budget,
 
     Every candidate learning rate starts from the arm's weights with a head seeded by ``seed``; the
     dev score is the task's main metric (:data:`MAIN_METRIC`; SQuAD v2.0 with tau chosen on dev).
-    Test is scored once, with the chosen model (and v2.0's dev tau).
+    Test is scored once, with the chosen model (and v2.0's dev tau). A MiniLM arm trains on the first
+    ``budget.max_train_minilm`` training items (the cpu budget: its steps cost ~50x the small models').
     """
     if task_name not in TASK_KINDS:
         raise ValueError(f"unknown task {task_name!r}; valid tasks are {', '.join(TASKS)}")
     kind, t0 = TASK_KINDS[task_name], time.perf_counter()
-    enc = {s: encode_task(kind, task.split(s), arm.tokenizer, budget) for s in ("train", "dev", "test")}
+    train = task.train[:budget.max_train_minilm] if arm.name.startswith("minilm") else task.train
+    enc = {s: encode_task(kind, items, arm.tokenizer, budget)
+           for s, items in (("train", train), ("dev", task.dev), ("test", task.test))}
     config = budget.finetune_config()
     grid = tuple(learning_rates or budget.learning_rates[arm.name])
     v2 = task_name == "squad20"
@@ -268,7 +272,7 @@ def run_task(task_name: str, arm: Arm, task: Figure4Task, budget: Figure4Budget,
     dev = dev_results[grid.index(lr)]
     tau = dev.get("tau")
     test = evaluate(best.model, enc["test"], budget, device, null_threshold=tau)
-    return Figure4Result(task_name, arm.name, kind, lr, scores, dev, test, best, len(task.train),
+    return Figure4Result(task_name, arm.name, kind, lr, scores, dev, test, best, len(train),
                          time.perf_counter() - t0, tau)
 
 
