@@ -175,8 +175,8 @@ def _one_line(capsys, *needles):
 
 
 def _cli(tmp, ckpt, task, *extra):
-    return finetune_cli.main(["--task", task, "--arm", "pretrained", "--profile", "smoke", "--pretrained-dir", str(ckpt),
-                              "--output-dir", str(tmp), "--no-progress", *extra])
+    return finetune_cli.main(["--task", task, "--arm", "pretrained", "--profile", "smoke", "--pretrained-dir",
+                              str(ckpt), "--output-dir", str(tmp), "--no-progress", *extra])
 
 
 HF_CLASSES = {"pair": "BertForSequenceClassification", "span": "BertForQuestionAnswering",
