@@ -237,3 +237,18 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, tiny_checkpoint, capsys)
     items = read_squad_json(tmp_path / "o3" / "dev.json")
     write_squad_json(items, tmp_path / "again.json")
     assert json.loads((tmp_path / "again.json").read_text()) == json.loads((tmp_path / "o3" / "dev.json").read_text())
+
+
+def test_the_v2_threshold_sits_between_dev_margins_with_the_same_f1():
+    from bertrepro.finetune.figure4_train import _midpoint
+    from bertrepro.spans import choose_threshold
+
+    g = torch.Generator().manual_seed(0)
+    span, null = torch.randn(40, generator=g), torch.randn(40, generator=g)
+    span_f1, null_f1 = (torch.rand(40, generator=g) > 0.5).double(), (torch.rand(40, generator=g) > 0.5).double()
+    tau, f1 = choose_threshold(span, null, span_f1, null_f1)
+    d = (span - null).double()
+    mid = _midpoint(tau, d)
+    assert not (d == mid).any() and mid > tau
+    assert float(torch.where(d > mid, span_f1, null_f1).mean()) == pytest.approx(f1)
+    assert _midpoint(float(d.max()), d) == float(d.max()) + 1.0

@@ -174,6 +174,17 @@ def _span_scores(enc: Encoded4, predictions: Mapping[str, str]) -> dict[str, Any
             "per_item": per_item, "predictions": dict(predictions)}
 
 
+def _midpoint(tau: float, margins: torch.Tensor) -> float:
+    """Move ``tau`` halfway to the next larger margin (span - null score), or 1 above the largest.
+
+    :func:`~bertrepro.spans.choose_threshold` returns a margin of the dev set itself; any value up to
+    the next margin splits dev the same way (the same F1), and the midpoint keeps an item's decision
+    from hanging on rounding when another implementation recomputes its logits (``hf_agreement``).
+    """
+    above = margins[margins > tau]
+    return float((tau + above.min()) / 2) if above.numel() else tau + 1.0
+
+
 def evaluate(model: nn.Module, enc: Encoded4, budget: Figure4Budget, device: torch.device | str = "cpu",
              null_threshold: float | None = None, choose_tau: bool = False) -> dict[str, Any]:
     """Scores (percent) of a fine-tuned head on one encoded split, with standard errors and predictions.
@@ -193,6 +204,7 @@ def evaluate(model: nn.Module, enc: Encoded4, budget: Figure4Budget, device: tor
             span_f1 = torch.tensor([f1_score(scored[k][0], golds[k]) for k in keys], dtype=torch.float64)
             null_f1 = torch.tensor([f1_score("", golds[k]) for k in keys], dtype=torch.float64)
             tau, _ = choose_threshold(col(1), col(2), span_f1, null_f1)
+            tau = _midpoint(tau, col(1) - col(2))
         preds = decode_spans(enc.features, o["start_logits"], o["end_logits"], budget.max_answer_length, tau)
         return {**_span_scores(enc, preds), **({"tau": tau} if tau is not None else {})}
     if enc.kind == "tag":
