@@ -9,21 +9,25 @@ precision are :mod:`bertrepro.train.optim`'s, shared with pre-training.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
+from torch import nn
 
-from ..model import BertForSequenceClassification, BertModel, LeftToRightBertModel, init_weights, left_to_right
+from ..heads import head_from_encoder
+from ..model import BertForSequenceClassification, BertModel
 from ..profiles import PAPER_BATCH_SIZE, PAPER_EPOCHS, PAPER_WARMUP_PROPORTION
 from ..progress import bar as tqdm
 from ..train.optim import WarmupLinearDecay, autocast, build_adamw, eval_mode, optimizer_step
 from .probe import accuracy, batches_by_length, check_xy, select_by_dev
 from .tasks import Encoded
 
-__all__ = ["FinetuneConfig", "classifier_from_encoder", "FinetuneResult", "fine_tune", "predict", "tune_on_dev"]
+__all__ = ["FinetuneConfig", "classifier_from_encoder", "FinetuneResult", "TrainData", "check_train_data", "take_rows",
+           "as_train_data", "fine_tune", "predict", "choose_learning_rate", "tune_on_dev"]
 
 
 @dataclass
@@ -89,56 +93,106 @@ def classifier_from_encoder(encoder: BertModel, num_labels: int, seed: int = 0, 
     :class:`~bertrepro.model.LeftToRightBertModel` encoder stays causal inside the classifier (its
     sentence vector is the last token's).
     """
-    if not isinstance(encoder, BertModel):
-        raise TypeError(f"encoder must be a bertrepro BertModel, got {type(encoder).__name__}")
-    if encoder.pooler is None:
-        raise ValueError("the encoder has no pooler; fine-tuning puts the task layer on the pooled [CLS] vector C")
-    config = encoder.config
-    if dropout is not None:
-        config = dataclasses.replace(config, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-    device = next(encoder.parameters()).device
-    # Built on the meta device: initializing an encoder that is overwritten at once costs seconds at MiniLM's size.
-    with torch.device("meta"):
-        model = BertForSequenceClassification(config, num_labels, classifier_dropout=classifier_dropout)
-    model = model.to_empty(device=device)
-    model.bert.load_state_dict(encoder.state_dict(), strict=True)  # copies: the encoder is left untouched
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        init_weights(model.classifier, config.initializer_range)
-    if isinstance(encoder, LeftToRightBertModel):  # the LTR arm stays causal when fine-tuned (§5.1)
-        model.bert = left_to_right(model.bert)
-    return model
+    return head_from_encoder("pair", encoder, num_labels, seed=seed, dropout=dropout,
+                             classifier_dropout=classifier_dropout)
 
 
 @dataclass
 class FinetuneResult:
-    model: BertForSequenceClassification
+    model: nn.Module  # the trained model (the object passed in), in eval mode
     losses: list[float]  # training loss at every step
     learning_rates: list[float]  # learning rate used at every step
     steps: int
     seconds: float
 
 
-def fine_tune(model: BertForSequenceClassification, data: Encoded, labels: torch.Tensor, config: FinetuneConfig,
+TrainData = Mapping[str, torch.Tensor]  # model inputs and targets by forward() argument name, (N, ...) each
+
+
+def check_train_data(data: TrainData) -> int:
+    """The number of rows of ``data`` (a mapping of forward() argument names to (N, ...) tensors).
+
+    Raises ``ValueError`` naming the problem: no tensors, rows that disagree, or no ``attention_mask``.
+    """
+    if not isinstance(data, Mapping) or not data or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise ValueError("data must be a non-empty mapping of forward() argument names to tensors "
+                         "(input_ids, token_type_ids, attention_mask and the targets)")
+    rows = {k: v.shape[0] if v.dim() else None for k, v in data.items()}
+    if len(set(rows.values())) != 1 or None in rows.values():
+        raise ValueError(f"every tensor of data needs the same number of rows, got {rows}")
+    if "attention_mask" not in data:
+        raise ValueError(f"data needs an attention_mask (1 = token, 0 = [PAD]); it has {sorted(data)}")
+    return next(iter(rows.values()))
+
+
+def take_rows(data: TrainData, index: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Rows ``index`` of every tensor, trimmed on the token axis to the longest of them.
+
+    The token axis is the attention mask's last axis, (N, T) or (N, K, T) for multiple choice;
+    every tensor whose leading axes equal the mask's is trimmed with it (padding beyond the longest
+    row changes nothing), as :meth:`Encoded.__getitem__` does for one text per row.
+    """
+    mask = data["attention_mask"][index]
+    T = max(int(mask.sum(-1).max()), 1) if mask.numel() else 1
+    full = data["attention_mask"].shape
+    return {k: v[index].narrow(len(full) - 1, 0, T) if v.shape[:len(full)] == full else v[index]
+            for k, v in data.items()}
+
+
+def as_train_data(data: Encoded | TrainData, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """``data`` as a mapping of forward() arguments: an :class:`Encoded` with its ``labels``, or a mapping
+    that already holds the targets (then ``labels`` must be None)."""
+    if isinstance(data, Encoded):
+        if labels is None:
+            raise ValueError("an Encoded input needs its labels (one class id per row)")
+        if len(data) != labels.shape[0]:
+            raise ValueError(f"data has {len(data)} rows but labels has {labels.shape[0]}")
+        return {"input_ids": data.input_ids, "token_type_ids": data.token_type_ids,
+                "attention_mask": data.attention_mask, "labels": labels.long()}
+    if labels is not None:
+        raise ValueError("labels go inside the data mapping (e.g. data['labels']) when data is a mapping")
+    check_train_data(data)
+    return dict(data)
+
+
+def check_forward_takes(model: nn.Module, data: TrainData) -> None:
+    """Raise ``TypeError`` when ``model.forward`` takes no argument named as a tensor of ``data``."""
+    params = inspect.signature(model.forward).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    missing = sorted(set(data) - set(params))
+    if missing:
+        raise TypeError(f"{type(model).__name__}.forward() takes no argument(s) {missing}; fine_tune trains a model "
+                        "whose forward(**batch) returns a loss: a BertForSequenceClassification "
+                        "(classifier_from_encoder) or a head of bertrepro.heads")
+
+
+def fine_tune(model: nn.Module, data: Encoded | TrainData, labels: torch.Tensor | None, config: FinetuneConfig,
               seed: int = 0, device: torch.device | str = "cpu", progress: bool = True,
               desc: str = "fine-tune") -> FinetuneResult:
-    """Train every weight of ``model`` on ``(data, labels)`` with the paper's recipe (§4.1, App. A.3).
+    """Train every weight of ``model`` with the paper's recipe (§4.1, App. A.3): the one loop of every head.
+
+    ``model(**batch)`` must return an output with a scalar ``loss``: chapter 10's classifier, or a
+    pair, span, tagging or multiple-choice head of :mod:`bertrepro.heads`. ``data`` is an
+    :class:`Encoded` with its class ``labels`` (the classifier), or a mapping of ``forward()``
+    argument names to (N, ...) tensors holding the targets too (``labels=None``): the loop draws
+    rows of it, trimmed to their longest sequence (:func:`take_rows`).
 
     Shuffling and dropout draw from ``seed`` only (the global RNG is left as it was), so a seeded
     run on the CPU is deterministic. Returns the trained model (the same object) and its loss curve.
     """
-    if not isinstance(model, BertForSequenceClassification):
-        raise TypeError(f"model must be a BertForSequenceClassification, got {type(model).__name__}")
-    if len(data) != labels.shape[0]:
-        raise ValueError(f"data has {len(data)} rows but labels has {labels.shape[0]}")
-    check_xy(torch.empty(len(data), 0), labels, model.num_labels)
-    n, B = len(data), config.batch_size
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module whose forward(**batch) returns a loss, got {type(model).__name__}")
+    data = as_train_data(data, labels)
+    n, B = check_train_data(data), config.batch_size
+    check_forward_takes(model, data)
+    if isinstance(model, BertForSequenceClassification):
+        check_xy(torch.empty(n, 0), data["labels"], model.num_labels)
     steps = config.num_steps(n)
     model.to(device).train()
     opt = build_adamw(model, config.learning_rate, config.weight_decay, device, eps=config.adam_epsilon)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupLinearDecay.from_proportion(steps, config.warmup_proportion))
     g = torch.Generator().manual_seed(seed)
-    labels = labels.long()
     losses, lrs = [], []
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[torch.device(device)] if torch.device(device).type == "cuda" else []):
@@ -147,10 +201,9 @@ def fine_tune(model: BertForSequenceClassification, data: Encoded, labels: torch
         for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
             if not batches:  # a new epoch: a fresh permutation cut into batches
                 batches = list(torch.split(torch.randperm(n, generator=g), B))[::-1]
-            idx = batches.pop()
-            batch = data[idx].to(device)
+            batch = {k: v.to(device) for k, v in take_rows(data, batches.pop()).items()}
             with autocast(device):
-                loss = model(batch.input_ids, batch.token_type_ids, batch.attention_mask, labels[idx].to(device)).loss
+                loss = model(**batch).loss
             loss.backward()
             lrs.append(sched.get_last_lr()[0])
             optimizer_step(model, opt, sched, config.max_grad_norm)
@@ -172,26 +225,48 @@ def predict(model: BertForSequenceClassification, data: Encoded, batch_size: int
     return out
 
 
+def choose_learning_rate(build: Callable[[], nn.Module], train: Encoded | TrainData | tuple[Encoded, torch.Tensor],
+                         score: Callable[[nn.Module], float], learning_rates: Sequence[float], config: FinetuneConfig, *,
+                         seed: int = 0, device: torch.device | str = "cpu", progress: bool = False,
+                         desc: str = "fine-tune", on_fit: Callable[[], Any] | None = None
+                         ) -> tuple[float, dict[float, float], FinetuneResult]:
+    """Fine-tune a fresh model from ``build()`` for each learning rate and keep the best on dev (§4.1).
+
+    ``train`` is what :func:`fine_tune` takes (a mapping of forward() arguments, or ``(Encoded,
+    labels)``); ``score(model)`` is the dev metric of a trained model (higher is better; the first
+    learning rate wins ties). Every candidate starts from the same weights (``build`` must return a
+    new model each call) and the same ``seed``. Returns the chosen learning rate, every dev score,
+    and the chosen run (its ``model`` is the one to test). ``on_fit`` is called after each candidate.
+    """
+    data, labels = train if isinstance(train, tuple) else (train, None)
+    results: dict[float, FinetuneResult] = {}
+
+    def dev_score(lr: float) -> float:
+        results[lr] = fine_tune(build(), data, labels, config.replace(learning_rate=lr), seed=seed, device=device,
+                                progress=progress, desc=f"{desc} lr={lr:g}")
+        if on_fit is not None:
+            on_fit()
+        return score(results[lr].model)
+
+    lr, scores = select_by_dev(learning_rates, dev_score)
+    return lr, scores, results[lr]
+
+
 def tune_on_dev(encoder: BertModel, num_labels: int, train: tuple[Encoded, torch.Tensor],
                 dev: tuple[Encoded, torch.Tensor], learning_rates: Sequence[float], config: FinetuneConfig, *,
                 seed: int = 0, device: torch.device | str = "cpu", progress: bool = False, desc: str = "fine-tune",
                 on_fit: Callable[[], Any] | None = None) -> tuple[float, dict[float, float], FinetuneResult]:
-    """Fine-tune a fresh classifier on ``train`` for each learning rate and keep the best on ``dev`` (§4.1).
+    """Fine-tune a fresh classifier on ``train`` for each learning rate and keep the best dev accuracy (§4.1).
 
-    Every candidate starts from ``encoder``'s weights and the same ``seed``. Returns the chosen
-    learning rate, every dev accuracy, and the chosen run (its ``model`` is the classifier to test).
-    ``on_fit`` is called after each candidate (a progress bar's ``update``).
+    :func:`choose_learning_rate` with chapter 10's classifier (:func:`classifier_from_encoder`, seeded
+    head) and dev accuracy. Returns the chosen learning rate, every dev accuracy, and the chosen run.
     """
-    results: dict[float, FinetuneResult] = {}
+    def build() -> BertForSequenceClassification:
+        return classifier_from_encoder(encoder, num_labels, seed=seed, dropout=config.dropout,
+                                       classifier_dropout=config.classifier_dropout)
 
-    def dev_accuracy(lr: float) -> float:
-        model = classifier_from_encoder(encoder, num_labels, seed=seed, dropout=config.dropout,
-                                        classifier_dropout=config.classifier_dropout)
-        results[lr] = fine_tune(model, *train, config.replace(learning_rate=lr), seed=seed, device=device,
-                                progress=progress, desc=f"{desc} lr={lr:g}")
-        if on_fit is not None:
-            on_fit()
+    def dev_accuracy(model: nn.Module) -> float:
         return accuracy(predict(model, dev[0], config.eval_batch_size, device), dev[1])
 
-    lr, scores = select_by_dev(learning_rates, dev_accuracy)
-    return lr, scores, results[lr]
+    return choose_learning_rate(build, train, dev_accuracy, learning_rates, config, seed=seed, device=device,
+                                progress=progress, desc=desc, on_fit=on_fit)

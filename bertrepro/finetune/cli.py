@@ -4,6 +4,7 @@ learning rate on dev::
     python -m bertrepro.finetune --arm minilm --per-class 10 --profile cpu
     python -m bertrepro.finetune --arm random --learning-rate 1e-4 3e-4 --epochs 3
     python -m bertrepro.finetune --task sst2 --arm minilm --online      # GLUE needs the network
+    python -m bertrepro.finetune --task squad11 --arm pretrained --profile cpu --output-dir runs/squad11
 """
 from __future__ import annotations
 
@@ -24,11 +25,15 @@ from ..profiles import OFFLINE_ENV, PAPER_LEARNING_RATES, PROFILES
 from .classifier import FinetuneConfig, predict, tune_on_dev
 from .curves import BUDGETS, Budget, training_indices
 from .probe import accuracy
+from .figure4 import TASKS as FIGURE4_TASKS
+from .figure4_cli import run_figure4
 from .tasks import ARMS, GLUE_TASKS, Arm, encode_texts, load_arm, load_glue, topic_task
 
 __all__ = ["build_parser", "run", "main"]
 
 _PROG = "python -m bertrepro.finetune"
+
+ALL_TASKS = ("topics", *FIGURE4_TASKS, *GLUE_TASKS)
 
 _CONFIG_OPTIONS = ("epochs", "batch_size", "min_steps", "max_seq_length", "warmup_proportion", "weight_decay",
                    "dropout", "eval_batch_size")
@@ -59,8 +64,10 @@ def _learning_rate(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=_PROG, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", default="topics", choices=("topics", *GLUE_TASKS),
-                   help="topics: the offline Wikipedia task (default); sst2/mrpc/mnli need --online")
+    p.add_argument("--task", default="topics", metavar="{" + ",".join(ALL_TASKS) + "}",
+                   help="topics (or topic): chapter 10's offline Wikipedia task (default); qnli, squad11, squad20, "
+                        "ner, swag: the offline Figure 4 tasks (writes D/model, D/dev.json or dev.conll, "
+                        "D/predictions.json, D/metrics.json); sst2/mrpc/mnli need --online")
     p.add_argument("--arm", default="minilm", choices=ARMS, help="which encoder to fine-tune (default minilm)")
     p.add_argument("--profile", default=None, choices=PROFILES,
                    help="smoke | cpu | gpu (default: gpu with CUDA, else cpu); gpu without CUDA is an error "
@@ -76,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_arguments(p, FinetuneConfig, include=_CONFIG_OPTIONS, help_default="the profile's or the paper's")
     p.add_argument("--pretrained-dir", default=None,
                    help="chapter-09 model directory for arms random/pretrained (default: the cache, pre-trained if absent)")
+    p.add_argument("--dev-file", default=None,
+                   help="Figure 4 span tasks: a SQuAD JSON dev set; ner: CoNLL columns (default: the task's dev split)")
     p.add_argument("--max-examples", type=int, default=None, help="GLUE: keep the first N examples of each split")
     p.add_argument("--online", action="store_true", help="turn the Hugging Face offline switches off (GLUE)")
     p.add_argument("--output-dir", default=None, help="where config.json and result.json go (default runs/finetune-TASK-ARM)")
@@ -137,8 +146,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return exit_code(lambda: _online(args), _PROG, debug=args.debug)
 
 
+def _check_task(args: argparse.Namespace) -> None:
+    """Normalise ``--task`` (topic -> topics); an unknown task is one ``ValueError`` naming the valid ones."""
+    if args.task == "topic":
+        args.task = "topics"
+    if args.task not in ALL_TASKS:
+        raise ValueError(f"unknown task {args.task!r}; valid tasks are {', '.join(ALL_TASKS)} "
+                         "(topic is an alias of topics)")
+    if args.dev_file is not None and args.task not in FIGURE4_TASKS:
+        raise ValueError(f"--dev-file is for the Figure 4 span and ner tasks, not {args.task!r}")
+
+
 def _main(args: argparse.Namespace) -> dict[str, Any]:
+    _check_task(args)
     run = setup(profile=args.profile, seed=args.seed, device=args.device)
+    if args.task in FIGURE4_TASKS:
+        arm, _ = _arm(args, run, not args.no_progress)
+        return run_figure4(args, run, arm, not args.no_progress)
     budget, progress, is_glue = BUDGETS[run.profile], not args.no_progress, args.task in GLUE_TASKS
     config = _config(args, budget, is_glue)
     grid = tuple(args.learning_rate or (PAPER_LEARNING_RATES if is_glue else budget.learning_rates[args.arm]))
