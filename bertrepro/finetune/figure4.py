@@ -53,7 +53,7 @@ from .tasks import TASK_SEED, Encoded, encode_texts
 __all__ = ["SpanItem", "PairItem", "TagItem", "ChoiceItem", "Figure4Task", "NAME_TAGS", "TASKS", "Article",
            "task_articles", "title_pattern", "title_starts", "sentence_words", "name_tags", "squad_task", "qnli_task",
            "ner_task", "swag_task", "build_task", "align_first_subtoken", "first_subtoken_mask",
-           "word_tags", "encode_pairs", "encode_choices"]
+           "word_tags", "encode_pairs", "encode_choices", "fast_tokenizer"]
 
 TASKS = ("qnli", "squad11", "squad20", "ner", "swag")
 NAME_TAGS = ("O", "B-NAME", "I-NAME")
@@ -500,12 +500,12 @@ def build_task(name: str, **kwargs: Any) -> Figure4Task:
 # Encoders
 # ---------------------------------------------------------------------------------------------
 
-def _fast_tokenizer(tokenizer: Any):
+def fast_tokenizer(tokenizer: Any):
     """A transformers fast tokenizer (``word_ids`` needs one); a bertrepro tokenizer is converted."""
     if hasattr(tokenizer, "is_fast") and tokenizer.is_fast:
         return tokenizer
     if getattr(tokenizer, "vocab_path", None) is not None:
-        from transformers import BertTokenizerFast
+        from transformers import BertTokenizerFast  # lazily: slow to import, and only these answers need it
 
         # transformers 5 ignores vocab_file= (it builds a 5-piece vocabulary); vocab=<path> loads the file
         fast = BertTokenizerFast(vocab=str(tokenizer.vocab_path), do_lower_case=tokenizer.lowercase)
@@ -539,7 +539,7 @@ def align_first_subtoken(tokenizer: Any, words_batch: Sequence[Sequence[str]],
     if not words_batch:
         raise ValueError("no sentences to encode")
     ids = {t: i for i, t in enumerate(label_ids)} if not isinstance(label_ids, Mapping) else dict(label_ids)
-    tok = _fast_tokenizer(tokenizer)
+    tok = fast_tokenizer(tokenizer)
     enc = tok(words_batch, is_split_into_words=True, truncation=True, max_length=max_seq_length,
               padding="max_length", return_tensors="pt", return_token_type_ids=True, return_attention_mask=True)
     n = len(words_batch)

@@ -20,8 +20,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..chapters import Run
 from ..io import atomic_write_text
-from ..profiles import Run
 from .figure4 import NAME_TAGS
 from .figure4_train import TASK_KINDS, figure4_budget, load_figure4_task, run_task
 from .formats import read_conll, read_squad_json, write_conll, write_squad_json

@@ -33,7 +33,7 @@ from ..train.optim import autocast, eval_mode
 from .baselines import (CHANCE, choice_overlap, ner_lexicon, pair_majority, pair_overlap, qa_first_title_span,
                         qa_random_sentence)
 from .classifier import FinetuneConfig, FinetuneResult, choose_learning_rate, take_rows
-from .figure4 import (NAME_TAGS, TASKS, Figure4Task, _fast_tokenizer, align_first_subtoken, build_task, encode_choices,
+from .figure4 import (NAME_TAGS, TASKS, Figure4Task, fast_tokenizer, align_first_subtoken, build_task, encode_choices,
                       encode_pairs, word_tags)
 from .metrics import accuracy_se, entity_scores, f1_score, squad_scores
 from .tasks import Arm
@@ -115,7 +115,7 @@ def encode_task(kind: str, items: Sequence[Any], tokenizer: Any, budget: Figure4
     """
     items, T = list(items), budget.max_seq_length
     if kind == "span":
-        f = featurize_spans(items, _fast_tokenizer(tokenizer), T, budget.doc_stride, budget.max_query_length)
+        f = featurize_spans(items, fast_tokenizer(tokenizer), T, budget.doc_stride, budget.max_query_length)
         inputs = {"input_ids": f.input_ids, "token_type_ids": f.token_type_ids, "attention_mask": f.attention_mask,
                   "start_positions": f.start_positions, "end_positions": f.end_positions}
         return Encoded4(kind, inputs, items, features=f)

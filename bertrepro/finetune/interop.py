@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
+from safetensors.torch import save
 from torch import nn
 
 from ..checkpoints import load_state_dict_strict
@@ -76,7 +77,7 @@ def hf_config(model: nn.Module, id2label: Mapping[int, str] | None = None) -> di
 
 def to_hf_head(model: nn.Module, attn_implementation: str = "eager", id2label: Mapping[int, str] | None = None):
     """The transformers model of the same class with this head's weights (eval mode)."""
-    import transformers
+    import transformers  # lazily: slow to import, and only these answers need it
 
     hf_cfg = transformers.BertConfig(**{k: v for k, v in hf_config(model, id2label).items() if k != "architectures"})
     hf_cfg._attn_implementation = attn_implementation
@@ -96,7 +97,6 @@ def save_hf_head(model: nn.Module, path: str | os.PathLike, vocab_file: str | os
         ValueError: the vocabulary's size differs from the model's ``vocab_size``, or bad ``id2label``.
         TypeError: ``model`` is not one of the task heads.
     """
-    from safetensors.torch import save
 
     path, vocab_file = Path(path), Path(vocab_file)
     cfg = hf_config(model, id2label)
@@ -123,7 +123,7 @@ def _field(item: Any, name: str) -> Any:
 
 
 def _load(model_dir, cls_name: str):
-    import transformers
+    import transformers  # lazily: slow to import, and only these answers need it
 
     tok = transformers.BertTokenizerFast.from_pretrained(str(model_dir))
     model = getattr(transformers, cls_name).from_pretrained(str(model_dir), attn_implementation="eager").eval()
@@ -188,7 +188,7 @@ def pipeline_agreement(model_dir: str | os.PathLike, items: Sequence[Any], predi
 def hf_tag_entities(model_dir: str | os.PathLike, sentences: Sequence[Sequence[str]]) -> list[set]:
     """Per sentence, the entities (type, first word, last word) that ``pipeline("token-classification",
     aggregation_strategy="first")`` finds in the saved tagger; words are joined by single spaces."""
-    import transformers
+    import transformers  # lazily: slow to import, and only these answers need it
 
     tok, model = _load(model_dir, "BertForTokenClassification")
     pipe = transformers.pipeline("token-classification", model=model, tokenizer=tok, aggregation_strategy="first",
