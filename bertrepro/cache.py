@@ -1,7 +1,7 @@
 """The artifact cache, keyed by what produced each artifact.
 
 Chapters share expensive artifacts through :func:`bertrepro.io.cache_dir` (a WordPiece vocabulary,
-the pre-trained models and their snapshots, chapter 11's measurements). Each artifact ``P`` (a file
+the pre-trained models and their snapshots, chapter 12's measurements). Each artifact ``P`` (a file
 or a folder) gets a manifest ``P.manifest.json`` beside it holding
 
 * its **fingerprint**: a SHA-256 of its *inputs* (:func:`artifact_inputs`): the source of every

@@ -8,7 +8,7 @@ A profile sets the scale of a run:
 
 The default is ``gpu`` when CUDA is available, else ``cpu``. This module is the one place that
 holds per-profile numbers: :data:`PRETRAIN` (chapter 09's pre-training presets),
-:data:`FINETUNE` (chapter 10's budgets) and :data:`ABLATION` (chapter 11's runs). It also holds
+:data:`FINETUNE` (chapter 10's budgets) and :data:`ABLATION` (chapter 12's runs). It also holds
 the one device rule (:func:`resolve_device`): CUDA for the ``gpu`` profile when available, the CPU
 otherwise, so a ``cpu`` or ``smoke`` run gives the same numbers on any machine. A chapter's set-up
 (:func:`bertrepro.chapters.setup`) resolves its profile and device here.
@@ -149,7 +149,7 @@ FINETUNE: dict[str, dict[str, Any]] = {
                 batch_size=PAPER_BATCH_SIZE, epochs=PAPER_EPOCHS, min_steps=30),
 }
 
-# Ablation runs: bertrepro.ablation.runs.AblationSettings fields per profile (chapter 11). The MLM + NSP
+# Ablation runs: bertrepro.ablation.runs.AblationSettings fields per profile (chapter 12). The MLM + NSP
 # arm IS chapter 09's run, at its shape (its kept checkpoints are the snapshots of the crossover
 # curve); the MLM arm repeats its schedule without NSP (equal steps and equal FLOPs); the LTR arm's
 # schedule has the FLOPs of chapter 09's run (bertrepro.train.flops, counted predictions) and stops at

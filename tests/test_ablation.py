@@ -1,4 +1,4 @@
-"""The ablations of chapter 11 (BERT §5.1 Table 5, §5.2 Table 6).
+"""The ablations of chapter 12 (BERT §5.1 Table 5, §5.2 Table 6).
 
 * the LTR arm is causal through the pre-training code path, and its labels are the next tokens;
 * the cloze test, for bidirectional and left-to-right models, against naive one-item computations
@@ -374,7 +374,7 @@ def test_unlearned_arm_gives_inconclusive_never_not_reproduced():
 
 
 def test_smoke_chapter_results_are_all_inconclusive(tmp_path, monkeypatch):
-    """At smoke no arm learns: every claim of chapter 11 is "inconclusive", none "not reproduced"."""
+    """At smoke no arm learns: every claim of chapter 12 is "inconclusive", none "not reproduced"."""
     monkeypatch.setenv("BERTREPRO_CACHE_DIR", str(tmp_path))
     s = ab.settings_for("smoke")
     res = ab.run_ablation(s, seed=0, device="cpu", progress=False)

@@ -89,7 +89,7 @@ def test_divergence_is_caught_before_a_save_when_only_save_points_are_checked(tm
 
 def test_two_checkpoints_are_kept_by_default(tmp_path, cache):
     assert pt.PretrainConfig().keep_checkpoints == 2
-    # the smoke preset keeps more (its checkpoints are chapter 11's snapshots): ask for the default
+    # the smoke preset keeps more (its checkpoints are chapter 12's snapshots): ask for the default
     train(tmp_path, cache, max_steps=6, checkpoint_every=2, keep_checkpoints=pt.PretrainConfig().keep_checkpoints)
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-00000004", "step-00000006"]
 

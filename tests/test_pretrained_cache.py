@@ -1,6 +1,6 @@
 """The book's shared pre-trained model: ``pretrained_model`` trains once, then reads the cache.
 
-Chapter 09 trains through it and chapters 10 and 11 read the same run; these tests check that a
+Chapter 09 trains through it and chapters 10, 11 and 12 read the same run; these tests check that a
 second call trains nothing and returns the same model and numbers, that an interrupted run is
 resumed (ending where an uninterrupted one ends), that a run made with other settings is replaced
 naming what changed, and that ``build=False`` never trains. The smoke preset is shrunk to a few steps on

@@ -1,5 +1,5 @@
 """Appendix C of the paper at small scale: the crossover curve of C.1 (Figure 5) and the masking
-mixes of C.2 (Table 8), plus the compact per-run table of chapter 11.
+mixes of C.2 (Table 8), plus the compact per-run table of chapter 12.
 
 Everything is read from :func:`~bertrepro.ablation.experiment.run_ablation`'s results; every verdict is a
 paired difference with its standard error, gated by the arms' learning checks.

@@ -1,4 +1,4 @@
-"""The cloze test of chapter 11: one whole word removed from a window of held-out text, with
+"""The cloze test of chapter 12: one whole word removed from a window of held-out text, with
 context on both sides, filled by each model as its objective allows (Table 5's bidirectionality).
 
 Shape legend: N items (cloze windows), T sequence length, H hidden size, V vocabulary.

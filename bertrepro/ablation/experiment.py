@@ -1,4 +1,4 @@
-"""Chapter 11's experiment in one call: :func:`run_ablation` trains (or loads) every planned run
+"""Chapter 12's experiment in one call: :func:`run_ablation` trains (or loads) every planned run
 (:mod:`~bertrepro.ablation.runs`), measures them once (:mod:`~bertrepro.ablation.measure`) and caches
 the results as JSON under ``ablation_dir(profile, seed)``. They are rebuilt when absent or when their
 fingerprint changes (:mod:`bertrepro.cache`: the code, the settings, the fine-tuning budget, the corpus,

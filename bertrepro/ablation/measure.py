@@ -1,4 +1,4 @@
-"""Every measurement of chapter 11, made once per settings and cached by
+"""Every measurement of chapter 12, made once per settings and cached by
 :func:`~bertrepro.ablation.experiment.run_ablation`: the per-run summary (steps, FLOPs, wall time,
 final loss), the cloze test of every final model and its learning check, the crossover curve from
 the Table 5 arms' snapshots, Table 6's held-out perplexity, and the topic task (probe for every run,

@@ -1,4 +1,4 @@
-"""Chapter 11's runs: their names, the settings of each profile, the pre-training runs they plan,
+"""Chapter 12's runs: their names, the settings of each profile, the pre-training runs they plan,
 and training (or loading) them with their snapshots. The bottom layer of :mod:`bertrepro.ablation`.
 
 Run names are built and read here only: a Table 5 arm is ``<objective>-L<L>-H<H>-A<A>``
@@ -65,7 +65,7 @@ def run_role(name: str) -> str:
 
 @dataclass(frozen=True)
 class AblationSettings:
-    """What chapter 11 runs at one profile (see :data:`bertrepro.profiles.ABLATION`)."""
+    """What chapter 12 runs at one profile (see :data:`bertrepro.profiles.ABLATION`)."""
 
     profile: str  # smoke | cpu | gpu: the PretrainConfig preset every run starts from
     ltr_fraction: float  # the LTR arm stops at this fraction of its equal-FLOP schedule

@@ -1,4 +1,4 @@
-"""Chapter 11's results read as the paper's Tables 5 and 6: the topic-task rows, summaries with
+"""Chapter 12's results read as the paper's Tables 5 and 6: the topic-task rows, summaries with
 standard errors, ordering claims decided from the measurements (:func:`bertrepro.stats.ordering_claim`,
 never written by hand), and plots.
 """

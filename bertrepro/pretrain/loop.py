@@ -534,7 +534,7 @@ def _log_window(run: _Run, window: torch.Tensor, steps: int, predictions: int, l
            "grad_norm": float(grad_norm), "tokens_per_s": tokens_per_s, "steps_per_s": steps / seconds,
            "elapsed_s": elapsed, "world_size": run.dist_info.world_size, "global_batch_size": B,
            "micro_batch_size": run.split.micro_batch_size, "accumulation_steps": run.split.accumulation_steps}
-    if run.peak_flops is not None:  # the window's counted predictions, priced as chapter 11 and the benchmarks do
+    if run.peak_flops is not None:  # the window's counted predictions, priced as chapter 12 and the benchmarks do
         step_flops = train_step_flops(run.raw_model.config, B, T, predictions / steps)
         rec["mfu"] = estimate_mfu(step_flops, steps / seconds, run.peak_flops)
     if run.main:

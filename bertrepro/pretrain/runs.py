@@ -1,7 +1,7 @@
 """Cached pre-training runs: the one lookup that finds a finished run, resumes an interrupted one,
 or removes a stale one and trains it again.
 
-The book trains chapter 09's model once (:func:`pretrained_model`) and chapter 11's ablation runs
+The book trains chapter 09's model once (:func:`pretrained_model`) and chapter 12's ablation runs
 once each (:func:`bertrepro.ablation.train_or_load`); both go through :func:`load_or_train`. A
 saved run is *the same run* when its fingerprint (:mod:`bertrepro.cache`: the code, every
 setting, the corpus, torch, the device type) equals the one computed now.
@@ -126,7 +126,7 @@ def pretrained_model(profile: str | None = None, seed: int = 0, cache_dir: str |
                      device: str | None = None, build: bool = True, progress: bool = True) -> PretrainResult:
     """The model pre-trained with ``PretrainConfig.for_profile(profile, seed=seed)``: cached, or trained now.
 
-    Chapter 09 calls it first and trains; chapters 10 and 11 call it again and read the same run from
+    Chapter 09 calls it first and trains; chapters 10, 11 and 12 call it again and read the same run from
     :func:`pretrained_dir`, so a book trains once and a chapter run alone rebuilds what it needs.
 
     * A finished run with the preset's settings is loaded: the final model, ``metrics.jsonl``,

@@ -2,7 +2,7 @@ r"""FLOP counts, model FLOPs utilisation and a measured matmul peak: one count f
 
 Matmul FLOPs only (a multiply-add counts 2), the count ``torch.utils.flop_counter`` makes; a
 training step costs three forward passes (the backward pass about twice the forward). One formula
-prices a pre-training step, :func:`train_step_flops`: the benchmarks, the loop's MFU and chapter 11's
+prices a pre-training step, :func:`train_step_flops`: the benchmarks, the loop's MFU and chapter 12's
 equal-compute schedules all use it, with the step's counted predicted positions.
 """
 from __future__ import annotations
