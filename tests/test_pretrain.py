@@ -13,6 +13,7 @@ import torch
 
 from bertrepro import BertConfig, BertForPreTraining
 from bertrepro import pretrain as pt
+from bertrepro.cache import commit
 from bertrepro.checkpoints import CheckpointError
 from bertrepro.model import IGNORE_INDEX
 from bertrepro.train.distributed import derive_seed, init_distributed, split_batch
@@ -591,6 +592,7 @@ def test_elapsed_time_continues_across_a_resume(tmp_path, cache):
 def test_a_lowered_max_steps_loads_the_finished_run(tmp_path, cache, monkeypatch):
     """A run trained to step 6, then asked for with max_steps=4, is finished: loaded, not resumed for nothing."""
     done = train(tmp_path, cache, max_steps=6)
+    commit(tmp_path, pt.runs.run_inputs(tiny(max_steps=6)))  # what load_or_train records after training
     stamp = (done.model_dir / "model.safetensors").stat().st_mtime_ns
 
     def no_training(*args, **kwargs):

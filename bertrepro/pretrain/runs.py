@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -70,6 +71,26 @@ def _resumable(out: Path, inputs: Mapping[str, Any]) -> bool:
     return _resume_key(saved) == _resume_key(inputs) and old_stop is not None and (new_stop is None or new_stop > old_stop)
 
 
+def _finished_past_stop(out: Path, inputs: Mapping[str, Any], config: PretrainConfig) -> bool:
+    """True when ``out`` holds this very run, intact and finished at a later ``max_steps`` than
+    ``config``'s (it was lowered since): its model is used as it is, with a warning, and nothing is
+    trained again."""
+    try:
+        saved = json.loads(manifest_path(out).read_text())["inputs"]
+    except (OSError, ValueError, KeyError):
+        return False
+    if _resume_key(saved) != _resume_key(inputs) or check(out, saved) is not None:
+        return False
+    metrics = read_metrics(out / "metrics.jsonl")
+    last = int(metrics[-1]["step"]) if metrics else -1
+    if last < config.stop_step:
+        return False
+    warnings.warn(f"the run in {out} trained to step {last}, past this configuration's stop step "
+                  f"{config.stop_step}; its model is used as it is (delete {out} to train it to "
+                  f"{config.stop_step} steps)")
+    return True
+
+
 def _load(config: PretrainConfig, out: Path, cache_dir: Any, with_data: bool) -> PretrainResult:
     model_dir = out / "model"
     metrics = read_metrics(out / "metrics.jsonl")
@@ -103,7 +124,7 @@ def load_or_train(config: PretrainConfig, out: str | os.PathLike, *, cache_dir: 
     inputs = run_inputs(config)
     with lock(out):
         reason = check(out, inputs)
-        if reason is None:
+        if reason is None or _finished_past_stop(out, inputs, config):
             log_artifact(out, inputs, "reused")
             return _load(config, out, cache_dir, with_data)
         if not build:
