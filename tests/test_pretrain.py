@@ -604,3 +604,55 @@ def test_a_lowered_max_steps_loads_the_finished_run(tmp_path, cache, monkeypatch
     assert loaded.step == 6 and loaded.steps_run == 0
     assert (done.model_dir / "model.safetensors").stat().st_mtime_ns == stamp
     assert_same_weights(loaded.model, done.model)
+
+
+# ----------------------------------------------------------------------------- the second phase (App. A.2)
+
+
+def test_long_phase_boundary_and_phase_settings():
+    c = pt.PretrainConfig.for_profile("cpu")
+    assert c.long_phase_start == 5400 and c.phase_steps() == (5400, 600)  # the last 10 % of 6,000 steps
+    assert c.phase_at(5399) == 0 and c.phase_at(5400) == 1
+    long = c.phase_config(1)
+    assert (long.max_seq_length, long.max_predictions_per_seq) == (128, 20)
+    assert pt.PretrainConfig.for_profile("cpu", max_steps=3000).phase_steps() == (3000, 0)
+    one = pt.PretrainConfig.for_profile("cpu", long_phase_fraction=0.0)
+    assert one.long_phase_start == one.total_steps and one.phase_config(0) is one
+    with pytest.raises(ValueError, match="long_seq_length .* shorter than max_seq_length"):
+        pt.PretrainConfig.for_profile("cpu", long_seq_length=32)
+    with pytest.raises(ValueError, match="long_phase_fraction must be in"):
+        pt.PretrainConfig.for_profile("cpu", long_phase_fraction=1.5)
+
+
+def _long(**kw) -> dict:
+    return dict(total_steps=20, warmup_steps=2, long_phase_fraction=0.25, long_seq_length=64,
+                long_max_predictions_per_seq=10, checkpoint_every=5, keep_checkpoints=5, **kw)
+
+
+def test_second_phase_trains_longer_sequences_and_the_positions_it_reaches(tmp_path, cache):
+    r = train(tmp_path, cache, **_long(dropout=0.0))
+    by_step = {m["step"]: m for m in r.metrics}
+    assert by_step[12]["seq_length"] == 32 and by_step[12]["phase"] == 0
+    assert by_step[20]["seq_length"] == 64 and by_step[20]["phase"] == 1
+    assert r.checkpoint is not None and pt.load_checkpoint(r.output_dir).data["phase"] == 1
+    # Rows 32..63 of the position table get no gradient in phase 1 (sequences of 32 tokens): AdamW's
+    # decoupled decay only scales them. Phase 2 reads them, and moves them off that line.
+    torch.manual_seed(derive_seed(0, "init"))
+    init = BertForPreTraining(r.model.config).bert.embeddings.position_embeddings.weight[32:64].detach()
+    at15 = pt.load_checkpoint(r.output_dir / "checkpoints" / "step-00000015").model
+    rows15 = at15.bert.embeddings.position_embeddings.weight[32:64].detach()
+    scale = float((rows15 * init).sum() / (init * init).sum())
+    assert 0.99 < scale <= 1.0
+    torch.testing.assert_close(rows15, scale * init, rtol=0, atol=1e-6)
+    rows20 = r.model.bert.embeddings.position_embeddings.weight[32:64].detach()
+    assert (rows20 - scale * init).abs().max() > 1e-4  # 100x the tolerance above
+
+
+def test_resume_across_the_phase_boundary_is_bit_identical(tmp_path, cache):
+    whole = train(tmp_path / "whole", cache, **_long())
+    for stop in (15, 17):  # at the boundary itself, and inside the second phase
+        out = tmp_path / f"stop{stop}"
+        train(out, cache, max_steps=stop, **_long())
+        resumed = train(out, cache, resume=True, **_long())
+        assert resumed.steps_run == 20 - stop
+        assert_same_weights(resumed.model, whole.model)

@@ -37,6 +37,12 @@ class PretrainConfig:
     short_seq_prob: float = 0.1  # probability of a shorter target length (create_pretraining_data.py)
     mlm_probability: float = 0.15  # fraction of positions chosen for the masked LM (§3.1)
     max_predictions_per_seq: int = 20  # cap on chosen positions per sequence (the original's default)
+    # The second phase (Appendix A.2): "the rest 10% of the steps of sequence of 512 to learn the
+    # positional embeddings". The last long_phase_fraction of total_steps train on long_seq_length tokens
+    # with long_max_predictions_per_seq; 0 (or a length not longer than max_seq_length) means one phase.
+    long_phase_fraction: float = 0.1
+    long_seq_length: int = 512
+    long_max_predictions_per_seq: int = 80  # about 0.15 x 512, rounded up as 20 is for 128
     mask_fraction: float = 0.8  # of the chosen positions: replaced by [MASK] (Appendix C.2, "MASK")
     same_fraction: float = 0.1  # left unchanged ("SAME")
     random_fraction: float = 0.1  # replaced by a random token ("RND"); the three add up to 1
@@ -128,6 +134,7 @@ class PretrainConfig:
             raise ValueError(f"max_seq_length {self.max_seq_length} exceeds BERT's 512 positions")
         if self.max_seq_length < 8:
             raise ValueError(f"max_seq_length {self.max_seq_length} is too short for [CLS] A [SEP] B [SEP]")
+        self._check_long_phase()
         for name in ("learning_rate", "adam_epsilon", "max_grad_norm", "dist_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
@@ -138,6 +145,20 @@ class PretrainConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
         if self.peak_tflops is not None and not self.peak_tflops > 0:
             raise ValueError(f"peak_tflops must be > 0, got {self.peak_tflops!r}")
+
+    def _check_long_phase(self) -> None:
+        if not isinstance(self.long_phase_fraction, (int, float)) or not 0.0 <= self.long_phase_fraction < 1.0:
+            raise ValueError(f"long_phase_fraction must be in [0, 1), got {self.long_phase_fraction!r}")
+        for name in ("long_seq_length", "long_max_predictions_per_seq"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"PretrainConfig.{name} must be a positive int, got {v!r}")
+        if self.long_seq_length > 512:
+            raise ValueError(f"long_seq_length {self.long_seq_length} exceeds BERT's 512 positions")
+        if self.long_phase_fraction > 0 and self.long_seq_length < self.max_seq_length:
+            raise ValueError(f"long_seq_length ({self.long_seq_length}) is shorter than max_seq_length "
+                             f"({self.max_seq_length}); the second phase trains on longer sequences, or set "
+                             f"long_phase_fraction=0 for one phase")
 
     # -- presets --
     @classmethod
@@ -156,6 +177,36 @@ class PretrainConfig:
     @property
     def stop_step(self) -> int:
         return self.total_steps if self.max_steps is None else self.max_steps
+
+    @property
+    def long_phase_start(self) -> int:
+        """The step where the second phase begins (``total_steps`` when there is none).
+
+        Steps ``0 .. long_phase_start - 1`` train on ``max_seq_length`` tokens, the rest on
+        ``long_seq_length``. The boundary depends on the schedule, never on ``max_steps``.
+        """
+        if self.long_phase_fraction <= 0 or self.long_seq_length <= self.max_seq_length:
+            return self.total_steps
+        return self.total_steps - round(self.long_phase_fraction * self.total_steps)
+
+    def phase_at(self, step: int) -> int:
+        """0 for the first phase, 1 for the second: the phase of the update after ``step`` steps done."""
+        return int(step >= self.long_phase_start)
+
+    def phase_config(self, phase: int) -> "PretrainConfig":
+        """The settings the data of ``phase`` is made with: phase 1 has the long sequence length and
+        prediction cap (everything else, the seed and the objective included, unchanged)."""
+        if phase not in (0, 1):
+            raise ValueError(f"phase must be 0 or 1, got {phase!r}")
+        if phase == 0:
+            return self
+        return dataclasses.replace(self, max_seq_length=self.long_seq_length,
+                                   max_predictions_per_seq=self.long_max_predictions_per_seq)
+
+    def phase_steps(self) -> tuple[int, int]:
+        """(steps of the first phase, steps of the second) up to the stop step."""
+        start = min(self.long_phase_start, self.stop_step)
+        return start, self.stop_step - start
 
     def bert_config(self, vocab_size: int, pad_token_id: int = 0) -> BertConfig:
         """The model's architecture; ``vocab_size`` is the real size of the vocabulary file."""

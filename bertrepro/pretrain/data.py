@@ -180,16 +180,19 @@ def _mask(examples: Examples, data: PretrainData, config: PretrainConfig,
                        random_fraction=config.random_fraction)
 
 
-def epoch_examples(data: PretrainData, config: PretrainConfig, epoch: int) -> Examples:
-    """The training pairs of one epoch, re-drawn every epoch from ``(seed, epoch)``.
+def epoch_examples(data: PretrainData, config: PretrainConfig, epoch: int, phase: int = 0) -> Examples:
+    """The training pairs of one epoch of ``phase``, re-drawn every epoch from ``(seed, epoch)``.
 
     The original wrote ``dupe_factor=10`` differently-paired copies of the corpus once; drawing a
     new pairing per epoch does the same without storing them, and a resumed run rebuilds the
     epoch it stopped in exactly. With ``objective`` "mlm" or "ltr" (no NSP) B is always the true
-    continuation, so the model reads coherent text and the NSP label is unused.
+    continuation, so the model reads coherent text and the NSP label is unused. Phase 1 (the second
+    phase, Appendix A.2) packs the same documents to ``long_seq_length`` tokens, from its own seeds.
     """
-    rng = random.Random(derive_seed(config.seed, "pairs", epoch))
-    return _make_pairs(data, data.train_documents, config, rng, contiguous=config.objective != "mlm_nsp")
+    parts = ("pairs", epoch) if phase == 0 else ("pairs", epoch, "long")
+    rng = random.Random(derive_seed(config.seed, *parts))
+    return _make_pairs(data, data.train_documents, config.phase_config(phase), rng,
+                       contiguous=config.objective != "mlm_nsp")
 
 
 def validation_examples(data: PretrainData, config: PretrainConfig) -> Examples:
@@ -225,18 +228,18 @@ def make_batch(examples: Examples, data: PretrainData, config: PretrainConfig,
             "next_sentence_label": examples.next_sentence_label}
 
 
-def mean_predictions(data: PretrainData, config: PretrainConfig, epochs: int = 1) -> float:
+def mean_predictions(data: PretrainData, config: PretrainConfig, epochs: int = 1, phase: int = 0) -> float:
     """Predicted positions per optimizer step, counted on the run's own batches (the ``predicted`` of
     :func:`bertrepro.train.flops.train_step_flops`).
 
     The first ``epochs`` epochs of ``config``'s data (:func:`epoch_examples`, masked or labelled by
     :func:`make_batch` exactly as the run does) are labelled and their non-ignored labels counted;
-    the mean per sequence times the batch size is returned.
+    the mean per sequence times the batch size is returned. ``phase`` 1 counts the second phase's batches.
     """
     total, sequences = 0, 0
     g = torch.Generator().manual_seed(config.seed)
     for epoch in range(epochs):
-        batch = make_batch(epoch_examples(data, config, epoch), data, config, g)
+        batch = make_batch(epoch_examples(data, config, epoch, phase), data, config.phase_config(phase), g)
         total += int((batch["labels"] != IGNORE_INDEX).sum())
         sequences += batch["labels"].shape[0]
     if sequences == 0:
@@ -245,20 +248,26 @@ def mean_predictions(data: PretrainData, config: PretrainConfig, epochs: int = 1
 
 
 class BatchStream:
-    """The global batches of a run in order: a seeded permutation per epoch, position checkpointed."""
+    """The global batches of one phase in order: a seeded permutation per epoch, position checkpointed.
 
-    def __init__(self, data: PretrainData, config: PretrainConfig, epoch: int = 0, index: int = 0) -> None:
-        self.data, self.config = data, config
+    ``config`` is the run's; :attr:`phase_config` is what this phase's batches are made with.
+    """
+
+    def __init__(self, data: PretrainData, config: PretrainConfig, epoch: int = 0, index: int = 0,
+                 phase: int = 0) -> None:
+        self.data, self.run_config, self.phase = data, config, phase
+        self.config = config.phase_config(phase)
         self.epoch, self.index = epoch, index
         self._load_epoch()
 
     def _load_epoch(self) -> None:
-        self.examples = epoch_examples(self.data, self.config, self.epoch)
+        self.examples = epoch_examples(self.data, self.run_config, self.epoch, self.phase)
         n, b = len(self.examples), self.config.batch_size
         if n < b:
             raise ValueError(f"only {n} pre-training examples, fewer than one global batch of {b}; use more "
                              f"documents (max_documents) or a smaller --batch-size")
-        self.permutation_seed = derive_seed(self.config.seed, "permutation", self.epoch)
+        parts = ("permutation", self.epoch) if self.phase == 0 else ("permutation", self.epoch, "long")
+        self.permutation_seed = derive_seed(self.config.seed, *parts)
         self.order = torch.randperm(n, generator=torch.Generator().manual_seed(self.permutation_seed))
 
     def next(self) -> Examples:
@@ -272,4 +281,4 @@ class BatchStream:
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "index": self.index, "permutation_seed": self.permutation_seed,
-                "examples_in_epoch": len(self.examples)}
+                "examples_in_epoch": len(self.examples), "phase": self.phase}

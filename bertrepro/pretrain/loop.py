@@ -326,7 +326,8 @@ def _build(config: PretrainConfig, output_dir: Path, device: torch.device, dist_
     """Model, optimizer, schedule, masking generator and batch stream: fresh, or continued from ``state``."""
     raw_model = _model(config, data, state, device)
     optimizer = build_optimizer(raw_model, config, device)
-    position = dict(epoch=state.data["epoch"], index=state.data["index"]) if state is not None else {}
+    position = dict(epoch=state.data["epoch"], index=state.data["index"], phase=state.data.get("phase", 0)) \
+        if state is not None else {}
     run = _Run(config=config, output_dir=output_dir, device=device, dist_info=dist_info,
                split=split_batch(config.batch_size, dist_info.world_size, config.micro_batch_size), data=data,
                vocab_sha=vocab_sha, raw_model=raw_model, model=raw_model, optimizer=optimizer,
@@ -457,7 +458,11 @@ def _train_step(run: _Run, window: torch.Tensor) -> tuple[int, torch.Tensor]:
     """One optimizer update on the next global batch; adds to ``window``'s slots (``MLM_LOSS``,
     ``NSP_LOSS``, ``MLM_CORRECT``, ``NSP_CORRECT``) on the device. Returns the batch's predicted positions and the gradient norm."""
     config, split, device, world = run.config, run.split, run.device, run.dist_info.world_size
-    batch = make_batch(run.stream.next(), run.data, config, run.masking_gen)  # the GLOBAL batch, masked on CPU
+    phase = config.phase_at(run.step)
+    if phase != run.stream.phase:  # the second phase (Appendix A.2): longer sequences from here on
+        run.stream = BatchStream(run.data, config, phase=phase)
+    # the GLOBAL batch, masked on CPU with this phase's prediction cap
+    batch = make_batch(run.stream.next(), run.data, run.stream.config, run.masking_gen)
     n_pred = int((batch["labels"] != IGNORE_INDEX).sum())  # global count: no device sync
     step_loss = torch.zeros((), dtype=torch.float64, device=device)
     for micro in range(split.accumulation_steps):
@@ -525,9 +530,10 @@ def _log_window(run: _Run, window: torch.Tensor, steps: int, predictions: int, l
     if run.dist_info.enabled:
         dist.all_reduce(sums)
     s = sums.tolist()
-    B, T, nsp = run.config.batch_size, run.config.max_seq_length, run.nsp
+    B, T, nsp = run.config.batch_size, run.stream.config.max_seq_length, run.nsp
     tokens_per_s = steps * B * T / seconds
-    rec = {"step": run.step, "epoch": run.stream.epoch, "lr": lr, "loss": (s[MLM_LOSS] + s[NSP_LOSS]) / steps,
+    rec = {"step": run.step, "epoch": run.stream.epoch, "phase": run.stream.phase, "seq_length": T, "lr": lr,
+           "loss": (s[MLM_LOSS] + s[NSP_LOSS]) / steps,
            "mlm_loss": s[MLM_LOSS] / steps, "nsp_loss": s[NSP_LOSS] / steps if nsp else None,
            "mlm_accuracy": s[MLM_CORRECT] / max(predictions, 1), "predictions": predictions,
            "nsp_accuracy": s[NSP_CORRECT] / (steps * B) if nsp else None,
