@@ -138,12 +138,15 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
 
-    def forward(self, hidden_states, attention_mask=None, output_attentions=False, is_causal=False):
-        all_weights = []
+    def forward(self, hidden_states, attention_mask=None, output_attentions=False, is_causal=False,
+                output_hidden_states=False):
+        all_weights, all_states = [], [hidden_states]
         for block in self.layer:
             hidden_states, weights = block(hidden_states, attention_mask, output_attentions, is_causal)
             all_weights.append(weights)
-        return hidden_states, (tuple(all_weights) if output_attentions else None)
+            all_states.append(hidden_states)
+        return (hidden_states, (tuple(all_weights) if output_attentions else None),
+                (tuple(all_states) if output_hidden_states else None))
 
 
 class BertPooler(nn.Module):
@@ -196,6 +199,7 @@ class BertModelOutput:
     last_hidden_state: torch.Tensor  # (B, T, H)
     pooler_output: torch.Tensor | None  # (B, H)
     attentions: tuple[torch.Tensor, ...] | None = None  # L x (B, nh, T, T)
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # (L + 1) x (B, T, H): embeddings, then each layer
 
 
 class BertModel(nn.Module):
@@ -216,16 +220,19 @@ class BertModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
         is_causal: bool = False,
+        output_hidden_states: bool = False,
     ) -> BertModelOutput:
         """input_ids, token_type_ids, attention_mask: (B, T); attention_mask 1 = token, 0 = padding.
 
         ``is_causal`` turns the encoder into a left-to-right model (the "LTR" ablation of §5.1).
+        ``output_hidden_states`` also returns the embedding output and every layer's output (the
+        feature-based approach of §5.3 reads them), as transformers' ``hidden_states``.
         """
         mask = key_padding_mask(attention_mask) if attention_mask is not None else None  # (B, 1, 1, T)
         h = self.embeddings(input_ids, token_type_ids)
-        h, attentions = self.encoder(h, mask, output_attentions, is_causal)
+        h, attentions, states = self.encoder(h, mask, output_attentions, is_causal, output_hidden_states)
         pooled = self.pooler(h) if self.pooler is not None else None
-        return BertModelOutput(h, pooled, attentions)
+        return BertModelOutput(h, pooled, attentions, states)
 
 
 class BertPredictionHeadTransform(nn.Module):

@@ -22,7 +22,7 @@ import torch
 
 __all__ = ["PROFILES", "OFFLINE_ENV", "default_profile", "check_profile", "resolve_profile", "resolve_device", "pick",
            "set_offline", "PRETRAIN", "FINETUNE", "ABLATION", "PAPER_LEARNING_RATES", "PAPER_BATCH_SIZE",
-           "PAPER_EPOCHS", "PAPER_WARMUP_PROPORTION", "FIGURE4"]
+           "PAPER_EPOCHS", "PAPER_WARMUP_PROPORTION", "ANALOGS"]
 
 PROFILES = ("smoke", "cpu", "gpu")
 
@@ -177,7 +177,7 @@ ABLATION: dict[str, dict[str, Any]] = {
                 learning_rates=_SMALL_MODEL_LEARNING_RATES["gpu"]),
 }
 
-# Figure 4 runs: bertrepro.finetune.figure4_train.Figure4Budget fields per profile and task (the
+# Figure 4 runs: bertrepro.finetune.analog_runs.AnalogBudget fields per profile and task (the
 # chapter "Spans, tags and choices"). max_train / max_eval cap the items of the training split and of
 # each of dev and test (None: all); the span tasks cut passages into max_seq_length windows every
 # doc_stride tokens (run_squad.py's flags), the other tasks truncate to max_seq_length. Learning
@@ -211,7 +211,7 @@ _F4_GPU = dict(max_train=None, max_train_minilm=None, max_eval=None, max_seq_len
                epochs=PAPER_EPOCHS, batch_size=PAPER_BATCH_SIZE, min_steps=0,
                learning_rates=_f4_lrs((5e-5, 3e-5, 2e-5), (5e-5, 3e-5, 2e-5)),
                **_F4_SPAN)
-FIGURE4: dict[str, dict[str, dict[str, Any]]] = {
+ANALOGS: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {t: dict(_F4_SMOKE) for t in ("qnli", "squad11", "squad20", "ner", "swag")},
     "cpu": {"qnli": dict(_F4_CPU, max_seq_length=64),
             "squad11": dict(_F4_CPU, max_train=256, max_train_minilm=48),

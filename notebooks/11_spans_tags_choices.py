@@ -63,13 +63,13 @@ from bertrepro.checkpoints import load_pretrained
 from bertrepro.config import BertConfig
 from bertrepro.data import load_corpus
 from bertrepro.finetune.baselines import nsp_zero_shot
-from bertrepro.finetune.figure4 import NAME_TAGS, TASKS, align_first_subtoken
-from bertrepro.finetune.figure4_train import (
+from bertrepro.finetune.analogs import NAME_TAGS, TASKS, align_first_subtoken
+from bertrepro.finetune.analog_runs import (
     MAIN_METRIC,
     TASK_KINDS,
     baselines,
-    figure4_budget,
-    load_figure4_task,
+    analog_budget,
+    load_analog,
     pretraining_helps,
     run_task,
 )
@@ -89,7 +89,7 @@ from bertrepro.report import markdown_table, record
 from bertrepro.spans import best_span_loop, best_spans, choose_threshold, null_scores
 
 chapter_start = time.perf_counter()
-budgets = {t: figure4_budget(run.profile, t) for t in TASKS}
+budgets = {t: analog_budget(run.profile, t) for t in TASKS}
 pd.DataFrame({t: dataclasses.asdict(b) for t, b in budgets.items()}).astype(str)
 
 # %% [markdown]
@@ -348,7 +348,7 @@ pd.DataFrame(
 #   distractors come from other articles of the same topic.
 
 # %%
-tasks = {t: load_figure4_task(t, budgets[t], seed=run.seed) for t in TASKS}
+tasks = {t: load_analog(t, budgets[t], seed=run.seed) for t in TASKS}
 train_titles = set(corpus["train"]["title"])
 for t, task in tasks.items():
     titles = {

@@ -8,7 +8,7 @@ from bertrepro.config import BertConfig
 from bertrepro.finetune.baselines import (CHANCE, _fit_threshold, choice_overlap, content_words, ner_lexicon,
                                           nsp_zero_shot, pair_majority, pair_overlap, qa_first_title_span,
                                           qa_random_sentence, title_shaped_spans)
-from bertrepro.finetune.figure4 import ChoiceItem, PairItem, SpanItem, TagItem, build_task, name_tags, sentence_words
+from bertrepro.finetune.analogs import ChoiceItem, PairItem, SpanItem, TagItem, build_task, name_tags, sentence_words
 from bertrepro.finetune.tasks import encode_texts
 from bertrepro.model import BertForPreTraining
 from bertrepro.tokenization import WordPieceTokenizer, bert_uncased_vocab_path

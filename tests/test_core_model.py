@@ -53,6 +53,20 @@ def test_bert_model_matches_transformers(cfg):
 
 
 @pytest.mark.parametrize("cfg", CONFIGS)
+def test_every_hidden_state_matches_transformers(cfg):
+    hf = _hf(transformers.BertModel, cfg)
+    ours = from_hf(hf)
+    ids, tt, am = _batch(cfg)
+    with torch.no_grad():
+        ref = hf(input_ids=ids, token_type_ids=tt, attention_mask=am, output_hidden_states=True)
+        got = ours(ids, tt, am, output_hidden_states=True)
+    assert len(got.hidden_states) == len(ref.hidden_states) == cfg.num_hidden_layers + 1
+    for a, b in zip(got.hidden_states, ref.hidden_states):
+        assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert got.hidden_states[-1] is got.last_hidden_state and ours(ids, tt, am).hidden_states is None
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
 def test_pretraining_heads_match_transformers(cfg):
     hf = _hf(transformers.BertForPreTraining, cfg)
     ours = from_hf(hf)

@@ -76,7 +76,7 @@ def test_per_profile_numbers_live_only_in_profiles(path):
 def test_profiles_table_covers_every_profile():
     from bertrepro import profiles
 
-    for table in (profiles.PRETRAIN, profiles.FINETUNE, profiles.ABLATION, profiles.FIGURE4):
+    for table in (profiles.PRETRAIN, profiles.FINETUNE, profiles.ABLATION, profiles.ANALOGS):
         assert set(table) == set(PROFILES)
 
 

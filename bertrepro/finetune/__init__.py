@@ -10,9 +10,9 @@ Where each piece lives:
 * :mod:`~bertrepro.finetune.tasks` -- encoded inputs, GLUE loaders (online only), the book's offline
   topic task (11 topics of Wikipedia articles pre-training never trained on), the arms;
 * :mod:`~bertrepro.finetune.curves` -- chapter 10's data-efficiency curves and their budgets;
-* :mod:`~bertrepro.finetune.figure4_train` -- the Figure 4 heads (pairs, spans, tags, choices) fine-tuned
+* :mod:`~bertrepro.finetune.analog_runs` -- the Figure 4 heads (pairs, spans, tags, choices) fine-tuned
   on the book's offline analogs through the same loop, scored with the official metrics;
-* :mod:`~bertrepro.finetune.cli` -- ``python -m bertrepro.finetune`` (:mod:`~bertrepro.finetune.figure4_cli`
+* :mod:`~bertrepro.finetune.cli` -- ``python -m bertrepro.finetune`` (:mod:`~bertrepro.finetune.analog_cli`
   for the Figure 4 tasks).
 
 Deviations from the reference code, each also noted where it happens:

@@ -1,4 +1,4 @@
-r"""Baselines for the Figure 4 tasks (:mod:`bertrepro.finetune.figure4`), and NSP zero-shot on multiple choice.
+r"""Baselines for the Figure 4 tasks (:mod:`bertrepro.finetune.analogs`), and NSP zero-shot on multiple choice.
 
 A fine-tuned model's score means little without the score of a rule that knows nothing: each task
 gets rules a reader could write in a minute.
@@ -24,7 +24,7 @@ import torch
 
 from ..data import split_sentences
 from ..model import IS_NEXT, BertForPreTraining
-from .figure4 import ChoiceItem, PairItem, SpanItem, TagItem
+from .analogs import ChoiceItem, PairItem, SpanItem, TagItem
 from .tasks import encode_texts
 
 __all__ = ["CHANCE", "title_shaped_spans", "qa_first_title_span", "qa_random_sentence", "ner_lexicon",
@@ -115,7 +115,7 @@ def ner_lexicon(train_items: Sequence[TagItem]) -> Callable[[Sequence[TagItem]],
     The lexicon sees what the uncased model sees: lower-cased words. A word is a name when, away from
     the sentence start, it was tagged as a name in most of its training occurrences (unseen words:
     ``O``). Sentence-start rule: the first word is a name only when the lexicon says so and the next
-    word is a name too (as :func:`bertrepro.finetune.figure4.name_tags` treats capitals there).
+    word is a name too (as :func:`bertrepro.finetune.analogs.name_tags` treats capitals there).
     Punctuation is ``O``; runs of name words become ``B-NAME I-NAME ...``.
     """
     votes: dict[str, Counter] = defaultdict(Counter)

@@ -25,15 +25,15 @@ from ..profiles import OFFLINE_ENV, PAPER_LEARNING_RATES, PROFILES
 from .classifier import FinetuneConfig, predict, tune_on_dev
 from .curves import BUDGETS, Budget, training_indices
 from .probe import accuracy
-from .figure4 import TASKS as FIGURE4_TASKS
-from .figure4_cli import run_figure4
+from .analogs import TASKS as ANALOGS_TASKS
+from .analog_cli import run_analog
 from .tasks import ARMS, GLUE_TASKS, Arm, encode_texts, load_arm, load_glue, topic_task
 
 __all__ = ["build_parser", "run", "main"]
 
 _PROG = "python -m bertrepro.finetune"
 
-ALL_TASKS = ("topics", *FIGURE4_TASKS, *GLUE_TASKS)
+ALL_TASKS = ("topics", *ANALOGS_TASKS, *GLUE_TASKS)
 
 _CONFIG_OPTIONS = ("epochs", "batch_size", "min_steps", "max_seq_length", "warmup_proportion", "weight_decay",
                    "dropout", "eval_batch_size")
@@ -153,16 +153,16 @@ def _check_task(args: argparse.Namespace) -> None:
     if args.task not in ALL_TASKS:
         raise ValueError(f"unknown task {args.task!r}; valid tasks are {', '.join(ALL_TASKS)} "
                          "(topic is an alias of topics)")
-    if args.dev_file is not None and args.task not in FIGURE4_TASKS:
+    if args.dev_file is not None and args.task not in ANALOGS_TASKS:
         raise ValueError(f"--dev-file is for the Figure 4 span and ner tasks, not {args.task!r}")
 
 
 def _main(args: argparse.Namespace) -> dict[str, Any]:
     _check_task(args)
     run = setup(profile=args.profile, seed=args.seed, device=args.device)
-    if args.task in FIGURE4_TASKS:
+    if args.task in ANALOGS_TASKS:
         arm, _ = _arm(args, run, not args.no_progress)
-        return run_figure4(args, run, arm, not args.no_progress)
+        return run_analog(args, run, arm, not args.no_progress)
     budget, progress, is_glue = BUDGETS[run.profile], not args.no_progress, args.task in GLUE_TASKS
     config = _config(args, budget, is_glue)
     grid = tuple(args.learning_rate or (PAPER_LEARNING_RATES if is_glue else budget.learning_rates[args.arm]))

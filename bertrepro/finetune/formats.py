@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..io import atomic_write_text
-from .figure4 import SpanItem, TagItem
+from .analogs import SpanItem, TagItem
 
 __all__ = ["write_squad_json", "read_squad_json", "write_conll", "read_conll"]
 

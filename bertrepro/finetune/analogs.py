@@ -50,7 +50,7 @@ import torch
 from ..data import TOPICS, load_corpus
 from .tasks import TASK_SEED, Encoded, encode_texts
 
-__all__ = ["SpanItem", "PairItem", "TagItem", "ChoiceItem", "Figure4Task", "NAME_TAGS", "TASKS", "Article",
+__all__ = ["SpanItem", "PairItem", "TagItem", "ChoiceItem", "AnalogTask", "NAME_TAGS", "TASKS", "Article",
            "task_articles", "title_pattern", "title_starts", "sentence_words", "name_tags", "squad_task", "qnli_task",
            "ner_task", "swag_task", "build_task", "align_first_subtoken", "first_subtoken_mask",
            "word_tags", "encode_pairs", "encode_choices", "fast_tokenizer"]
@@ -105,7 +105,7 @@ class ChoiceItem:
 
 
 @dataclass
-class Figure4Task:
+class AnalogTask:
     """A task's items per split and a description of how it was built (``info``)."""
 
     name: str
@@ -202,13 +202,13 @@ def _check_common(seed: int, max_items: int | None) -> None:
         raise ValueError(f"max_items must be None or a positive int, got {max_items!r}")
 
 
-def _build(name: str, corpus: Any, seed: int, max_items: int | None, make_split, info: dict) -> Figure4Task:
+def _build(name: str, corpus: Any, seed: int, max_items: int | None, make_split, info: dict) -> AnalogTask:
     _check_common(seed, max_items)
     arts = task_articles(corpus)
     splits = {s: make_split(arts[s], _rng(name, seed, s), s)[: max_items] for s in ITEM_SPLITS}
     info = {**info, "seed": seed, "max_items": max_items,
             "articles": {s: len(arts[s]) for s in ITEM_SPLITS}}
-    return Figure4Task(name, splits["train"], splits["dev"], splits["test"], info)
+    return AnalogTask(name, splits["train"], splits["dev"], splits["test"], info)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,7 +270,7 @@ def _span_item(arts: Sequence[Article], i: int, lead_by_topic: dict[str, list[in
 
 
 def squad_task(version: str = "1.1", corpus: Any = "wiki-vital", seed: int = 0, k: int = 4,
-               max_items: int | None = None, no_answer_fraction: float = 1 / 3) -> Figure4Task:
+               max_items: int | None = None, no_answer_fraction: float = 1 / 3) -> AnalogTask:
     """The SQuAD analog (v1.1; or v2.0 with no-answer items); see the module docstring.
 
     Args:
@@ -327,7 +327,7 @@ def _negative(arts: Sequence[Article], i: int, others: list[int], rng: random.Ra
 
 
 def qnli_task(corpus: Any = "wiki-vital", seed: int = 0, max_items: int | None = None,
-              negatives: str = "random") -> Figure4Task:
+              negatives: str = "random") -> AnalogTask:
     """The QNLI analog: (description, lead sentence), 1 = the sentence is the described article's own.
 
     One pair per article; half of each split's articles (a seeded half) give the positive pair, the
@@ -414,7 +414,7 @@ def name_tags(words: Sequence[str]) -> list[str]:
     return ["O" if not inside[i] else ("I-NAME" if i > 0 and inside[i - 1] else "B-NAME") for i in range(n)]
 
 
-def ner_task(corpus: Any = "wiki-vital", seed: int = 0, max_items: int | None = None) -> Figure4Task:
+def ner_task(corpus: Any = "wiki-vital", seed: int = 0, max_items: int | None = None) -> AnalogTask:
     """The NER analog: every sentence of a split's articles (articles in a seeded order), tagged by
     :func:`name_tags`; ``max_items`` keeps the first sentences in that order."""
     def make(arts, rng, split):
@@ -461,7 +461,7 @@ def _choice_item(arts: Sequence[Article], i: int, p: int, pool: list[int], rng: 
 
 
 def swag_task(corpus: Any = "wiki-vital", seed: int = 0, max_items: int | None = None,
-              num_choices: int = 4) -> Figure4Task:
+              num_choices: int = 4) -> AnalogTask:
     """The SWAG analog: a sentence and ``num_choices`` endings, the true next sentence among non-lead
     sentences of other articles of the same topic; one item per pair of consecutive sentences (in a
     seeded order)."""
@@ -484,7 +484,7 @@ def swag_task(corpus: Any = "wiki-vital", seed: int = 0, max_items: int | None =
     return _build("swag", corpus, seed, max_items, make, {"num_choices": num_choices})
 
 
-def build_task(name: str, **kwargs: Any) -> Figure4Task:
+def build_task(name: str, **kwargs: Any) -> AnalogTask:
     """Build task ``name`` (one of :data:`TASKS`) with the keyword arguments of its builder."""
     if name == "squad11":
         return squad_task("1.1", **kwargs)

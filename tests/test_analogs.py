@@ -8,7 +8,7 @@ import torch
 from transformers import BertTokenizerFast
 
 from bertrepro.data import TOPICS, load_corpus
-from bertrepro.finetune.figure4 import (NAME_TAGS, TASKS, ChoiceItem, PairItem, SpanItem, TagItem, align_first_subtoken,
+from bertrepro.finetune.analogs import (NAME_TAGS, TASKS, ChoiceItem, PairItem, SpanItem, TagItem, align_first_subtoken,
                                         build_task, encode_choices, encode_pairs, name_tags, qnli_task, word_tags,
                                         sentence_words, squad_task, task_articles, title_pattern, title_starts)
 from bertrepro.finetune.formats import read_conll, read_squad_json, write_conll, write_squad_json

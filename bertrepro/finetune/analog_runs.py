@@ -13,7 +13,7 @@ official metrics (:mod:`bertrepro.finetune.metrics`), every number with its stan
   first sub-token's, and a word cut off by ``max_seq_length`` is tagged ``O``; entity-level F1;
 * pairs (QNLI analog) and multiple choice (SWAG analog): accuracy.
 
-Scores are in percent. The per-profile sizes are :data:`bertrepro.profiles.FIGURE4`.
+Scores are in percent. The per-profile sizes are :data:`bertrepro.profiles.ANALOGS`.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..heads import head_from_encoder
-from ..profiles import FIGURE4, PROFILES, check_profile
+from ..profiles import ANALOGS, PROFILES, check_profile
 from ..progress import bar as tqdm
 from ..spans import choose_threshold, decode_spans, featurize_spans, span_and_null_scores
 from ..stats import paired_difference
@@ -33,13 +33,13 @@ from ..train.optim import autocast, eval_mode
 from .baselines import (CHANCE, choice_overlap, ner_lexicon, pair_majority, pair_overlap, qa_first_title_span,
                         qa_random_sentence)
 from .classifier import FinetuneConfig, FinetuneResult, choose_learning_rate, take_rows
-from .figure4 import (NAME_TAGS, TASKS, Figure4Task, fast_tokenizer, align_first_subtoken, build_task, encode_choices,
+from .analogs import (NAME_TAGS, TASKS, AnalogTask, fast_tokenizer, align_first_subtoken, build_task, encode_choices,
                       encode_pairs, word_tags)
 from .metrics import accuracy_se, entity_scores, f1_score, squad_scores
 from .tasks import Arm
 
-__all__ = ["TASK_KINDS", "MAIN_METRIC", "Figure4Budget", "FIGURE4_BUDGETS", "figure4_budget", "load_figure4_task",
-           "Encoded4", "encode_task", "forward_all", "evaluate", "Figure4Result", "run_task", "baselines",
+__all__ = ["TASK_KINDS", "MAIN_METRIC", "AnalogBudget", "ANALOG_BUDGETS", "analog_budget", "load_analog",
+           "EncodedSplit", "encode_task", "forward_all", "evaluate", "AnalogResult", "run_task", "baselines",
            "pretraining_helps"]
 
 TASK_KINDS = {"qnli": "pair", "squad11": "span", "squad20": "span", "ner": "tag", "swag": "choice"}
@@ -47,8 +47,8 @@ MAIN_METRIC = {"qnli": "accuracy", "squad11": "f1", "squad20": "f1", "ner": "f1"
 
 
 @dataclass(frozen=True)
-class Figure4Budget:
-    """What one Figure 4 task runs at one profile (:data:`bertrepro.profiles.FIGURE4`)."""
+class AnalogBudget:
+    """What one Figure 4 task runs at one profile (:data:`bertrepro.profiles.ANALOGS`)."""
 
     max_train: int | None  # training items (None: all)
     max_train_minilm: int | None  # MiniLM (22M parameters) trains on the first this many of them (None: all)
@@ -67,20 +67,20 @@ class Figure4Budget:
                               max_seq_length=self.max_seq_length)
 
 
-FIGURE4_BUDGETS: dict[str, dict[str, Figure4Budget]] = {
-    p: {t: Figure4Budget(**FIGURE4[p][t]) for t in TASKS} for p in PROFILES}
+ANALOG_BUDGETS: dict[str, dict[str, AnalogBudget]] = {
+    p: {t: AnalogBudget(**ANALOGS[p][t]) for t in TASKS} for p in PROFILES}
 
 
-def figure4_budget(profile: str, task: str) -> Figure4Budget:
+def analog_budget(profile: str, task: str) -> AnalogBudget:
     """The budget of ``task`` at ``profile``; raises ``ValueError`` naming the valid tasks or profiles."""
     check_profile(profile)
     if task not in TASK_KINDS:
         raise ValueError(f"unknown task {task!r}; valid tasks are {', '.join(TASKS)}")
-    return FIGURE4_BUDGETS[profile][task]
+    return ANALOG_BUDGETS[profile][task]
 
 
-def load_figure4_task(name: str, budget: Figure4Budget, seed: int = 0, corpus: Any = "wiki-vital") -> Figure4Task:
-    """Task ``name`` built from the corpus (:func:`~bertrepro.finetune.figure4.build_task`), cut to the
+def load_analog(name: str, budget: AnalogBudget, seed: int = 0, corpus: Any = "wiki-vital") -> AnalogTask:
+    """Task ``name`` built from the corpus (:func:`~bertrepro.finetune.analogs.build_task`), cut to the
     budget's sizes (the first items of each split, which come in a seeded order)."""
     caps = [c for c in (budget.max_train, budget.max_eval) if c is not None]
     task = build_task(name, corpus=corpus, seed=seed, max_items=max(caps) if len(caps) == 2 else None)
@@ -93,7 +93,7 @@ def load_figure4_task(name: str, budget: Figure4Budget, seed: int = 0, corpus: A
 
 
 @dataclass
-class Encoded4:
+class EncodedSplit:
     """One split of a task encoded for its head: ``inputs`` (forward() arguments, targets included) and
     what decoding needs (span ``features``; tag ``word_index``)."""
 
@@ -107,7 +107,7 @@ class Encoded4:
         return {k: v for k, v in self.inputs.items() if k in ("input_ids", "token_type_ids", "attention_mask")}
 
 
-def encode_task(kind: str, items: Sequence[Any], tokenizer: Any, budget: Figure4Budget) -> Encoded4:
+def encode_task(kind: str, items: Sequence[Any], tokenizer: Any, budget: AnalogBudget) -> EncodedSplit:
     """Encode ``items`` for a head of ``kind`` (``pair``, ``span``, ``tag``, ``choice``) with ``budget``'s lengths.
 
     Raises ``ValueError`` (from the encoders) for a question longer than the window or a gold answer
@@ -118,20 +118,20 @@ def encode_task(kind: str, items: Sequence[Any], tokenizer: Any, budget: Figure4
         f = featurize_spans(items, fast_tokenizer(tokenizer), T, budget.doc_stride, budget.max_query_length)
         inputs = {"input_ids": f.input_ids, "token_type_ids": f.token_type_ids, "attention_mask": f.attention_mask,
                   "start_positions": f.start_positions, "end_positions": f.end_positions}
-        return Encoded4(kind, inputs, items, features=f)
+        return EncodedSplit(kind, inputs, items, features=f)
     if kind == "tag":
         ids, mask, types, labels, word_index = align_first_subtoken(
             tokenizer, [it.words for it in items], [it.tags for it in items], NAME_TAGS, T)
         inputs = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "labels": labels}
-        return Encoded4(kind, inputs, items, word_index=word_index)
+        return EncodedSplit(kind, inputs, items, word_index=word_index)
     if kind == "pair":
         enc, labels = encode_pairs(tokenizer, items, T)
         inputs = {"input_ids": enc.input_ids, "token_type_ids": enc.token_type_ids,
                   "attention_mask": enc.attention_mask, "labels": labels}
-        return Encoded4(kind, inputs, items)
+        return EncodedSplit(kind, inputs, items)
     if kind == "choice":
         inputs, labels = encode_choices(tokenizer, items, T)
-        return Encoded4(kind, {**inputs, "labels": labels}, items)
+        return EncodedSplit(kind, {**inputs, "labels": labels}, items)
     raise ValueError(f"unknown head kind {kind!r}; choose one of {sorted(set(TASK_KINDS.values()))}")
 
 
@@ -166,7 +166,7 @@ def forward_all(model: nn.Module, inputs: Mapping[str, torch.Tensor], names: Seq
     return out
 
 
-def _span_scores(enc: Encoded4, predictions: Mapping[str, str]) -> dict[str, Any]:
+def _span_scores(enc: EncodedSplit, predictions: Mapping[str, str]) -> dict[str, Any]:
     golds = {it.id: [a["text"] for a in it.answers] for it in enc.items}
     s = squad_scores(predictions, golds)
     per_item = [100 * f1_score(predictions[k], golds[k]) for k in golds]
@@ -185,7 +185,7 @@ def _midpoint(tau: float, margins: torch.Tensor) -> float:
     return float((tau + above.min()) / 2) if above.numel() else tau + 1.0
 
 
-def evaluate(model: nn.Module, enc: Encoded4, budget: Figure4Budget, device: torch.device | str = "cpu",
+def evaluate(model: nn.Module, enc: EncodedSplit, budget: AnalogBudget, device: torch.device | str = "cpu",
              null_threshold: float | None = None, choose_tau: bool = False) -> dict[str, Any]:
     """Scores (percent) of a fine-tuned head on one encoded split, with standard errors and predictions.
 
@@ -222,7 +222,7 @@ def evaluate(model: nn.Module, enc: Encoded4, budget: Figure4Budget, device: tor
 
 
 @dataclass
-class Figure4Result:
+class AnalogResult:
     """One arm fine-tuned on one task: the chosen learning rate, dev and test scores (percent, with SE)."""
 
     task: str
@@ -249,9 +249,9 @@ class Figure4Result:
         return s[m], s[f"{m}_se"]
 
 
-def run_task(task_name: str, arm: Arm, task: Figure4Task, budget: Figure4Budget, seed: int = 0,
+def run_task(task_name: str, arm: Arm, task: AnalogTask, budget: AnalogBudget, seed: int = 0,
              device: torch.device | str = "cpu", progress: bool = False,
-             learning_rates: Sequence[float] | None = None) -> Figure4Result:
+             learning_rates: Sequence[float] | None = None) -> AnalogResult:
     """Fine-tune ``arm``'s encoder on ``task`` with its head, the learning rate chosen on dev (§4.1).
 
     Every candidate learning rate starts from the arm's weights with a head seeded by ``seed``; the
@@ -284,11 +284,11 @@ def run_task(task_name: str, arm: Arm, task: Figure4Task, budget: Figure4Budget,
     dev = dev_results[grid.index(lr)]
     tau = dev.get("tau")
     test = evaluate(best.model, enc["test"], budget, device, null_threshold=tau)
-    return Figure4Result(task_name, arm.name, kind, lr, scores, dev, test, best, len(train),
+    return AnalogResult(task_name, arm.name, kind, lr, scores, dev, test, best, len(train),
                          time.perf_counter() - t0, tau)
 
 
-def baselines(task_name: str, task: Figure4Task, seed: int = 0) -> dict[str, dict[str, Any]]:
+def baselines(task_name: str, task: AnalogTask, seed: int = 0) -> dict[str, dict[str, Any]]:
     """Every baseline of ``task`` on its test split: name -> scores (percent, with SE) as :func:`evaluate`'s."""
     test = task.test
     if task_name in ("squad11", "squad20"):
@@ -321,7 +321,7 @@ def baselines(task_name: str, task: Figure4Task, seed: int = 0) -> dict[str, dic
     return out
 
 
-def pretraining_helps(task_name: str, pretrained: Figure4Result, random: Figure4Result,
+def pretraining_helps(task_name: str, pretrained: AnalogResult, random: AnalogResult,
                       baseline: Mapping[str, Any], sigmas: float = 2.0) -> dict[str, Any]:
     """Pretrained minus random on test (the main metric), its SE, and the verdict.
 

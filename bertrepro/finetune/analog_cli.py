@@ -22,15 +22,15 @@ from typing import Any
 
 from ..chapters import Run
 from ..io import atomic_write_text
-from .figure4 import NAME_TAGS
-from .figure4_train import TASK_KINDS, figure4_budget, load_figure4_task, run_task
+from .analogs import NAME_TAGS
+from .analog_runs import TASK_KINDS, analog_budget, load_analog, run_task
 from .formats import read_conll, read_squad_json, write_conll, write_squad_json
 from .interop import save_hf_head
 from .tasks import Arm
 
-__all__ = ["FIGURE4_ARMS", "check_vocabulary", "run_figure4"]
+__all__ = ["ANALOGS_ARMS", "check_vocabulary", "run_analog"]
 
-FIGURE4_ARMS = ("random", "pretrained", "minilm")
+ANALOGS_ARMS = ("random", "pretrained", "minilm")
 _BUDGET_OPTIONS = ("epochs", "batch_size", "min_steps", "max_seq_length")
 
 
@@ -72,16 +72,16 @@ def _predictions(task_name: str, items: list, dev: dict[str, Any]) -> dict[str, 
     return {it.id: p for it, p in zip(items, preds)}
 
 
-def run_figure4(args: argparse.Namespace, run: Run, arm: Arm, progress: bool) -> dict[str, Any]:
+def run_analog(args: argparse.Namespace, run: Run, arm: Arm, progress: bool) -> dict[str, Any]:
     """Fine-tune ``arm`` on Figure 4 task ``args.task`` (the profile's budget, overridden by the options
     given), choose the learning rate on dev, and write ``D/model``, the dev file, predictions and metrics."""
-    if arm.name not in FIGURE4_ARMS:
-        raise ValueError(f"arm {arm.name!r} has no Figure 4 budget; use one of {', '.join(FIGURE4_ARMS)}")
+    if arm.name not in ANALOGS_ARMS:
+        raise ValueError(f"arm {arm.name!r} has no Figure 4 budget; use one of {', '.join(ANALOGS_ARMS)}")
     vocab = check_vocabulary(arm)
     overrides = {k: getattr(args, k) for k in _BUDGET_OPTIONS if getattr(args, k, None) is not None}
-    budget = dataclasses.replace(figure4_budget(run.profile, args.task), **overrides)
+    budget = dataclasses.replace(analog_budget(run.profile, args.task), **overrides)
     dev_items = _dev_items(args.task, args.dev_file)  # read first: a bad file stops the run at once
-    task = load_figure4_task(args.task, budget, seed=run.seed)
+    task = load_analog(args.task, budget, seed=run.seed)
     if dev_items is not None:
         task.dev = dev_items
     out = Path(args.output_dir or f"runs/finetune-{args.task}-{arm.name}")

@@ -14,8 +14,8 @@ from bertrepro.config import BertConfig
 from bertrepro.finetune import cli as finetune_cli
 from bertrepro.finetune.classifier import (FinetuneConfig, choose_learning_rate, classifier_from_encoder, fine_tune,
                                            take_rows, tune_on_dev)
-from bertrepro.finetune.figure4 import NAME_TAGS
-from bertrepro.finetune.figure4_train import TASK_KINDS, figure4_budget, forward_all
+from bertrepro.finetune.analogs import NAME_TAGS
+from bertrepro.finetune.analog_runs import TASK_KINDS, analog_budget, forward_all
 from bertrepro.finetune.formats import read_squad_json, write_squad_json
 from bertrepro.finetune.tasks import Encoded
 from bertrepro.heads import head_from_encoder
@@ -139,14 +139,14 @@ def test_tune_on_dev_is_choose_learning_rate_with_the_classifier():
 def test_budgets_cover_every_task_and_the_gpu_profile_uses_the_paper_recipes():
     for task in TASK_KINDS:
         for profile in ("smoke", "cpu", "gpu"):
-            figure4_budget(profile, task)
-    s11, s20, swag = (figure4_budget("gpu", t) for t in ("squad11", "squad20", "swag"))
+            analog_budget(profile, task)
+    s11, s20, swag = (analog_budget("gpu", t) for t in ("squad11", "squad20", "swag"))
     assert (s11.max_seq_length, s11.doc_stride, s11.epochs, s11.batch_size) == (384, 128, 3, 32)
     assert s11.learning_rates["pretrained"] == (5e-5,)
     assert (s20.epochs, s20.batch_size, s20.learning_rates["pretrained"]) == (2, 48, (5e-5,))
     assert (swag.epochs, swag.batch_size, swag.learning_rates["pretrained"]) == (3, 16, (2e-5,))
     with pytest.raises(ValueError, match="unknown task 'squad'"):
-        figure4_budget("cpu", "squad")
+        analog_budget("cpu", "squad")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -192,7 +192,7 @@ def test_cli_writes_a_transformers_model_dev_file_predictions_and_metrics(task, 
     assert len(tok) == model.config.vocab_size == VOCAB_PIECES
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     preds = json.loads((tmp_path / "predictions.json").read_text())
-    budget = figure4_budget("smoke", task)
+    budget = analog_budget("smoke", task)
     assert metrics["task"] == task and metrics["learning_rate"] in budget.learning_rates["pretrained"]
     assert len(preds) == metrics["dev"]["n"]
     if kind == "span":
@@ -240,7 +240,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, tiny_checkpoint, capsys)
 
 
 def test_the_v2_threshold_sits_between_dev_margins_with_the_same_f1():
-    from bertrepro.finetune.figure4_train import _midpoint
+    from bertrepro.finetune.analog_runs import _midpoint
     from bertrepro.spans import choose_threshold
 
     g = torch.Generator().manual_seed(0)
