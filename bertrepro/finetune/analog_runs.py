@@ -2,9 +2,11 @@ r"""Fine-tuning every head of the paper's Figure 4 (§4.1-§4.4) on the book's o
 
 One task, one arm: :func:`run_task` encodes the task's items for its head (:data:`TASK_KINDS`),
 fine-tunes a fresh head on the arm's encoder with :func:`~bertrepro.finetune.classifier.fine_tune`
-(the loop of chapter 10's classifier), chooses the learning rate on dev
-(:func:`~bertrepro.finetune.classifier.choose_learning_rate`) and scores dev and test with the
-official metrics (:mod:`bertrepro.finetune.metrics`), every number with its standard error.
+(the loop of chapter 10's classifier, early-stopped on dev where the budget says so), chooses the
+learning rate on dev and scores dev and test with the official metrics
+(:mod:`bertrepro.finetune.metrics`), every number with its standard error. :func:`score_outputs`
+scores any head's outputs, so the feature-based heads (:mod:`bertrepro.finetune.analog_features`)
+are scored by the same code.
 
 * span tasks (SQuAD v1.1, v2.0 analogs): windows of ``max_seq_length`` tokens every ``doc_stride``
   (:func:`bertrepro.spans.featurize_spans`), best span across windows (:func:`~bertrepro.spans.decode_spans`);
@@ -28,19 +30,16 @@ from ..heads import head_from_encoder
 from ..profiles import ANALOGS, PROFILES, check_profile
 from ..progress import bar as tqdm
 from ..spans import choose_threshold, decode_spans, featurize_spans, span_and_null_scores
-from ..stats import paired_difference
 from ..train.optim import autocast, eval_mode
-from .baselines import (CHANCE, choice_overlap, ner_lexicon, pair_majority, pair_overlap, qa_first_title_span,
-                        qa_random_sentence)
-from .classifier import FinetuneConfig, FinetuneResult, choose_learning_rate, take_rows
-from .analogs import (NAME_TAGS, TASKS, AnalogTask, fast_tokenizer, align_first_subtoken, build_task, encode_choices,
-                      encode_pairs, word_tags)
-from .metrics import accuracy_se, entity_scores, f1_score, squad_scores
+from .classifier import FinetuneConfig, FinetuneResult, fine_tune, take_rows
+from .analogs import (ITEM_SPLITS, NAME_TAGS, TASKS, AnalogTask, align_first_subtoken, build_task, encode_choices,
+                      encode_pairs, fast_tokenizer, word_tags)
+from .metrics import accuracy_se, entity_scores, f1_score, sentence_counts, squad_scores
 from .tasks import Arm
 
 __all__ = ["TASK_KINDS", "MAIN_METRIC", "AnalogBudget", "ANALOG_BUDGETS", "analog_budget", "load_analog",
-           "EncodedSplit", "encode_task", "forward_all", "evaluate", "AnalogResult", "run_task", "baselines",
-           "pretraining_helps"]
+           "keep_fitting", "EncodedSplit", "encode_task", "encode_splits", "arm_limits", "forward_all", "evaluate",
+           "score_outputs", "AnalogResult", "run_task"]
 
 TASK_KINDS = {"qnli": "pair", "squad11": "span", "squad20": "span", "ner": "tag", "swag": "choice"}
 MAIN_METRIC = {"qnli": "accuracy", "squad11": "f1", "squad20": "f1", "ner": "f1", "swag": "accuracy"}
@@ -48,19 +47,27 @@ MAIN_METRIC = {"qnli": "accuracy", "squad11": "f1", "squad20": "f1", "ner": "f1"
 
 @dataclass(frozen=True)
 class AnalogBudget:
-    """What one Figure 4 task runs at one profile (:data:`bertrepro.profiles.ANALOGS`)."""
+    """What one analog task runs at one profile (:data:`bertrepro.profiles.ANALOGS`)."""
 
     max_train: int | None  # training items (None: all)
-    max_train_minilm: int | None  # MiniLM (22M parameters) trains on the first this many of them (None: all)
     max_eval: int | None  # items of dev and of test each (None: all)
     max_seq_length: int  # tokens per sequence or window
     doc_stride: int  # span tasks: passage tokens between window starts
     max_query_length: int  # span tasks: longest question in word pieces
     max_answer_length: int  # span tasks: longest answer in tokens
-    epochs: float
+    epochs: float  # the most epochs of fine-tuning (early stopping on dev may stop sooner)
     batch_size: int
     min_steps: int
     learning_rates: Mapping[str, tuple[float, ...]]  # per arm, chosen on dev
+    patience: int = 0  # epochs without a better dev score before fine-tuning stops (0: never early)
+    task_options: Mapping[str, Any] = field(default_factory=dict)  # the task builder's keyword arguments
+    minilm_train: int | None = None  # MiniLM's training items: the first this many (None: all)
+    minilm_eval: int | None = None  # MiniLM's dev and test items: the first this many of each (None: all)
+    minilm_finetune: bool = True  # False: MiniLM is only used feature-based (its steps cost ~50x the small models')
+    feature_epochs: int = 40  # the feature-based heads: at most this many epochs, early-stopped on dev
+    feature_min_epochs: int = 8  # ... and at least this many (an F1 starts at 0 while a head learns the prior)
+    feature_patience: int = 4
+    feature_learning_rate: float = 3e-3
 
     def finetune_config(self) -> FinetuneConfig:
         return FinetuneConfig(batch_size=self.batch_size, epochs=self.epochs, min_steps=self.min_steps,
@@ -80,16 +87,37 @@ def analog_budget(profile: str, task: str) -> AnalogBudget:
 
 
 def load_analog(name: str, budget: AnalogBudget, seed: int = 0, corpus: Any = "wiki-vital") -> AnalogTask:
-    """Task ``name`` built from the corpus (:func:`~bertrepro.finetune.analogs.build_task`), cut to the
-    budget's sizes (the first items of each split, which come in a seeded order)."""
+    """Task ``name`` built from the corpus (:func:`~bertrepro.finetune.analogs.build_task`, with the
+    budget's ``task_options``), cut to the budget's sizes (the first items of each split, which come in
+    a seeded order)."""
     caps = [c for c in (budget.max_train, budget.max_eval) if c is not None]
-    task = build_task(name, corpus=corpus, seed=seed, max_items=max(caps) if len(caps) == 2 else None)
+    task = build_task(name, corpus=corpus, seed=seed, max_items=max(caps) if len(caps) == 2 else None,
+                      **dict(budget.task_options))
     cut = {"train": budget.max_train, "dev": budget.max_eval, "test": budget.max_eval}
     for split, cap in cut.items():
         if len(task.split(split)) == 0:
             raise ValueError(f"task {name!r} has no {split} items; the corpus is too small for it")
         setattr(task, split, task.split(split)[:cap])
     return task
+
+
+def keep_fitting(task: AnalogTask, tokenizers: Sequence[Any], max_seq_length: int) -> dict[str, int]:
+    """Keep, in every split of a tag task, the sentences whose every word has a token in a window of
+    ``max_seq_length`` under each tokenizer, so that every system is scored on the same words (a cut-off
+    word would otherwise count as predicted ``O`` for one vocabulary and not the other). Returns how
+    many sentences each split lost."""
+    lost = {}
+    for split in ITEM_SPLITS:
+        items = task.split(split)
+        ok = [True] * len(items)
+        for tok in tokenizers:
+            _, mask, _, _, word_index = align_first_subtoken(tok, [it.words for it in items], None, NAME_TAGS,
+                                                            max_seq_length + 1)
+            fits = mask.sum(1) <= max_seq_length
+            ok = [a and bool(b) for a, b in zip(ok, fits.tolist())]
+        setattr(task, split, [it for it, k in zip(items, ok) if k])
+        lost[split] = ok.count(False)
+    return lost
 
 
 @dataclass
@@ -185,40 +213,57 @@ def _midpoint(tau: float, margins: torch.Tensor) -> float:
     return float((tau + above.min()) / 2) if above.numel() else tau + 1.0
 
 
-def evaluate(model: nn.Module, enc: EncodedSplit, budget: AnalogBudget, device: torch.device | str = "cpu",
-             null_threshold: float | None = None, choose_tau: bool = False) -> dict[str, Any]:
-    """Scores (percent) of a fine-tuned head on one encoded split, with standard errors and predictions.
+_OUTPUTS = {"span": (("start_logits", "end_logits"), True), "tag": (("logits",), True),
+            "pair": (("logits",), False), "choice": (("logits",), False)}
 
-    Span tasks: ``em``, ``f1`` (``null_threshold``: SQuAD v2.0's tau; ``choose_tau``: choose it here,
-    on this split, to maximise F1, and return it as ``tau``). Tags: ``f1`` (entity level, bootstrap SE).
-    Pairs and choices: ``accuracy``. ``per_item`` holds the per-item scores for paired differences.
+
+def evaluate(model: nn.Module, enc: EncodedSplit, budget: AnalogBudget, device: torch.device | str = "cpu",
+             null_threshold: float | None = None, choose_tau: bool = False, se: bool = True) -> dict[str, Any]:
+    """Scores (percent) of a fine-tuned head on one encoded split: :func:`score_outputs` of its outputs."""
+    names, token_axis = _OUTPUTS[enc.kind]
+    o = forward_all(model, enc.model_inputs(), names, token_axis, device=device)
+    return score_outputs(enc, o, budget, null_threshold, choose_tau, se)
+
+
+def score_outputs(enc: EncodedSplit, o: Mapping[str, torch.Tensor], budget: AnalogBudget,
+                  null_threshold: float | None = None, choose_tau: bool = False, se: bool = True) -> dict[str, Any]:
+    """Scores (percent) of a head's outputs ``o`` on one encoded split, with standard errors and predictions.
+
+    Span tasks: ``em``, ``f1`` from ``start_logits``/``end_logits`` (``null_threshold``: SQuAD v2.0's tau;
+    ``choose_tau``: choose it here, on this split, to maximise F1, and return it as ``tau``). Tags:
+    ``f1`` (entity level, bootstrap SE) from per-token ``logits``. Pairs and choices: ``accuracy``.
+    ``per_item`` holds the per-item scores for paired differences (tags: per-sentence counts ``tp``,
+    ``n_pred``, ``n_gold`` for a paired bootstrap). Fine-tuned and feature-based heads are scored here alike.
+    ``se=False`` skips the entity F1's bootstrap (its SE is then 0): for the dev scores of early stopping.
     """
     if enc.kind == "span":
-        o = forward_all(model, enc.model_inputs(), ("start_logits", "end_logits"), True, device=device)
         tau = null_threshold
         if choose_tau:
-            scored = span_and_null_scores(enc.features, o["start_logits"], o["end_logits"], budget.max_answer_length)
-            golds = {it.id: [a["text"] for a in it.answers] for it in enc.items}
-            keys = list(golds)
-            col = lambda i: torch.tensor([scored[k][i] for k in keys], dtype=torch.float64)  # noqa: E731
-            span_f1 = torch.tensor([f1_score(scored[k][0], golds[k]) for k in keys], dtype=torch.float64)
-            null_f1 = torch.tensor([f1_score("", golds[k]) for k in keys], dtype=torch.float64)
-            tau, _ = choose_threshold(col(1), col(2), span_f1, null_f1)
-            tau = _midpoint(tau, col(1) - col(2))
+            tau = _choose_tau(enc, o, budget)
         preds = decode_spans(enc.features, o["start_logits"], o["end_logits"], budget.max_answer_length, tau)
         return {**_span_scores(enc, preds), **({"tau": tau} if tau is not None else {})}
     if enc.kind == "tag":
-        logits = forward_all(model, enc.model_inputs(), ("logits",), True, device=device)["logits"]
-        preds = word_tags(logits.argmax(-1), enc.word_index, [len(it.words) for it in enc.items], NAME_TAGS)
-        s = entity_scores([it.tags for it in enc.items], preds)
+        preds = word_tags(o["logits"].argmax(-1), enc.word_index, [len(it.words) for it in enc.items], NAME_TAGS)
+        s = entity_scores([it.tags for it in enc.items], preds, bootstrap=1000 if se else 1)
         return {"f1": 100 * s["f1"], "f1_se": 100 * s["f1_se"], "precision": 100 * s["precision"],
-                "recall": 100 * s["recall"], "n": s["n"], "predictions": preds}
-    logits = forward_all(model, enc.model_inputs(), ("logits",), False, device=device)["logits"]
-    pred = logits.argmax(-1)
+                "recall": 100 * s["recall"], "n": s["n"], "predictions": preds,
+                "per_item": sentence_counts([it.tags for it in enc.items], preds)}
+    pred = o["logits"].argmax(-1)
     correct = pred == enc.inputs["labels"]
     acc, se = accuracy_se(correct)
     return {"accuracy": 100 * acc, "accuracy_se": 100 * se, "n": len(correct),
             "per_item": (100 * correct.double()).tolist(), "predictions": pred.tolist()}
+
+
+def _choose_tau(enc: EncodedSplit, o: Mapping[str, torch.Tensor], budget: AnalogBudget) -> float:
+    scored = span_and_null_scores(enc.features, o["start_logits"], o["end_logits"], budget.max_answer_length)
+    golds = {it.id: [a["text"] for a in it.answers] for it in enc.items}
+    keys = list(golds)
+    col = lambda i: torch.tensor([scored[k][i] for k in keys], dtype=torch.float64)  # noqa: E731
+    span_f1 = torch.tensor([f1_score(scored[k][0], golds[k]) for k in keys], dtype=torch.float64)
+    null_f1 = torch.tensor([f1_score("", golds[k]) for k in keys], dtype=torch.float64)
+    tau, _ = choose_threshold(col(1), col(2), span_f1, null_f1)
+    return _midpoint(tau, col(1) - col(2))
 
 
 @dataclass
@@ -249,99 +294,72 @@ class AnalogResult:
         return s[m], s[f"{m}_se"]
 
 
+def encode_splits(task_name: str, task: AnalogTask, tokenizer: Any, budget: AnalogBudget,
+                  cache: dict | None = None, key: str = "", limits: Mapping[str, int | None] | None = None
+                  ) -> dict[str, EncodedSplit]:
+    """Each split of ``task`` encoded for its head, the first ``limits[split]`` items of it (None: all).
+
+    With ``cache`` (a dict) and ``key`` (e.g. the vocabulary file), an encoding is made once and shared:
+    the random and pretrained arms read the same vocabulary, so they share their inputs.
+    """
+    kind, limits = TASK_KINDS[task_name], dict(limits or {})
+    out = {}
+    for split in ITEM_SPLITS:
+        items = task.split(split)[:limits.get(split)]
+        k = (key, task_name, split, len(items))
+        if cache is not None and key and k in cache:
+            out[split] = cache[k]
+            continue
+        out[split] = encode_task(kind, items, tokenizer, budget)
+        if cache is not None and key:
+            cache[k] = out[split]
+    return out
+
+
+def arm_limits(arm_name: str, budget: AnalogBudget) -> dict[str, int | None]:
+    """The items an arm reads per split: MiniLM the budget's ``minilm_*`` subsets, the others all."""
+    if arm_name.startswith("minilm"):
+        return {"train": budget.minilm_train, "dev": budget.minilm_eval, "test": budget.minilm_eval}
+    return {}
+
+
 def run_task(task_name: str, arm: Arm, task: AnalogTask, budget: AnalogBudget, seed: int = 0,
              device: torch.device | str = "cpu", progress: bool = False,
-             learning_rates: Sequence[float] | None = None) -> AnalogResult:
+             learning_rates: Sequence[float] | None = None,
+             encoded: Mapping[str, EncodedSplit] | None = None) -> AnalogResult:
     """Fine-tune ``arm``'s encoder on ``task`` with its head, the learning rate chosen on dev (§4.1).
 
-    Every candidate learning rate starts from the arm's weights with a head seeded by ``seed``; the
-    dev score is the task's main metric (:data:`MAIN_METRIC`; SQuAD v2.0 with tau chosen on dev).
-    Test is scored once, with the chosen model (and v2.0's dev tau). A MiniLM arm trains on the first
-    ``budget.max_train_minilm`` training items (the cpu budget: its steps cost ~50x the small models').
+    Every candidate learning rate starts from the arm's weights with a head seeded by ``seed``. With
+    ``budget.patience`` the run is scored on dev after each epoch and keeps its best epoch (early
+    stopping); the dev score is the task's main metric (:data:`MAIN_METRIC`; SQuAD v2.0 with tau
+    chosen on dev). Test is scored once, with the chosen model (and v2.0's dev tau). ``encoded``:
+    the splits already encoded (:func:`encode_splits`); else they are encoded here.
     """
     if task_name not in TASK_KINDS:
         raise ValueError(f"unknown task {task_name!r}; valid tasks are {', '.join(TASKS)}")
     kind, t0 = TASK_KINDS[task_name], time.perf_counter()
-    train = task.train[:budget.max_train_minilm] if arm.name.startswith("minilm") else task.train
-    enc = {s: encode_task(kind, items, arm.tokenizer, budget)
-           for s, items in (("train", train), ("dev", task.dev), ("test", task.test))}
+    enc = dict(encoded or encode_splits(task_name, task, arm.tokenizer, budget, limits=arm_limits(arm.name, budget)))
     config = budget.finetune_config()
     grid = tuple(learning_rates or budget.learning_rates[arm.name])
-    v2 = task_name == "squad20"
-    dev_results: dict[float, dict[str, Any]] = {}
+    v2, metric = task_name == "squad20", MAIN_METRIC[task_name]
 
-    def build() -> nn.Module:
-        return head_from_encoder(kind, arm.encoder, num_labels=len(NAME_TAGS) if kind == "tag" else 2, seed=seed,
-                                 dropout=config.dropout)
+    def dev_metric(model: nn.Module) -> float:
+        return evaluate(model, enc["dev"], budget, device, choose_tau=v2, se=False)[metric]
 
-    def score(model: nn.Module) -> float:
-        r = evaluate(model, enc["dev"], budget, device, choose_tau=v2)
-        dev_results[len(dev_results)] = r
-        return r[MAIN_METRIC[task_name]]
-
-    lr, scores, best = choose_learning_rate(build, enc["train"].inputs, score, grid, config, seed=seed, device=device,
-                                            progress=progress, desc=f"{task_name} {arm.name}")
-    dev = dev_results[grid.index(lr)]
+    best: tuple[float, FinetuneResult, dict[str, Any]] | None = None
+    scores: dict[float, float] = {}
+    for lr in grid:
+        model = head_from_encoder(kind, arm.encoder, num_labels=len(NAME_TAGS) if kind == "tag" else 2, seed=seed,
+                                  dropout=config.dropout)
+        run = fine_tune(model, enc["train"].inputs, None, config.replace(learning_rate=lr), seed=seed, device=device,
+                        progress=progress, desc=f"{task_name} {arm.name} lr={lr:g}",
+                        dev_score=dev_metric if budget.patience else None, patience=budget.patience)
+        dev = evaluate(run.model, enc["dev"], budget, device, choose_tau=v2)
+        scores[lr] = dev[metric]
+        if best is None or dev[metric] > best[2][metric]:
+            best = (lr, run, dev)
+    lr, run, dev = best
     tau = dev.get("tau")
-    test = evaluate(best.model, enc["test"], budget, device, null_threshold=tau)
-    return AnalogResult(task_name, arm.name, kind, lr, scores, dev, test, best, len(train),
-                         time.perf_counter() - t0, tau)
-
-
-def baselines(task_name: str, task: AnalogTask, seed: int = 0) -> dict[str, dict[str, Any]]:
-    """Every baseline of ``task`` on its test split: name -> scores (percent, with SE) as :func:`evaluate`'s."""
-    test = task.test
-    if task_name in ("squad11", "squad20"):
-        golds = {it.id: [a["text"] for a in it.answers] for it in test}
-        out = {}
-        for name, preds in (("first title-shaped span", qa_first_title_span(test)),
-                            ("random sentence's subject", qa_random_sentence(test, seed))):
-            s = squad_scores(preds, golds)
-            out[name] = {**{k: s[k] for k in ("em", "f1", "em_se", "f1_se", "n")},
-                         "per_item": [100 * f1_score(preds[k], golds[k]) for k in golds]}
-        return out
-    if task_name == "ner":
-        s = entity_scores([it.tags for it in test], ner_lexicon(task.train)(test))
-        return {"word lexicon + sentence start": {"f1": 100 * s["f1"], "f1_se": 100 * s["f1_se"], "n": s["n"]}}
-    labels = torch.tensor([it.label for it in test])
-    if task_name == "qnli":
-        rules = {"majority class": pair_majority(task.train, test), "word overlap": pair_overlap(task.train, test)}
-    elif task_name == "swag":
-        rules = {"word overlap": choice_overlap(test)}
-    else:
-        raise ValueError(f"unknown task {task_name!r}; valid tasks are {', '.join(TASKS)}")
-    out = {}
-    if task_name == "swag":
-        out["chance"] = {"accuracy": 100 * CHANCE, "accuracy_se": 0.0, "n": len(test)}
-    for name, pred in rules.items():
-        correct = pred == labels
-        acc, se = accuracy_se(correct)
-        out[name] = {"accuracy": 100 * acc, "accuracy_se": 100 * se, "n": len(test),
-                     "per_item": (100 * correct.double()).tolist()}
-    return out
-
-
-def pretraining_helps(task_name: str, pretrained: AnalogResult, random: AnalogResult,
-                      baseline: Mapping[str, Any], sigmas: float = 2.0) -> dict[str, Any]:
-    """Pretrained minus random on test (the main metric), its SE, and the verdict.
-
-    The SE is paired over test items (:func:`bertrepro.stats.paired_difference`) where per-item
-    scores exist, else the two SEs added in quadrature (entity F1). The learning check: the pretrained
-    arm must beat the task's best baseline by ``sigmas`` SE, or the claim is "inconclusive".
-    """
-    m = MAIN_METRIC[task_name]
-    a, b = pretrained.test, random.test
-    if "per_item" in a and "per_item" in b:
-        d = paired_difference([a["per_item"]], [b["per_item"]])
-        diff, se = d["difference"], d["se"]
-    else:
-        diff, se = a[m] - b[m], float(torch.hypot(torch.tensor(a[f"{m}_se"]), torch.tensor(b[f"{m}_se"])))
-    base, base_se = baseline[m], baseline.get(f"{m}_se", 0.0)
-    learned = a[m] - base > sigmas * float(torch.hypot(torch.tensor(a[f"{m}_se"]), torch.tensor(base_se)))
-    if not learned:
-        status = "inconclusive"
-    elif diff > sigmas * se:
-        status = "qualitatively reproduced"
-    else:
-        status = "not reproduced at this scale"
-    return {"difference": diff, "se": se, "learned": bool(learned), "status": status, "metric": m}
+    test = evaluate(run.model, enc["test"], budget, device, null_threshold=tau)
+    return AnalogResult(task_name, arm.name, kind, lr, scores, dev, test, run, len(enc["train"].items),
+                        time.perf_counter() - t0, tau)

@@ -20,21 +20,24 @@ The constructions (``k`` = sentences per passage):
   sentence and the lead sentences of ``k - 1`` other articles of its topic, shuffled; the answer is
   the title where it occurs in the lead sentence. An article is kept only when its title occurs
   (case-insensitively, on word boundaries) exactly once in its lead sentence and nowhere else in the
-  passage or in the question.
+  passage or in the question. ``companions="overlap"`` takes the topic's other lead sentences that
+  share the most content words with the question.
 * ``squad20`` -- the same, but in about a third of the items (a seeded coin) the lead sentence is
   replaced by yet another article's lead sentence: the passage keeps ``k`` sentences, so its length
   does not give the missing answer away, and ``answers == []``.
 * ``qnli`` -- (description, lead sentence); label 1 when the sentence is the described article's
   own, 0 when it is the lead sentence of another article of the same topic. Half the articles give a
   positive and half a negative pair. A lead sentence often paraphrases its description, so word
-  overlap alone goes a long way; ``negatives="overlap"`` picks, as the other article, the one whose
-  lead sentence shares the most words with the description (hard negatives, in the spirit of SWAG's
-  adversarial filtering).
+  overlap alone goes a long way; ``negatives="overlap"`` picks, as the negative, the sentence of the
+  topic's other articles that shares the most content words with the description (hard negatives,
+  in the spirit of SWAG's adversarial filtering), and half the positives use the article's second
+  sentence.
 * ``ner`` -- every sentence, cut into words; the tags (:func:`name_tags`) mark the words the
   original text capitalizes away from the sentence start. The model is uncased and never sees case.
 * ``swag`` -- a sentence and four endings: its true next sentence and three non-lead sentences of
   other articles of the same topic (so topic words do not give the answer away), the true one at a
-  seeded position.
+  seeded position; ``distractors="overlap"`` takes those whose content-word overlap with the context
+  is closest to the true ending's, and ``pool="other"`` draws them from other topics instead.
 """
 from __future__ import annotations
 
@@ -51,6 +54,7 @@ from ..data import TOPICS, load_corpus
 from .tasks import TASK_SEED, Encoded, encode_texts
 
 __all__ = ["SpanItem", "PairItem", "TagItem", "ChoiceItem", "AnalogTask", "NAME_TAGS", "TASKS", "Article",
+           "content_words", "NAME_JOINERS",
            "task_articles", "title_pattern", "title_starts", "sentence_words", "name_tags", "squad_task", "qnli_task",
            "ner_task", "swag_task", "build_task", "align_first_subtoken", "first_subtoken_mask",
            "word_tags", "encode_pairs", "encode_choices", "fast_tokenizer"]
@@ -246,7 +250,7 @@ def title_starts(title: str, text: str) -> list[int]:
 
 
 def _span_item(arts: Sequence[Article], i: int, lead_by_topic: dict[str, list[int]], rng: random.Random,
-               k: int, drop: bool, item_id: str) -> SpanItem | None:
+               k: int, drop: bool, item_id: str, lead_words: Sequence[set[str]] | None = None) -> SpanItem | None:
     art = arts[i]
     if not art.description or not art.sentences:
         return None
@@ -258,7 +262,12 @@ def _span_item(arts: Sequence[Article], i: int, lead_by_topic: dict[str, list[in
               if j != i and arts[j].sentences[0] != target and not title_starts(art.title, arts[j].sentences[0])]
     if len(others) < k:
         return None
-    chosen = rng.sample(others, k)  # k - 1 companions, and one more replacing the target when dropped
+    if lead_words is None:
+        chosen = rng.sample(others, k)  # k - 1 companions, and one more replacing the target when dropped
+    else:  # the lead sentences sharing the most content words with the question
+        question = content_words(art.description)
+        chosen = _most(others, [len(question & lead_words[j]) for j in others], k, rng)
+        rng.shuffle(chosen)
     sents = [arts[j].sentences[0] for j in chosen[: k - 1]] + [arts[chosen[-1]].sentences[0] if drop else target]
     rng.shuffle(sents)
     context = " ".join(sents)
@@ -270,7 +279,8 @@ def _span_item(arts: Sequence[Article], i: int, lead_by_topic: dict[str, list[in
 
 
 def squad_task(version: str = "1.1", corpus: Any = "wiki-vital", seed: int = 0, k: int = 4,
-               max_items: int | None = None, no_answer_fraction: float = 1 / 3) -> AnalogTask:
+               max_items: int | None = None, no_answer_fraction: float = 1 / 3,
+               companions: str = "random") -> AnalogTask:
     """The SQuAD analog (v1.1; or v2.0 with no-answer items); see the module docstring.
 
     Args:
@@ -278,7 +288,11 @@ def squad_task(version: str = "1.1", corpus: Any = "wiki-vital", seed: int = 0, 
         k: sentences per passage (>= 2).
         max_items: keep at most this many items in each split.
         no_answer_fraction: the chance (v2.0 only) that an item's answer sentence is replaced.
+        companions: "random" lead sentences of the topic, or "overlap": those sharing the most content
+            words with the question, so that matching the question's words does not find the answer.
     """
+    if companions not in ("random", "overlap"):
+        raise ValueError(f"companions must be 'random' or 'overlap', got {companions!r}")
     if version not in ("1.1", "2.0"):
         raise ValueError(f"version must be '1.1' or '2.0', got {version!r}")
     if not isinstance(k, int) or k < 2:
@@ -290,6 +304,8 @@ def squad_task(version: str = "1.1", corpus: Any = "wiki-vital", seed: int = 0, 
 
     def make(arts, rng, split):
         lead = _by_topic(arts, lambda a: bool(a.sentences))
+        lead_words = ([content_words(a.sentences[0]) if a.sentences else set() for a in arts]
+                      if companions == "overlap" else None)
         order = list(range(len(arts)))
         rng.shuffle(order)
         items = []
@@ -297,33 +313,56 @@ def squad_task(version: str = "1.1", corpus: Any = "wiki-vital", seed: int = 0, 
             if max_items is not None and len(items) >= max_items:
                 break
             drop = rng.random() < p_drop
-            item = _span_item(arts, i, lead, rng, k, drop, f"{name}-{split}-{len(items):05d}")
+            item = _span_item(arts, i, lead, rng, k, drop, f"{name}-{split}-{len(items):05d}", lead_words)
             if item is not None:
                 items.append(item)
         return items
 
     return _build(name, corpus, seed, max_items, make,
-                  {"version": version, "k": k, "no_answer_fraction": p_drop})
+                  {"version": version, "k": k, "no_answer_fraction": p_drop, "companions": companions})
 
 
 # ---------------------------------------------------------------------------------------------
 # Sentence pairs (QNLI analog)
 # ---------------------------------------------------------------------------------------------
 
-def _words_set(text: str) -> set[str]:
-    return set(re.findall(r"\w+", text.lower()))
+# Not content: SQuAD-style articles and the most frequent function words of English.
+_STOP = frozenset("""
+    a an the of and or in on at by for from to with as is was are were be been being it its this that these those
+    which who whom whose he she his her they their them we our i you also not but than then there has have had
+""".split())
+
+
+def content_words(text: str) -> set[str]:
+    """Lower-cased words of ``text`` without the most frequent function words."""
+    return {w for w in re.findall(r"\w+", text.lower()) if w not in _STOP}
+
+
+def _closest(candidates: Sequence[int], overlap: Sequence[int], target: int, n: int,
+             rng: random.Random) -> list[int]:
+    """``n`` candidates whose overlap is closest to ``target``, those at or above it first (ties in a
+    seeded random order)."""
+    keys = [(o < target, abs(o - target), rng.random(), c) for c, o in zip(candidates, overlap)]
+    return [k[-1] for k in sorted(keys)[:n]]
+
+
+def _most(candidates: Sequence[int], overlap: Sequence[int], n: int, rng: random.Random) -> list[int]:
+    """The ``n`` candidates of largest overlap (ties in a seeded random order)."""
+    keys = [(-o, rng.random(), c) for c, o in zip(candidates, overlap)]
+    return [c for _, _, c in sorted(keys)[:n]]
 
 
 def _negative(arts: Sequence[Article], i: int, others: list[int], rng: random.Random,
-              lead_words: Sequence[set[str]] | None) -> str:
-    """A lead sentence of another article: a random one, or (given the lead sentences' word sets) the
-    one sharing the most words with article ``i``'s description (ties: a random one of them)."""
-    if lead_words is None:
+              words: Sequence[Sequence[set[str]]] | None) -> str:
+    """A sentence of another article: a random article's lead sentence, or (given every sentence's
+    content words) the sentence of any of ``others`` sharing the most content words with article
+    ``i``'s description (ties: a random one of them)."""
+    if words is None:
         return arts[rng.choice(others)].sentences[0]
-    desc = _words_set(arts[i].description)
-    shared = [len(desc & lead_words[j]) for j in others]
-    best = max(shared)
-    return arts[rng.choice([j for j, n in zip(others, shared) if n == best])].sentences[0]
+    desc = content_words(arts[i].description)
+    cands = [(j, k) for j in others for k in range(len(words[j]))]
+    j, k = _most(cands, [len(desc & words[j][k]) for j, k in cands], 1, rng)[0]
+    return arts[j].sentences[k]
 
 
 def qnli_task(corpus: Any = "wiki-vital", seed: int = 0, max_items: int | None = None,
@@ -333,16 +372,17 @@ def qnli_task(corpus: Any = "wiki-vital", seed: int = 0, max_items: int | None =
     One pair per article; half of each split's articles (a seeded half) give the positive pair, the
     others a negative one with the lead sentence of another article of the same topic, so the classes
     differ in size by at most one. ``negatives="random"`` draws that article at random;
-    ``negatives="overlap"`` takes the one whose lead sentence shares the most words with the
-    description, so that word overlap alone tells the classes apart less well.
+    ``negatives="overlap"`` takes, of all the sentences of the topic's other articles, the one sharing
+    the most content words with the description, and half the positives (a seeded coin) take the
+    article's second sentence instead of its lead, which repeats fewer of the description's words:
+    word overlap alone then tells the classes apart far less well.
     """
     if negatives not in ("random", "overlap"):
         raise ValueError(f"negatives must be 'random' or 'overlap', got {negatives!r}")
 
     def make(arts, rng, split):
         lead = _by_topic(arts, lambda a: bool(a.sentences))
-        lead_words = ([_words_set(a.sentences[0]) if a.sentences else set() for a in arts]
-                      if negatives == "overlap" else None)
+        words = ([[content_words(x) for x in a.sentences] for a in arts] if negatives == "overlap" else None)
         order = [i for i in range(len(arts)) if arts[i].description and arts[i].sentences]
         rng.shuffle(order)
         if max_items is not None:
@@ -351,12 +391,14 @@ def qnli_task(corpus: Any = "wiki-vital", seed: int = 0, max_items: int | None =
         for n, i in enumerate(order):
             art, positive = arts[i], n % 2 == 0
             b = art.sentences[0]
+            if positive and negatives == "overlap" and len(art.sentences) > 1 and rng.random() < 0.5:
+                b = art.sentences[1]  # the article's second sentence: its own, with fewer of its words
             if not positive:
                 others = [j for j in lead[art.topic] if j != i and arts[j].sentences[0] != b]
                 if not others:
                     raise ValueError(f"topic {art.topic!r} of split {split!r} has a single article; a negative "
                                      "pair needs another article of the same topic")
-                b = _negative(arts, i, others, rng, lead_words)
+                b = _negative(arts, i, others, rng, words)
             items.append(PairItem("", art.description, b, int(positive), art.title))
         rng.shuffle(items)
         for n, it in enumerate(items):
@@ -380,7 +422,7 @@ _OPENERS = frozenset("""
     Under Over Between Among Within Without Despite Following According What Which Who Where How
 """.split())
 # Punctuation inside a name when it stands between two name words: "St. Louis", "Anglo-Saxon", "U.S."
-_JOINERS = frozenset(["-", "\u2013", ".", "'", "\u2019", "&"])
+NAME_JOINERS = frozenset(["-", "\u2013", ".", "'", "\u2019", "&"])
 
 
 def sentence_words(sentence: str) -> list[str]:
@@ -409,20 +451,30 @@ def name_tags(words: Sequence[str]) -> list[str]:
     name = [cap[i] and first is not None and i > first for i in range(n)]
     if first is not None and cap[first] and first + 1 < n and name[first + 1] and words[first] not in _OPENERS:
         name[first] = True
-    joined = [0 < i < n - 1 and words[i] in _JOINERS and name[i - 1] and name[i + 1] for i in range(n)]
+    joined = [0 < i < n - 1 and words[i] in NAME_JOINERS and name[i - 1] and name[i + 1] for i in range(n)]
     inside = [a or b for a, b in zip(name, joined)]
     return ["O" if not inside[i] else ("I-NAME" if i > 0 and inside[i - 1] else "B-NAME") for i in range(n)]
 
 
-def ner_task(corpus: Any = "wiki-vital", seed: int = 0, max_items: int | None = None) -> AnalogTask:
-    """The NER analog: every sentence of a split's articles (articles in a seeded order), tagged by
-    :func:`name_tags`; ``max_items`` keeps the first sentences in that order."""
+def ner_task(corpus: Any = "wiki-vital", seed: int = 0, max_items: int | None = None,
+             max_per_article: int | None = None) -> AnalogTask:
+    """The NER analog: the sentences of a split's articles (articles in a seeded order), tagged by
+    :func:`name_tags`; ``max_items`` keeps the first sentences in that order. ``max_per_article`` keeps
+    at most that many sentences of an article (a seeded draw, in text order), so that a few long
+    articles, whose names repeat from sentence to sentence, do not make up a test set."""
+    if max_per_article is not None and (not isinstance(max_per_article, int) or max_per_article < 1):
+        raise ValueError(f"max_per_article must be None or a positive int, got {max_per_article!r}")
+
     def make(arts, rng, split):
         order = list(range(len(arts)))
         rng.shuffle(order)
         items = []
         for i in order:
-            for s in arts[i].sentences:
+            sentences = list(arts[i].sentences)
+            if max_per_article is not None and len(sentences) > max_per_article:
+                keep = sorted(rng.sample(range(len(sentences)), max_per_article))
+                sentences = [sentences[j] for j in keep]
+            for s in sentences:
                 if max_items is not None and len(items) >= max_items:
                     return items
                 words = sentence_words(s)
@@ -430,7 +482,7 @@ def ner_task(corpus: Any = "wiki-vital", seed: int = 0, max_items: int | None = 
                     items.append(TagItem(f"ner-{split}-{len(items):05d}", words, name_tags(words), arts[i].title))
         return items
 
-    return _build("ner", corpus, seed, max_items, make, {"tags": list(NAME_TAGS)})
+    return _build("ner", corpus, seed, max_items, make, {"tags": list(NAME_TAGS), "max_per_article": max_per_article})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,22 +490,34 @@ def ner_task(corpus: Any = "wiki-vital", seed: int = 0, max_items: int | None = 
 # ---------------------------------------------------------------------------------------------
 
 def _choice_item(arts: Sequence[Article], i: int, p: int, pool: list[int], rng: random.Random,
-                 num_choices: int, item_id: str) -> ChoiceItem | None:
+                 num_choices: int, item_id: str, distractors: str = "random", candidates: int = 1000,
+                 sentence_pool: Sequence[tuple[int, str, str, set[str]]] = ()) -> ChoiceItem | None:
     art = arts[i]
     true = art.sentences[p + 1]
     others = [j for j in pool if j != i]
     if len(others) < num_choices - 1:
         return None
-    endings, sources = [], []
-    for j in rng.sample(others, len(others)):  # a seeded order of the other articles; take the first that fit
-        s = arts[j].sentences[rng.randrange(1, len(arts[j].sentences))]  # never a lead sentence
-        if s != true and s not in endings:
-            endings.append(s)
-            sources.append(arts[j].title)
-        if len(endings) == num_choices - 1:
-            break
-    else:
-        return None
+    if distractors == "random":
+        picked = []
+        for j in rng.sample(others, len(others)):  # a seeded order of the other articles; take the first that fit
+            s = arts[j].sentences[rng.randrange(1, len(arts[j].sentences))]  # never a lead sentence
+            if s != true and all(s != e for e, _ in picked):
+                picked.append((s, arts[j].title))
+            if len(picked) == num_choices - 1:
+                break
+        else:
+            return None
+    else:  # as close to the context in content words as the true ending is
+        ctx = content_words(art.sentences[p])
+        target = len(ctx & content_words(true))
+        pool_sents = [c for c in rng.sample(sentence_pool, min(len(sentence_pool), candidates))
+                      if c[0] != i and c[1] != true]
+        if len(pool_sents) < num_choices - 1:
+            return None
+        overlap = [len(ctx & c[3]) for c in pool_sents]
+        chosen = _closest(range(len(pool_sents)), overlap, target, num_choices - 1, rng)
+        picked = [(pool_sents[c][1], pool_sents[c][2]) for c in chosen]
+    endings, sources = [e for e, _ in picked], [t for _, t in picked]
     label = rng.randrange(num_choices)
     endings.insert(label, true)
     sources.insert(label, art.title)
@@ -461,27 +525,47 @@ def _choice_item(arts: Sequence[Article], i: int, p: int, pool: list[int], rng: 
 
 
 def swag_task(corpus: Any = "wiki-vital", seed: int = 0, max_items: int | None = None,
-              num_choices: int = 4) -> AnalogTask:
+              num_choices: int = 4, distractors: str = "random", pool: str = "topic") -> AnalogTask:
     """The SWAG analog: a sentence and ``num_choices`` endings, the true next sentence among non-lead
-    sentences of other articles of the same topic; one item per pair of consecutive sentences (in a
-    seeded order)."""
+    sentences of other articles; one item per pair of consecutive sentences (in a seeded order).
+
+    ``pool``: the distractors come from articles of the same topic ("topic"), or of any other topic
+    ("other", like pre-training's random next sentences). ``distractors``: "random" sentences of those
+    articles, or "overlap": of 1,000 non-lead sentences drawn from them, the ones whose content-word overlap
+    with the context is closest to the true ending's (at or above it first), so that word overlap no
+    longer points at the true ending.
+    """
     if not isinstance(num_choices, int) or num_choices < 2:
         raise ValueError(f"num_choices must be an int >= 2, got {num_choices!r}")
+    if distractors not in ("random", "overlap"):
+        raise ValueError(f"distractors must be 'random' or 'overlap', got {distractors!r}")
+    if pool not in ("topic", "other"):
+        raise ValueError(f"pool must be 'topic' or 'other', got {pool!r}")
 
     def make(arts, rng, split):
-        pool = _by_topic(arts, lambda a: len(a.sentences) >= 2)
+        by_topic = _by_topic(arts, lambda a: len(a.sentences) >= 2)
+        everyone = [j for js in by_topic.values() for j in js]
+        elsewhere = {t: [j for j in everyone if arts[j].topic != t] for t in by_topic}
+        # (article, sentence, title, content words) of every non-lead sentence, per candidate pool
+        sents = {j: [(j, x, arts[j].title, content_words(x)) for x in arts[j].sentences[1:]] for j in everyone}
+        sentence_pools = {t: [c for j in (by_topic[t] if pool == "topic" else elsewhere[t]) for c in sents[j]]
+                          for t in by_topic} if distractors == "overlap" else {}
         pairs = [(i, p) for i, a in enumerate(arts) for p in range(len(a.sentences) - 1)]
         rng.shuffle(pairs)
         items = []
         for i, p in pairs:
             if max_items is not None and len(items) >= max_items:
                 break
-            item = _choice_item(arts, i, p, pool[arts[i].topic], rng, num_choices, f"swag-{split}-{len(items):05d}")
+            topic = arts[i].topic
+            candidates = by_topic[topic] if pool == "topic" else elsewhere[topic]
+            item = _choice_item(arts, i, p, candidates, rng, num_choices, f"swag-{split}-{len(items):05d}",
+                                distractors, sentence_pool=sentence_pools.get(topic, ()))
             if item is not None:
                 items.append(item)
         return items
 
-    return _build("swag", corpus, seed, max_items, make, {"num_choices": num_choices})
+    return _build("swag", corpus, seed, max_items, make,
+                  {"num_choices": num_choices, "distractors": distractors, "pool": pool})
 
 
 def build_task(name: str, **kwargs: Any) -> AnalogTask:

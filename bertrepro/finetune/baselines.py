@@ -3,9 +3,13 @@ r"""Baselines for the Figure 4 tasks (:mod:`bertrepro.finetune.analogs`), and NS
 A fine-tuned model's score means little without the score of a rule that knows nothing: each task
 gets rules a reader could write in a minute.
 
-* span QA: the first title-shaped span of the passage (:func:`qa_first_title_span`), and the first
-  words of a random sentence (:func:`qa_random_sentence`);
-* tags: a per-word lexicon learned on the training split plus a sentence-start rule (:func:`ner_lexicon`);
+* span QA: the first title-shaped span of the passage (:func:`qa_first_title_span`), the first
+  words of a random sentence (:func:`qa_random_sentence`), and the rule a reader tries first: the
+  first title-shaped span of the sentence sharing the most content words with the question
+  (:func:`qa_question_overlap`); for SQuAD v2.0 also "always no answer" and that rule with a
+  threshold on the overlap below which it abstains (:func:`fit_abstain_threshold`);
+* tags: "no names", and a per-word lexicon learned on the training split plus a sentence-start rule
+  and the tagger's joiner rule (:func:`ner_lexicon`);
 * multiple choice: chance (1 / number of endings, a constant) and word overlap (:func:`choice_overlap`);
 * pairs: the majority class (:func:`pair_majority`) and word overlap with a threshold fitted on
   the training split (:func:`pair_overlap`);
@@ -24,21 +28,18 @@ import torch
 
 from ..data import split_sentences
 from ..model import IS_NEXT, BertForPreTraining
-from .analogs import ChoiceItem, PairItem, SpanItem, TagItem
+from .analogs import NAME_JOINERS, ChoiceItem, PairItem, SpanItem, TagItem, content_words
+from .metrics import f1_score
 from .tasks import encode_texts
 
-__all__ = ["CHANCE", "title_shaped_spans", "qa_first_title_span", "qa_random_sentence", "ner_lexicon",
-           "content_words", "choice_overlap", "pair_majority", "pair_overlap", "nsp_zero_shot"]
+__all__ = ["CHANCE", "title_shaped_spans", "qa_first_title_span", "qa_random_sentence", "qa_question_overlap",
+           "fit_abstain_threshold", "ner_lexicon", "content_words", "choice_overlap", "pair_majority",
+           "pair_overlap", "nsp_zero_shot"]
 
 CHANCE = 0.25  # multiple choice among four endings, a uniform guess
 
 # Capitalized for grammar, not as part of a name, when they open a span: "The Aeneid" -> "Aeneid".
 _LEADING = frozenset("a an the this that these those in on at by for from of to with as after before".split())
-# Not content: SQuAD-style articles and the most frequent function words of English.
-_STOP = frozenset("""
-    a an the of and or in on at by for from to with as is was are were be been being it its this that these those
-    which who whom whose he she his her they their them we our i you also not but than then there has have had
-""".split())
 _CAP = "A-Z0-9\u00c0-\u00d6\u00d8-\u00de"  # ASCII and Latin-1 capitals, digits
 _NAME_WORD = rf"[{_CAP}](?:[\w'\u2019-]|\.(?=\w))*"  # a period only inside a word ("U.S"), never at its end
 _SPAN = re.compile(rf"{_NAME_WORD}(?:\s+(?:of\s+|de\s+|the\s+)?{_NAME_WORD})*")
@@ -105,6 +106,42 @@ def qa_random_sentence(items: Sequence[SpanItem], seed: int = 0, max_words: int 
     return out
 
 
+def _overlap_answer(it: SpanItem) -> tuple[str, int]:
+    """The first title-shaped span (not in the question) of the passage sentence sharing the most
+    content words with the question (the first such sentence on ties), and that overlap."""
+    question, q_low = content_words(it.question), it.question.lower()
+    best, best_n = "", -1
+    for sentence in split_sentences(it.context):
+        n = len(question & content_words(sentence))
+        if n > best_n:
+            spans = [sentence[a:b] for a, b in title_shaped_spans(sentence) if sentence[a:b].lower() not in q_low]
+            best, best_n = (spans[0] if spans else ""), n
+    return best, max(best_n, 0)
+
+
+def qa_question_overlap(items: Sequence[SpanItem], threshold: float | None = None) -> dict[str, str]:
+    """Answer with the first title-shaped span of the sentence that shares the most content words with
+    the question. With ``threshold`` (SQuAD v2.0), answer "" (no answer) unless that overlap exceeds it."""
+    out = {}
+    for it in _check_spans(items):
+        text, n = _overlap_answer(it)
+        out[it.id] = text if threshold is None or n > threshold else ""
+    return out
+
+
+def fit_abstain_threshold(items: Sequence[SpanItem]) -> float:
+    """The overlap threshold of :func:`qa_question_overlap` that maximises mean F1 on ``items`` (training
+    items: the rule is fitted like a model, never on test)."""
+    scored = [(n, f1_score(text, [a["text"] for a in it.answers]), f1_score("", [a["text"] for a in it.answers]))
+              for it in _check_spans(items) for text, n in [_overlap_answer(it)]]
+    if not scored:
+        raise ValueError("no items to fit the threshold on")
+    cuts = sorted({n for n, _, _ in scored})
+    cuts = [cuts[0] - 1] + [c for c in cuts]
+    mean_f1 = [sum(f if n > t else f0 for n, f, f0 in scored) / len(scored) for t in cuts]
+    return float(cuts[max(range(len(cuts)), key=mean_f1.__getitem__)])
+
+
 def _is_word(w: str) -> bool:
     return w[:1].isalnum()
 
@@ -116,7 +153,8 @@ def ner_lexicon(train_items: Sequence[TagItem]) -> Callable[[Sequence[TagItem]],
     the sentence start, it was tagged as a name in most of its training occurrences (unseen words:
     ``O``). Sentence-start rule: the first word is a name only when the lexicon says so and the next
     word is a name too (as :func:`bertrepro.finetune.analogs.name_tags` treats capitals there).
-    Punctuation is ``O``; runs of name words become ``B-NAME I-NAME ...``.
+    Punctuation is ``O`` except ``- – . ' ’ &`` between two name words, which joins them into one
+    name (the tagger's rule 3); runs of name words become ``B-NAME I-NAME ...``.
     """
     votes: dict[str, Counter] = defaultdict(Counter)
     for it in train_items:
@@ -136,17 +174,15 @@ def ner_lexicon(train_items: Sequence[TagItem]) -> Callable[[Sequence[TagItem]],
             name = [_is_word(w) and w.lower() in names for w in words]
             if first is not None and name[first] and not (first + 1 < len(words) and name[first + 1]):
                 name[first] = False
+            # the tagger's joiner rule: "St . Louis", "Anglo - Saxon", "U . S ." hold one name
+            name = [n or (0 < i < len(words) - 1 and w in NAME_JOINERS and name[i - 1] and name[i + 1])
+                    for i, (w, n) in enumerate(zip(words, name))]
             out.append(["O" if not n else ("I-NAME" if i > 0 and name[i - 1] else "B-NAME")
                         for i, n in enumerate(name)])
         return out
 
     predict.names = names  # the fitted lexicon, for display
     return predict
-
-
-def content_words(text: str) -> set[str]:
-    """Lower-cased words of ``text`` without the most frequent function words."""
-    return {w for w in re.findall(r"\w+", text.lower()) if w not in _STOP}
 
 
 def choice_overlap(items: Sequence[ChoiceItem]) -> torch.Tensor:

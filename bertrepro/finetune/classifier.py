@@ -12,7 +12,7 @@ import dataclasses
 import inspect
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -104,6 +104,8 @@ class FinetuneResult:
     learning_rates: list[float]  # learning rate used at every step
     steps: int
     seconds: float
+    dev_curve: list[float] = field(default_factory=list)  # dev score after each epoch (early stopping only)
+    best_epoch: int | None = None  # the epoch whose weights were kept (early stopping only)
 
 
 TrainData = Mapping[str, torch.Tensor]  # model inputs and targets by forward() argument name, (N, ...) each
@@ -169,7 +171,8 @@ def check_forward_takes(model: nn.Module, data: TrainData) -> None:
 
 def fine_tune(model: nn.Module, data: Encoded | TrainData, labels: torch.Tensor | None, config: FinetuneConfig,
               seed: int = 0, device: torch.device | str = "cpu", progress: bool = True,
-              desc: str = "fine-tune") -> FinetuneResult:
+              desc: str = "fine-tune", dev_score: Callable[[nn.Module], float] | None = None,
+              patience: int = 0) -> FinetuneResult:
     """Train every weight of ``model`` with the paper's recipe (§4.1, App. A.3): the one loop of every head.
 
     ``model(**batch)`` must return an output with a scalar ``loss``: chapter 10's classifier, or a
@@ -178,11 +181,18 @@ def fine_tune(model: nn.Module, data: Encoded | TrainData, labels: torch.Tensor 
     argument names to (N, ...) tensors holding the targets too (``labels=None``): the loop draws
     rows of it, trimmed to their longest sequence (:func:`take_rows`).
 
+    With ``dev_score`` (model -> dev metric, higher is better) the model is scored after every epoch
+    and the best epoch's weights are kept (early stopping on dev); with ``patience`` > 0 training
+    stops after that many epochs without a better score. The schedule is planned for
+    ``config.epochs`` either way, so an early stop never changes the steps before it.
+
     Shuffling and dropout draw from ``seed`` only (the global RNG is left as it was), so a seeded
     run on the CPU is deterministic. Returns the trained model (the same object) and its loss curve.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module whose forward(**batch) returns a loss, got {type(model).__name__}")
+    if not isinstance(patience, int) or patience < 0:
+        raise ValueError(f"patience must be a non-negative int, got {patience!r}")
     data = as_train_data(data, labels)
     n, B = check_train_data(data), config.batch_size
     check_forward_takes(model, data)
@@ -193,7 +203,8 @@ def fine_tune(model: nn.Module, data: Encoded | TrainData, labels: torch.Tensor 
     opt = build_adamw(model, config.learning_rate, config.weight_decay, device, eps=config.adam_epsilon)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupLinearDecay.from_proportion(steps, config.warmup_proportion))
     g = torch.Generator().manual_seed(seed)
-    losses, lrs = [], []
+    losses, lrs, curve = [], [], []
+    best, best_state, best_epoch = -math.inf, None, None
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[torch.device(device)] if torch.device(device).type == "cuda" else []):
         torch.manual_seed(seed)  # dropout
@@ -208,8 +219,21 @@ def fine_tune(model: nn.Module, data: Encoded | TrainData, labels: torch.Tensor 
             lrs.append(sched.get_last_lr()[0])
             optimizer_step(model, opt, sched, config.max_grad_norm)
             losses.append(loss.detach())
+            if dev_score is not None and (not batches or step == steps - 1):  # an epoch's end
+                with torch.random.fork_rng(devices=[]):
+                    score = float(dev_score(model))
+                model.train()
+                curve.append(score)
+                if score > best:
+                    best, best_epoch = score, len(curve)
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                elif patience and len(curve) - best_epoch >= patience:
+                    break
+    if best_state is not None:
+        model.load_state_dict(best_state)
     model.eval()
-    return FinetuneResult(model, torch.stack(losses).float().cpu().tolist(), lrs, steps, time.perf_counter() - t0)
+    return FinetuneResult(model, torch.stack(losses).float().cpu().tolist(), lrs, len(losses),
+                          time.perf_counter() - t0, curve, best_epoch)
 
 
 @torch.no_grad()

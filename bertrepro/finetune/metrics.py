@@ -22,7 +22,8 @@ import torch
 
 from ..stats import mean_se
 
-__all__ = ["normalize_answer", "exact_match", "f1_score", "squad_scores", "bio_spans", "entity_scores", "accuracy_se"]
+__all__ = ["normalize_answer", "exact_match", "f1_score", "squad_scores", "bio_spans", "entity_scores",
+           "sentence_counts", "paired_f1_difference", "accuracy_se"]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = set(string.punctuation)
@@ -148,6 +149,35 @@ def entity_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], 
     f_boot = _prf(weights @ counts)[2]
     return {"precision": float(p), "recall": float(r), "f1": float(f),
             "f1_se": float(f_boot.std()) if bootstrap > 1 else 0.0, "n": len(rows), "entities": int(counts[:, 2].sum())}
+
+
+def sentence_counts(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> list[list[int]]:
+    """Per sentence: [correct entities, predicted entities, gold entities] (what entity F1 sums)."""
+    if len(gold) != len(pred):
+        raise ValueError(f"gold has {len(gold)} sentences and pred {len(pred)}")
+    out = []
+    for g, p in zip(gold, pred):
+        gs, ps = bio_spans(g), bio_spans(p)
+        out.append([len(gs & ps), len(ps), len(gs)])
+    return out
+
+
+def paired_f1_difference(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]], bootstrap: int = 1000,
+                         seed: int = 0) -> dict[str, float]:
+    """Entity F1 of system ``a`` minus system ``b`` (percent points) on the same sentences, and its SE
+    from a paired bootstrap: both systems' counts (:func:`sentence_counts`) resampled with the same
+    draws of sentences, so what the two share cancels."""
+    A, B = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
+    if A.shape != B.shape or A.dim() != 2 or A.shape[1] != 3 or A.shape[0] == 0:
+        raise ValueError(f"paired counts need equal (sentences, 3) shapes, got {tuple(A.shape)} and {tuple(B.shape)}")
+    n = A.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    draws = torch.randint(0, n, (bootstrap, n), generator=gen)
+    w = torch.zeros(bootstrap, n, dtype=torch.float64).scatter_add_(1, draws, torch.ones(bootstrap, n,
+                                                                                        dtype=torch.float64))
+    diff = 100 * (_prf(A.sum(0))[2] - _prf(B.sum(0))[2])
+    boot = 100 * (_prf(w @ A)[2] - _prf(w @ B)[2])
+    return {"difference": float(diff), "se": float(boot.std()), "items": n}
 
 
 def accuracy_se(correct: torch.Tensor) -> tuple[float, float]:

@@ -144,7 +144,8 @@ def load_or_train(config: PretrainConfig, out: str | os.PathLike, *, cache_dir: 
 
 
 def pretrained_model(profile: str | None = None, seed: int = 0, cache_dir: str | os.PathLike | None = None, *,
-                     device: str | None = None, build: bool = True, progress: bool = True) -> PretrainResult:
+                     device: str | None = None, build: bool = True, progress: bool = True,
+                     with_data: bool = True) -> PretrainResult:
     """The model pre-trained with ``PretrainConfig.for_profile(profile, seed=seed)``: cached, or trained now.
 
     Chapter 09 calls it first and trains; chapters 10, 11 and 12 call it again and read the same run from
@@ -166,7 +167,10 @@ def pretrained_model(profile: str | None = None, seed: int = 0, cache_dir: str |
             rule, CUDA for the gpu profile when available, else the CPU).
         build: False raises ``FileNotFoundError`` instead of training.
         progress: show the training progress bar.
+        with_data: False skips tokenizing the corpus when the finished run is loaded (``data`` and
+            ``tokenizer`` are then None): what a chapter needs that only reads the model and its vocabulary.
     """
     config = PretrainConfig.for_profile(resolve_profile(profile), seed=seed, device=device)
     out = pretrained_dir(config.profile, seed, cache_dir)
-    return load_or_train(config, out, cache_dir=out.parent.parent, build=build, progress=progress)
+    return load_or_train(config, out, cache_dir=out.parent.parent, build=build, progress=progress,
+                         with_data=with_data)
