@@ -13,7 +13,7 @@ import dataclasses
 import sys
 from typing import Any, Callable, Iterable, Mapping
 
-__all__ = ["add_dataclass_arguments", "dataclass_overrides", "exit_code", "INPUT_ERRORS"]
+__all__ = ["add_dataclass_arguments", "dataclass_overrides", "exit_code", "INPUT_ERRORS", "INTERRUPTED"]
 
 # Errors that mean "the request cannot be done as given" (exit 2): bad values, missing files, a
 # corpus that needs the network, a folder another run holds. Anything else is a crash (a traceback).
@@ -21,12 +21,18 @@ INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, FileNotF
                                                  NotADirectoryError, PermissionError, ConnectionError)
 
 
+#: The exit status of a command stopped by Ctrl-C (128 + SIGINT), as a shell reports it.
+INTERRUPTED = 130
+
+
 def exit_code(command: Callable[[], Any], prog: str, *, debug: bool = False,
-              inputs: tuple[type[BaseException], ...] = (), failures: tuple[type[BaseException], ...] = ()) -> int:
+              inputs: tuple[type[BaseException], ...] = (), failures: tuple[type[BaseException], ...] = (),
+              interrupted: Callable[[], str] | None = None) -> int:
     """Run ``command``: 0 when it returns; 2 and one ``prog: error: ...`` line on stderr for an
     :data:`INPUT_ERRORS` error or one of ``inputs``; 1 and one line for one of ``failures`` (a run
-    that stopped on purpose, e.g. diverged). With ``debug`` these raise too (a full traceback);
-    any other error is a crash and always raises."""
+    that stopped on purpose, e.g. diverged); :data:`INTERRUPTED` and one ``prog: interrupted: ...``
+    line for Ctrl-C, saying what was kept (``interrupted()``). With ``debug`` these raise too (a
+    full traceback); any other error is a crash and always raises."""
     try:
         command()
     except failures + inputs + INPUT_ERRORS as e:
@@ -34,6 +40,12 @@ def exit_code(command: Callable[[], Any], prog: str, *, debug: bool = False,
             raise
         print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
         return 1 if isinstance(e, failures) else 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        kept = interrupted() if interrupted is not None else "stopped; files written so far are kept"
+        print(f"{prog}: interrupted: {kept}", file=sys.stderr, flush=True)
+        return INTERRUPTED
     return 0
 
 _TYPES = {"int": int, "float": float, "str": str}
