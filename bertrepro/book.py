@@ -50,6 +50,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 
 from . import bookguard, progress, report
+from .arguments import plain_text
 from .cache import ARTIFACTS_ENV
 from .chapters import (NOTEBOOKS_DIR, find_chapters, hide_injected_parameters,
                        notebook_parameters, pairing_differences, read_notebook, select_chapters,
@@ -592,7 +593,7 @@ def _html(book_dir: str | os.PathLike, output: Path, results: Sequence[ChapterRe
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bertrepro.book", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bertrepro.book", description=plain_text(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", choices=PROFILES, default=None,
                    help="run scale (default: gpu when CUDA is available, else cpu)")

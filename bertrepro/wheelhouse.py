@@ -214,7 +214,9 @@ def install(kit: str | os.PathLike, requirements: str | os.PathLike, python: str
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``collect DIR [--python-version V]`` or ``install DIR [--python PY]``; returns the exit status."""
-    p = argparse.ArgumentParser(prog="python -m bertrepro.wheelhouse", description=__doc__,
+    # Plain text for the terminal (bertrepro.arguments.plain_text, which a script run before the
+    # install cannot import): this docstring's only markup is double backquotes.
+    p = argparse.ArgumentParser(prog="python -m bertrepro.wheelhouse", description=__doc__.replace("``", ""),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("collect", help="download every pinned wheel and pack the kit")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 from unittest import mock
 
-from ..arguments import add_dataclass_arguments, dataclass_overrides, exit_code
+from ..arguments import add_dataclass_arguments, dataclass_overrides, exit_code, plain_text
 from ..io import atomic_write_text
 from ..pretrain.runs import pretrained_model
 from ..chapters import Run, setup
@@ -62,7 +62,7 @@ def _learning_rate(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=_PROG, description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog=_PROG, description=plain_text(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="topics", metavar="{" + ",".join(ALL_TASKS) + "}",
                    help="topics (or topic): chapter 10's offline Wikipedia task (default); qnli, squad11, squad20, "
