@@ -25,6 +25,14 @@ def argv(model_dir, out, *extra):
             "--learning-rate", "1e-3", "--output-dir", str(out), "--no-progress", *extra]
 
 
+def exit_status(main, argv):
+    """``main(argv)``; a Ctrl-C escaping it is a failure of this test, not the end of the test session."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped the command line instead of exit status 130")
+
+
 def error_lines(capsys):
     return [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
 
@@ -53,7 +61,7 @@ def test_ctrl_c_while_replacing_a_finished_run_leaves_no_result_of_another_confi
         raise KeyboardInterrupt
 
     monkeypatch.setattr(finetune_cli, "tune_on_dev", stopped)
-    code = finetune_cli.main(argv(_tiny_checkpoint(tmp_path), out, "--overwrite-output-dir"))
+    code = exit_status(finetune_cli.main, argv(_tiny_checkpoint(tmp_path), out, "--overwrite-output-dir"))
     assert code == 130
     lines = error_lines(capsys)
     assert len(lines) == 1 and lines[0].startswith("python -m bertrepro.finetune: interrupted: fine-tuning stopped")
@@ -66,7 +74,7 @@ def test_ctrl_c_in_pretraining_is_one_line_naming_what_to_resume(tmp_path, monke
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pretrain_cli, "pretrain", stopped)
-    code = pretrain_cli.main(["--profile", "smoke", "--output-dir", str(tmp_path / "run")])
+    code = exit_status(pretrain_cli.main, ["--profile", "smoke", "--output-dir", str(tmp_path / "run")])
     assert code == 130
     lines = error_lines(capsys)
     assert lines == [f"python -m bertrepro.pretrain: interrupted: pre-training stopped before its first checkpoint; "
