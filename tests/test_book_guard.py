@@ -34,10 +34,12 @@ def start_book(output: Path, *extra: str) -> subprocess.Popen:
 def books():
     started: list[subprocess.Popen] = []
     yield lambda output, *extra: started.append(start_book(output, *extra)) or started[-1]
-    for p in started:
-        if p.poll() is None:
+    for p in started:  # the run and whatever it left behind in its process group (a kernel)
+        try:
             os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+        except ProcessLookupError:
+            pass
+        p.wait()
 
 
 def wait_for(predicate, what: str, timeout: float = 90.0) -> None:
