@@ -558,7 +558,7 @@ def _run_chapters(selected: Sequence[Path], prof: str, extra: Mapping[str, Any],
             raise _interrupted(nb, dirs, monitor, timings, len(results), time.perf_counter() - start) from None
         except ChapterError as e:
             secs = time.perf_counter() - start
-            if e.ename == "KeyboardInterrupt":  # Ctrl-C reached the kernel before this process
+            if e.ename == "KeyboardInterrupt" or bookguard.interrupt_requested():  # Ctrl-C, seen first by the kernel
                 raise _interrupted(nb, dirs, monitor, timings, len(results), secs) from None
             monitor.finish(f"FAILED after {secs:.1f} s")
             timings["chapters"][nb.stem] = {"seconds": round(secs, 3), "status": "failed"}

@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover
     fcntl = None
 
 __all__ = ["LOCK_FILE", "MAX_SEED", "OutputInUseError", "BookInterrupted", "check_arguments", "output_lock",
-           "quiet_interrupt", "stop_kernels"]
+           "quiet_interrupt", "interrupt_requested", "stop_kernels"]
 
 LOCK_FILE = ".book.lock"
 #: numpy's seeds are 32-bit; every chapter seeds numpy, torch and random with the book's seed.
@@ -146,9 +146,19 @@ def stop_kernels(timeout: float = 5.0) -> list[int]:
     return [k.pid for k in kernels]
 
 
+_ctrl_c = threading.Event()
+
+
+def interrupt_requested() -> bool:
+    """Whether Ctrl-C came within the current :func:`quiet_interrupt` block (an error the kernel
+    client raises while it is torn down then belongs to the interrupt, not to the chapter)."""
+    return _ctrl_c.is_set()
+
+
 def _sigint(signum: int, frame: object) -> None:
     # From the first Ctrl-C on, the kernel client's and asyncio's complaints about the kernel they lose
     # ("Kernel died", "Task exception was never retrieved") would bury the one line the runner prints.
+    _ctrl_c.set()
     logging.disable(logging.CRITICAL)
     stop_kernels()
     raise KeyboardInterrupt
@@ -161,6 +171,7 @@ def quiet_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _ctrl_c.clear()
     previous = signal.signal(signal.SIGINT, _sigint)
     try:
         yield

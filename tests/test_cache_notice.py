@@ -62,6 +62,7 @@ def test_notices_come_as_lines_of_their_own_and_nothing_outside_the_runner(tmp_p
             time.sleep(0.05)
     mon.finish("3.0 s")
     text = stream.getvalue()
-    assert "\r\x1b[K[09/12] 09_pretraining | cache: computing model (fingerprint 1): config changed: steps 1 -> 2\n" in text
+    shown = "cache: computing model (fingerprint 1): config changed: steps 1 -> 2"
+    assert f"\r\x1b[K[09/12] 09_pretraining | {shown}\n" in text
     assert text.endswith("\r\x1b[K[09/12] 09_pretraining ... 3.0 s\n")
     assert not progress.notices_path(status).exists()

@@ -15,7 +15,8 @@ MARKUP = re.compile(r"``|(?::[a-z]+)+:`|::\s*$|`[^`\s]+`", re.M)
 
 COMMANDS = {
     "book": (book.main, []), "finetune": (finetune_cli.main, []), "pretrain": (pretrain_cli.main, []),
-    "bench": (bench.main, []), "wheelhouse": (wheelhouse.main, []), "wheelhouse install": (wheelhouse.main, ["install"]),
+    "bench": (bench.main, []), "wheelhouse": (wheelhouse.main, []),
+    "wheelhouse install": (wheelhouse.main, ["install"]),
     "report diff": (scorediff.main, ["diff"]),
 }
 
