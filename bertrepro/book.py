@@ -19,7 +19,10 @@ tagged ``parameters``. What the runner writes under the output folder (default `
 * ``timings.json`` -- wall time per chapter; ``summary.md`` -- times and scorecard for a CI summary;
 * ``scorecard.json`` -- every record plus counts by status and its provenance (commit, profile, seed,
   device, versions, each cached artifact read or made); ``scorecard.md`` -- its book page;
-* ``src/`` and ``html/`` -- the assembled Jupyter Book source and its HTML (``html/index.html``).
+* ``src/`` and ``html/`` -- the assembled Jupyter Book source and its HTML (``html/index.html``);
+* ``.book.lock`` -- locked while a run uses the folder: one run per output folder, a second one is
+  refused naming the first (:mod:`bertrepro.bookguard`). Ctrl-C stops the chapter and its kernel,
+  keeps its partial notebook, prints one line and exits with status 130.
 
 While a chapter runs the terminal shows the chapter, its elapsed time and its latest progress bar
 (:class:`ChapterProgress`): the chapter's :func:`bertrepro.progress.bar` calls write their state to a
@@ -38,7 +41,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -50,7 +52,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 
 from . import bookguard, progress, report
-from .arguments import plain_text
+from .arguments import INTERRUPTED, plain_text
 from .cache import ARTIFACTS_ENV
 from .chapters import (NOTEBOOKS_DIR, find_chapters, hide_injected_parameters,
                        notebook_parameters, pairing_differences, read_notebook, select_chapters,
@@ -573,9 +575,9 @@ def _run_chapters(selected: Sequence[Path], prof: str, extra: Mapping[str, Any],
 def _interrupted(nb: Path, dirs: Mapping[str, Path], monitor: ChapterProgress, timings: dict[str, Any],
                  finished: int, seconds: float) -> bookguard.BookInterrupted:
     """A Ctrl-C during chapter ``nb``: shut its kernel down, mark it in the terminal and the timings."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-    bookguard.stop_kernels()
-    monitor.finish(f"INTERRUPTED after {seconds:.1f} s")
+    with bookguard.ignoring_sigint():  # a second Ctrl-C must not cut the clean-up short
+        bookguard.stop_kernels()
+        monitor.finish(f"INTERRUPTED after {seconds:.1f} s")
     timings["chapters"][nb.stem] = {"seconds": round(seconds, 3), "status": "interrupted"}
     return bookguard.BookInterrupted(nb.stem, dirs["executed"] / nb.name, finished, seconds)
 
@@ -629,13 +631,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _report_interrupt(e: KeyboardInterrupt, output: Path) -> int:
-    """One line for a Ctrl-C (what stopped, what was kept); the exit status 130 of a shell's Ctrl-C."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if not isinstance(e, bookguard.BookInterrupted):
-        bookguard.stop_kernels()
-        e = f"interrupted between chapters; every file written so far in {Path(output).resolve()} is kept"
-    print(f"{e}", file=sys.stderr, flush=True)
-    return 130
+    """One line for a Ctrl-C (what stopped, what was kept); the exit status of a shell's Ctrl-C."""
+    with bookguard.ignoring_sigint():
+        if isinstance(e, bookguard.BookInterrupted):
+            line = str(e)
+        else:  # before the first chapter, between two, or in the HTML build
+            bookguard.stop_kernels()
+            line = f"interrupted outside a chapter; every file written so far in {Path(output).resolve()} is kept"
+        print(line, file=sys.stderr, flush=True)
+    return INTERRUPTED
 
 
 if __name__ == "__main__":

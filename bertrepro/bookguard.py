@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover
     fcntl = None
 
 __all__ = ["LOCK_FILE", "MAX_SEED", "OutputInUseError", "BookInterrupted", "check_arguments", "output_lock",
-           "quiet_interrupt", "interrupt_requested", "stop_kernels"]
+           "quiet_interrupt", "interrupt_requested", "ignoring_sigint", "stop_kernels"]
 
 LOCK_FILE = ".book.lock"
 #: numpy's seeds are 32-bit; every chapter seeds numpy, torch and random with the book's seed.
@@ -173,6 +173,19 @@ def quiet_interrupt() -> Iterator[None]:
         return
     _ctrl_c.clear()
     previous = signal.signal(signal.SIGINT, _sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def ignoring_sigint() -> Iterator[None]:
+    """Ctrl-C is ignored within the block (main thread only): a clean-up that must not be cut short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         yield
     finally:
