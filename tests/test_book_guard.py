@@ -1,5 +1,6 @@
 """One book per output folder, its arguments checked before the first chapter, and Ctrl-C: real
-``python -m bertrepro.book`` processes on chapter 01 at the smoke profile (seconds each)."""
+``python -m bertrepro.book`` processes at the smoke profile (seconds each): Ctrl-C during chapter 01,
+the lock on a chapter that only waits."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import nbformat
 import psutil
 import pytest
 
@@ -19,6 +21,17 @@ from bertrepro.scorediff import load_scorecard
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTER = "01_self_attention"
+
+
+def waiting_chapter(folder: Path, seconds: float) -> Path:
+    """A folder of one chapter that only waits: the lock tests need a run that lasts, nothing more."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("profile = None\nseed = 0\ndevice = None", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(f"import time\ntime.sleep({seconds})")]
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(folder / "01_wait.ipynb"))
+    return folder
 
 
 def start_book(output: Path, *extra: str) -> subprocess.Popen:
@@ -75,12 +88,12 @@ def import_seconds() -> float:
 
 
 def test_a_second_book_on_the_same_output_is_refused_at_once_and_the_first_finishes(tmp_path, books):
-    out = tmp_path / "book"
-    first = books(out)
+    out, chapters = tmp_path / "book", str(waiting_chapter(tmp_path / "nbs", 3.0))
+    first = books(out, "--notebooks", chapters)
     wait_for(lambda: holds_lock(out, first), "the first run to lock its output")
     baseline = import_seconds()
     start = time.perf_counter()
-    second = books(out)
+    second = books(out, "--notebooks", chapters)
     _, err = second.communicate(timeout=60)
     seconds = time.perf_counter() - start
     assert second.returncode == 2, err
@@ -89,17 +102,17 @@ def test_a_second_book_on_the_same_output_is_refused_at_once_and_the_first_finis
     assert seconds < baseline + 2.0, f"refused after {seconds:.1f} s (Python and imports take {baseline:.1f} s)"
     _, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
-    assert [r["key"] for r in json.loads((out / "scorecard.json").read_text())["records"]]
+    assert json.loads((out / "timings.json").read_text())["chapters"]["01_wait"]["status"] == "ok"
 
 
 def test_a_run_killed_with_sigkill_does_not_block_the_next(tmp_path, books):
-    out = tmp_path / "book"
-    killed = books(out)
+    out, chapters = tmp_path / "book", str(waiting_chapter(tmp_path / "nbs", 0.5))
+    killed = books(out, "--notebooks", chapters)
     wait_for(lambda: holds_lock(out, killed), "the run to lock its output")
     killed.send_signal(signal.SIGKILL)  # the book process only, as `kill -9 PID` does
     killed.wait(timeout=30)
     assert (out / LOCK_FILE).read_text().startswith(f"{killed.pid}\n")  # its lock file stays behind
-    again = books(out)
+    again = books(out, "--notebooks", chapters)
     _, err = again.communicate(timeout=120)
     assert again.returncode == 0, err
     assert (out / "scorecard.json").exists()
