@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 from typing import Any, Callable, Iterable, Mapping
 
-__all__ = ["add_dataclass_arguments", "dataclass_overrides", "exit_code", "INPUT_ERRORS"]
+__all__ = ["add_dataclass_arguments", "dataclass_overrides", "exit_code", "plain_text", "INPUT_ERRORS", "INTERRUPTED"]
 
 # Errors that mean "the request cannot be done as given" (exit 2): bad values, missing files, a
 # corpus that needs the network, a folder another run holds. Anything else is a crash (a traceback).
@@ -21,12 +22,18 @@ INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, FileNotF
                                                  NotADirectoryError, PermissionError, ConnectionError)
 
 
+#: The exit status of a command stopped by Ctrl-C (128 + SIGINT), as a shell reports it.
+INTERRUPTED = 130
+
+
 def exit_code(command: Callable[[], Any], prog: str, *, debug: bool = False,
-              inputs: tuple[type[BaseException], ...] = (), failures: tuple[type[BaseException], ...] = ()) -> int:
+              inputs: tuple[type[BaseException], ...] = (), failures: tuple[type[BaseException], ...] = (),
+              interrupted: Callable[[], str] | None = None) -> int:
     """Run ``command``: 0 when it returns; 2 and one ``prog: error: ...`` line on stderr for an
     :data:`INPUT_ERRORS` error or one of ``inputs``; 1 and one line for one of ``failures`` (a run
-    that stopped on purpose, e.g. diverged). With ``debug`` these raise too (a full traceback);
-    any other error is a crash and always raises."""
+    that stopped on purpose, e.g. diverged); :data:`INTERRUPTED` and one ``prog: interrupted: ...``
+    line for Ctrl-C, saying what was kept (``interrupted()``). With ``debug`` these raise too (a
+    full traceback); any other error is a crash and always raises."""
     try:
         command()
     except failures + inputs + INPUT_ERRORS as e:
@@ -34,7 +41,30 @@ def exit_code(command: Callable[[], Any], prog: str, *, debug: bool = False,
             raise
         print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
         return 1 if isinstance(e, failures) else 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        kept = interrupted() if interrupted is not None else "stopped; files written so far are kept"
+        print(f"{prog}: interrupted: {kept}", file=sys.stderr, flush=True)
+        return INTERRUPTED
     return 0
+
+# reStructuredText a docstring may hold, and what a terminal shows instead.
+_ROLE_WITH_TITLE = re.compile(r"(?::[a-z]+)+:`([^`<]+?)\s*<[^`>]+>`")  # :func:`the bar <bertrepro.progress.bar>`
+_ROLE = re.compile(r"(?::[a-z]+)+:`(~?)([^`]+)`")  # :func:`bertrepro.progress.bar`, :class:`~x.Y`
+_LITERAL = re.compile(r"``(.+?)``")
+
+
+def plain_text(doc: str) -> str:
+    """A docstring as a terminal should show it (argparse help): a reST role becomes its target (its
+    last part after ``~``, its title when it has one), double backquotes are dropped, a paragraph
+    ending in ``::`` ends in ``:``, and a line holding only ``::`` goes."""
+    doc = _ROLE_WITH_TITLE.sub(r"\1", doc)
+    doc = _ROLE.sub(lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), doc)
+    doc = _LITERAL.sub(r"\1", doc)
+    doc = re.sub(r"^[ \t]*::[ \t]*\n", "", doc, flags=re.M)
+    return re.sub(r"::[ \t]*$", ":", doc, flags=re.M)
+
 
 _TYPES = {"int": int, "float": float, "str": str}
 

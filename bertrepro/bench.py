@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from .arguments import plain_text
 from .checkpoints import to_hf
 from .config import BertConfig
 from .masking import mask_tokens
@@ -388,7 +389,7 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmarks, print a table and return ``{"environment": ..., "results": [...]}``."""
     names = [_bench_name(f) for f in BENCHMARKS]
-    p = argparse.ArgumentParser(prog="python -m bertrepro.bench", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m bertrepro.bench", description=plain_text(__doc__.split("\n\n")[0]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", action="append", choices=names, metavar="NAME",
                    help=f"run only this benchmark (repeatable); one of {', '.join(names)}")

@@ -19,7 +19,10 @@ tagged ``parameters``. What the runner writes under the output folder (default `
 * ``timings.json`` -- wall time per chapter; ``summary.md`` -- times and scorecard for a CI summary;
 * ``scorecard.json`` -- every record plus counts by status and its provenance (commit, profile, seed,
   device, versions, each cached artifact read or made); ``scorecard.md`` -- its book page;
-* ``src/`` and ``html/`` -- the assembled Jupyter Book source and its HTML (``html/index.html``).
+* ``src/`` and ``html/`` -- the assembled Jupyter Book source and its HTML (``html/index.html``);
+* ``.book.lock`` -- locked while a run uses the folder: one run per output folder, a second one is
+  refused naming the first (:mod:`bertrepro.bookguard`). Ctrl-C stops the chapter and its kernel,
+  keeps its partial notebook, prints one line and exits with status 130.
 
 While a chapter runs the terminal shows the chapter, its elapsed time and its latest progress bar
 (:class:`ChapterProgress`): the chapter's :func:`bertrepro.progress.bar` calls write their state to a
@@ -48,7 +51,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
-from . import progress, report
+from . import bookguard, progress, report
+from .arguments import INTERRUPTED, plain_text
 from .cache import ARTIFACTS_ENV
 from .chapters import (NOTEBOOKS_DIR, find_chapters, hide_injected_parameters,
                        notebook_parameters, pairing_differences, read_notebook, select_chapters,
@@ -469,7 +473,22 @@ def build(profile: str | None = None, chapters: Sequence[str] | None = None, see
         ValueError: a bad chapter name, parameter or profile, an unpaired notebook, a bad book config.
         ChapterError: a chapter failed (timings and summary are still written).
         BookBuildError: the HTML build failed.
+        OutputInUseError: another book run holds ``output`` (:func:`bertrepro.bookguard.output_lock`).
+        BookInterrupted: Ctrl-C during a chapter; its kernel is shut down, its partial notebook kept.
     """
+    output = Path(output).resolve()
+    bookguard.check_arguments(seed, device, resolve_profile(profile), output)
+    # One book per output folder, locked before anything there is touched; Ctrl-C gives one line.
+    with bookguard.output_lock(output), bookguard.quiet_interrupt():
+        return _build_locked(profile, chapters, seed, device, online, html, output, notebooks_dir, book_dir, log,
+                             progress_interval, stream)
+
+
+def _build_locked(profile: str | None, chapters: Sequence[str] | None, seed: int | None, device: str | None,
+                  online: bool, html: bool, output: Path, notebooks_dir: str | os.PathLike,
+                  book_dir: str | os.PathLike, log: Callable[[str], None], progress_interval: float,
+                  stream: Any) -> BookResult:
+    """:func:`build` once the arguments are checked and the output folder is locked."""
     prof = resolve_profile(profile)
     output = Path(output).resolve()
     extra = {k: v for k, v in (("seed", seed), ("device", device)) if v is not None}
@@ -537,8 +556,12 @@ def _run_chapters(selected: Sequence[Path], prof: str, extra: Mapping[str, Any],
             with monitor:
                 res = run_chapter(nb, prof, dirs["executed"], extra, cwd=work, records_dir=dirs["records"],
                                   cache_dir=dirs["cache"], online=online, progress_file=monitor.progress_file)
+        except KeyboardInterrupt:
+            raise _interrupted(nb, dirs, monitor, timings, len(results), time.perf_counter() - start) from None
         except ChapterError as e:
             secs = time.perf_counter() - start
+            if e.ename == "KeyboardInterrupt" or bookguard.interrupt_requested():  # Ctrl-C, seen first by the kernel
+                raise _interrupted(nb, dirs, monitor, timings, len(results), secs) from None
             monitor.finish(f"FAILED after {secs:.1f} s")
             timings["chapters"][nb.stem] = {"seconds": round(secs, 3), "status": "failed"}
             return results, e
@@ -547,6 +570,16 @@ def _run_chapters(selected: Sequence[Path], prof: str, extra: Mapping[str, Any],
         results.append(res)
         _write_json(output / "timings.json", timings)
     return results, None
+
+
+def _interrupted(nb: Path, dirs: Mapping[str, Path], monitor: ChapterProgress, timings: dict[str, Any],
+                 finished: int, seconds: float) -> bookguard.BookInterrupted:
+    """A Ctrl-C during chapter ``nb``: shut its kernel down, mark it in the terminal and the timings."""
+    with bookguard.ignoring_sigint():  # a second Ctrl-C must not cut the clean-up short
+        bookguard.stop_kernels()
+        monitor.finish(f"INTERRUPTED after {seconds:.1f} s")
+    timings["chapters"][nb.stem] = {"seconds": round(seconds, 3), "status": "interrupted"}
+    return bookguard.BookInterrupted(nb.stem, dirs["executed"] / nb.name, finished, seconds)
 
 
 def _html(book_dir: str | os.PathLike, output: Path, results: Sequence[ChapterResult], scorecard_md: str,
@@ -562,7 +595,7 @@ def _html(book_dir: str | os.PathLike, output: Path, results: Sequence[ChapterRe
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bertrepro.book", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bertrepro.book", description=plain_text(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", choices=PROFILES, default=None,
                    help="run scale (default: gpu when CUDA is available, else cpu)")
@@ -592,7 +625,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:
+        return _report_interrupt(e, args.output)
     return 0
+
+
+def _report_interrupt(e: KeyboardInterrupt, output: Path) -> int:
+    """One line for a Ctrl-C (what stopped, what was kept); the exit status of a shell's Ctrl-C."""
+    with bookguard.ignoring_sigint():
+        if isinstance(e, bookguard.BookInterrupted):
+            line = str(e)
+        else:  # before the first chapter, between two, or in the HTML build
+            bookguard.stop_kernels()
+            line = f"interrupted outside a chapter; every file written so far in {Path(output).resolve()} is kept"
+        print(line, file=sys.stderr, flush=True)
+    return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
 
+from . import progress
 from .data import DEFAULT_CORPUS, wiki_vital_path
 from .io import append_jsonl, atomic_write_text, sha256_file
 
@@ -290,7 +291,9 @@ def log_artifact(path: str | os.PathLike, inputs: Mapping[str, Any], how: str, r
 
 def announce(path: str | os.PathLike, inputs: Mapping[str, Any], reason: str) -> None:
     """Print the one line saying that ``path`` is built now, and why (what changed, or nothing cached)."""
-    print(f"cache: computing {_display(Path(path))} (fingerprint {fingerprint(inputs)[:12]}): {reason}", flush=True)
+    line = f"cache: computing {_display(Path(path))} (fingerprint {fingerprint(inputs)[:12]}): {reason}"
+    print(line, flush=True)
+    progress.notice(line)  # under the book runner, the terminal shows it beside the chapter's progress
 
 
 def _remove(path: Path) -> None:

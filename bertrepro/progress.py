@@ -24,7 +24,7 @@ from typing import Any, Iterable
 
 from tqdm.std import tqdm
 
-__all__ = ["bar", "PROGRESS_ENV", "mode", "read_status", "format_status", "ChapterProgress"]
+__all__ = ["bar", "PROGRESS_ENV", "mode", "read_status", "format_status", "notice", "notices_path", "ChapterProgress"]
 
 #: Environment variable the book runner sets to the path of the chapter's progress file.
 PROGRESS_ENV = "BERTREPRO_PROGRESS_FILE"
@@ -179,6 +179,25 @@ def format_status(state: dict[str, Any] | None) -> str:
     return text
 
 
+def notices_path(progress_file: str | os.PathLike) -> Path:
+    """Where a chapter's :func:`notice` lines go: beside its progress file."""
+    return Path(f"{progress_file}.notices")
+
+
+def notice(text: str) -> None:
+    """Under the book runner, show ``text`` in the terminal too, beside the chapter's progress line
+    (:class:`ChapterProgress` prints the lines appended here); elsewhere do nothing: the caller's
+    own ``print`` already reaches the terminal."""
+    path = os.environ.get(PROGRESS_ENV)
+    if not path:
+        return
+    try:
+        with open(notices_path(path), "a", encoding="utf-8") as f:
+            f.write(" ".join(text.split()) + "\n")
+    except OSError:
+        pass  # like the progress file: a convenience for the terminal, never a reason to fail a chapter
+
+
 def _elapsed(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     return f"{m}m{s:02d}s" if m else f"{s}s"
@@ -191,6 +210,9 @@ class ChapterProgress:
     thread reads it. On a terminal (``tty``) one line is rewritten in place every ``refresh`` seconds;
     otherwise (CI logs) a new line is printed every ``interval`` seconds, and nothing in between, so
     a log gets at most one line per ``interval``.
+
+    The chapter's notices (:func:`notice`: a cache entry being computed, and why) are printed on
+    lines of their own as they come, above the rewritten line on a terminal.
 
     Use as a context manager around the chapter's execution; :meth:`finish` prints the result.
     """
@@ -207,6 +229,8 @@ class ChapterProgress:
         self._start = 0.0
         self._lock = threading.Lock()
         self._drawn = False  # a tty line is on screen
+        self.notices_file = notices_path(self.progress_file)
+        self._notices_read = 0  # bytes of the notices file already shown
 
     def _write(self, text: str) -> None:
         self.stream.write(text)
@@ -220,30 +244,56 @@ class ChapterProgress:
 
     def __enter__(self) -> "ChapterProgress":
         self.progress_file.unlink(missing_ok=True)
+        self.notices_file.unlink(missing_ok=True)
         self._start = time.perf_counter()
         self._write(f"{self.prefix} {self.label} ... ")
         self._thread.start()
         return self
 
     def _run(self) -> None:
-        period = self.refresh if self.tty else self.interval
+        # Notices are shown within ``refresh`` seconds; a log gets progress lines every ``interval``.
+        period = self.refresh if self.tty else min(self.refresh, self.interval)
+        next_line = time.perf_counter() + self.interval
         while not self._stop.wait(period):
             with self._lock:
                 if self._stop.is_set():
                     return
+                self._show_notices()
                 if self.tty:
                     self._write("\r\x1b[K" + self.line())
                     self._drawn = True
-                else:
+                elif time.perf_counter() >= next_line - 0.01:
                     self._write(("\n" if self.lines == 0 else "") + self.line() + "\n")
                     self.lines += 1
+                    next_line = time.perf_counter() + self.interval
+
+    def _show_notices(self) -> None:
+        """Print the chapter's new :func:`notice` lines, each on its own line beside the progress line."""
+        try:
+            with open(self.notices_file, "rb") as f:
+                f.seek(self._notices_read)
+                data = f.read()
+        except OSError:
+            return
+        complete = data[:data.rfind(b"\n") + 1]  # a line still being appended waits for the next look
+        self._notices_read += len(complete)
+        for text in complete.decode("utf-8", "replace").splitlines():
+            line = f"{self.prefix} {self.label} | {text}\n"
+            if self.tty:
+                self._write("\r\x1b[K" + line + self.line())
+                self._drawn = True
+            else:
+                self._write(("\n" if self.lines == 0 else "") + line)
+                self.lines += 1
 
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         with self._lock:
             pass
         self._thread.join()
+        self._show_notices()
         self.progress_file.unlink(missing_ok=True)
+        self.notices_file.unlink(missing_ok=True)
 
     def finish(self, result: str) -> None:
         """Print the chapter's result (``12.3 s, 4 record(s)`` or ``FAILED after ...``)."""

@@ -9,7 +9,9 @@ or by more than two combined standard errors, ``2 * sqrt(se_base² + se_head²)`
 The verdicts are ranked best first: exact, reproduced, qualitatively reproduced, not reproduced at
 this scale. "inconclusive" and "not comparable" stand apart: a move into or out of them is listed,
 never ranked. ``--fail-on-regression`` exits 1 when a claim moves down that order or disappears;
-bad input (not a scorecard, another schema version, an empty file) prints one line and exits 2.
+bad input (not a scorecard, another schema version, an empty file, not UTF-8, a record with a field
+missing or of the wrong type, an unknown status) prints one line naming the record and the field
+and exits 2. A value that is NaN in both files has not changed.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 from .report import NO_VERDICT_STATUSES, SCHEMA_VERSION, STATUSES, TIMING_PREFIX, format_value, markdown_table
 
-__all__ = ["RANKED", "ScorecardError", "load_scorecard", "diff", "render_diff", "main"]
+__all__ = ["RANKED", "ScorecardError", "load_scorecard", "check_records", "diff", "render_diff", "main"]
 
 #: The verdicts, best first (the others are not ranked).
 RANKED = tuple(s for s in STATUSES if s not in NO_VERDICT_STATUSES)
@@ -39,6 +41,9 @@ def load_scorecard(path: str | Path) -> dict[str, dict[str, Any]]:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ScorecardError(f"{path}: cannot read it ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise ScorecardError(f"{path}: not UTF-8 text (byte {e.start}); pass a scorecard.json written by a "
+                             f"book run") from None
     if not text.strip():
         raise ScorecardError(f"{path}: the file is empty; pass a scorecard.json written by a book run")
     try:
@@ -50,10 +55,67 @@ def load_scorecard(path: str | Path) -> dict[str, dict[str, Any]]:
     if data.get("schema") != SCHEMA_VERSION:
         raise ScorecardError(f"{path}: scorecard schema {data.get('schema')!r}, this version compares schema "
                              f"{SCHEMA_VERSION}; render both with the same version of the book")
-    out = {}
-    for r in data["records"]:
-        if not isinstance(r, dict) or not {"key", "value", "status"} <= set(r):
-            raise ScorecardError(f"{path}: a record lacks key, value or status: {str(r)[:80]}")
+    return check_records(path, data["records"])
+
+
+# ----------------------------------------------------------------------------------------------
+# The records of a scorecard, checked field by field before any comparison
+# ----------------------------------------------------------------------------------------------
+
+_REQUIRED = ("key", "value", "status")
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _scalar(x: Any) -> bool:
+    return isinstance(x, (int, float, str, bool))
+
+
+def _field_problem(r: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The first field of record ``r`` that does not fit the schema, and why (None: it fits)."""
+    checks = (
+        ("key", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string"),
+        ("value", _scalar, "a number, a string or a bool"),
+        ("status", lambda v: v in STATUSES, "one of " + ", ".join(map(repr, STATUSES))),
+        ("paper", lambda v: v is None or _scalar(v), "a number, a string, a bool or null"),
+        ("tolerance", lambda v: v is None or (_number(v) and v >= 0), "a non-negative number or null"),
+        ("note", lambda v: isinstance(v, str), "a string"),
+        ("chapter", lambda v: isinstance(v, str), "a string"),
+        ("se", lambda v: v is None or (_number(v) and not v < 0), "a non-negative number or null"),
+        ("unit", lambda v: v is None or isinstance(v, str), "a string or null"),
+        ("n", lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+         "a positive whole number or null"),
+    )
+    for name, fits, wanted in checks:
+        if name in r and not fits(r[name]):
+            return name, f"is {r[name]!r}, not {wanted}"
+    if r.get("tolerance") is not None:  # a verdict from a tolerance compares two numbers
+        for name in ("value", "paper"):
+            if not _number(r.get(name)):
+                return name, f"is {r.get(name)!r}, but a record with a tolerance compares numbers"
+    return None
+
+
+def check_records(path: str | Path, records: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """``{key: record}`` of a scorecard's records, each checked: an object with ``key``, ``value`` and
+    ``status``, every field of the right type, a known status, no key twice. Raises
+    :class:`ScorecardError` naming the record and the field."""
+    out: dict[str, dict[str, Any]] = {}
+    for i, r in enumerate(records):
+        if not isinstance(r, dict):
+            raise ScorecardError(f"{path}: record {i} is {type(r).__name__}, not an object; pass a scorecard.json")
+        name = f"record {i}" + (f" ({r['key']!r})" if isinstance(r.get("key"), str) and r["key"].strip() else "")
+        missing = [f for f in _REQUIRED if f not in r]
+        if missing:
+            raise ScorecardError(f"{path}: {name} has no field {missing[0]!r}; pass a scorecard.json written by a "
+                                 f"book run")
+        problem = _field_problem(r)
+        if problem is not None:
+            raise ScorecardError(f"{path}: {name}: field {problem[0]!r} {problem[1]}")
+        if r["key"] in out:
+            raise ScorecardError(f"{path}: {name}: field 'key' appears twice; a scorecard holds each claim once")
         out[r["key"]] = r
     return out
 
@@ -64,8 +126,8 @@ def _rank(status: str) -> int | None:
 
 def _beyond_tolerance(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     va, vb = a["value"], b["value"]
-    if va == vb:
-        return False
+    if va == vb or (isinstance(va, float) and isinstance(vb, float) and math.isnan(va) and math.isnan(vb)):
+        return False  # NaN to NaN is no change
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (va, vb))
     if numeric and a.get("se") is not None and b.get("se") is not None:
         return abs(va - vb) > 2 * math.hypot(a["se"], b["se"])

@@ -26,7 +26,8 @@ from typing import Any, Sequence
 # (``python bertrepro/wheelhouse.py install DIR``) before torch and the rest are installed, and
 # ``import bertrepro`` needs them.
 
-__all__ = ["PIECE_SIZE", "BUILD_REQUIREMENTS", "MANIFEST", "WheelhouseError", "download", "pack", "unpack", "install", "main"]
+__all__ = ["PIECE_SIZE", "BUILD_REQUIREMENTS", "MANIFEST", "WheelhouseError", "InstallError", "validate_manifest",
+           "download", "pack", "unpack", "install", "main"]
 
 PIECE_SIZE = 16 * 1000 * 1000  # 16 MB
 #: What installing bertrepro itself (``pip install -e .``) needs besides requirements.txt.
@@ -62,6 +63,59 @@ def _atomic_write_text(path: Path, text: str) -> Path:
 
 class WheelhouseError(RuntimeError):
     """A kit that cannot be installed: missing, incomplete or corrupted (the message names the file)."""
+
+
+class InstallError(WheelhouseError):
+    """A sound kit that pip could not install (the message carries pip's own last lines)."""
+
+
+def _plain_name(name: Any) -> bool:
+    """A bare file name: no folder part, no parent reference, not absolute, no NUL."""
+    return (isinstance(name, str) and name not in ("", ".") and ".." not in name
+            and not any(c in name for c in "/\\\0") and not os.path.isabs(name))
+
+
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def _is_size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_piece(name: str, i: int, piece: Any, where: str) -> None:
+    what = f"{where}: file {name!r}, piece {i}"
+    if not isinstance(piece, dict):
+        raise WheelhouseError(f"{what} is not an object; copy the kit again or make it with `make wheelhouse`")
+    if not _plain_name(piece.get("name")):
+        raise WheelhouseError(f"{what} has the name {piece.get('name')!r}, not a plain file name inside pieces/; "
+                              f"refusing a kit that would read outside its folder")
+    if not _is_sha256(piece.get("sha256")) or not _is_size(piece.get("size")):
+        raise WheelhouseError(f"{what} ({piece['name']}) needs a 64-hex-digit 'sha256' and a whole-number 'size'; "
+                              f"copy the kit again or make it with `make wheelhouse`")
+
+
+def validate_manifest(manifest: Any, where: str = MANIFEST) -> dict[str, Any]:
+    """Check every entry of a kit's manifest before anything is written: each file and piece name is a
+    plain file name (no ``/``, ``\\``, ``..``, absolute path or NUL) and each entry has its keys with
+    the right types. Raises :class:`WheelhouseError` naming the first bad entry; returns ``manifest``."""
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not files:
+        raise WheelhouseError(f"{where} lists no 'files'; make the kit with `make wheelhouse`")
+    for name, entry in files.items():
+        if not _plain_name(name):
+            raise WheelhouseError(f"{where}: file {name!r} is not a plain file name; refusing a kit that "
+                                  f"would write outside its destination")
+        if not isinstance(entry, dict):
+            raise WheelhouseError(f"{where}: file {name!r} is not an object; copy the kit again")
+        if not _is_sha256(entry.get("sha256")) or not _is_size(entry.get("size")):
+            raise WheelhouseError(f"{where}: file {name!r} needs a 64-hex-digit 'sha256' and a whole-number "
+                                  f"'size'; copy the kit again or make it with `make wheelhouse`")
+        if not isinstance(entry.get("pieces"), list) or not entry["pieces"]:
+            raise WheelhouseError(f"{where}: file {name!r} needs a non-empty list 'pieces'; copy the kit again")
+        for i, piece in enumerate(entry["pieces"]):
+            _check_piece(name, i, piece, where)
+    return manifest
 
 
 def download(requirements: str | os.PathLike, dest: str | os.PathLike, python_version: str = "3.11",
@@ -105,14 +159,16 @@ def pack(src: str | os.PathLike, kit: str | os.PathLike, piece_size: int = PIECE
 def _read_manifest(kit: Path) -> dict[str, Any]:
     path = kit / MANIFEST
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise WheelhouseError(f"{path} is not UTF-8 text; copy the kit again") from None
     except OSError:
         raise WheelhouseError(f"{path} not found: {kit} is not a wheelhouse; make one with `make wheelhouse`") from None
     except json.JSONDecodeError as e:
         raise WheelhouseError(f"{path} is not valid JSON ({e.msg}); copy the kit again") from None
     if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
         raise WheelhouseError(f"{path} is not a {_FORMAT} manifest; make the kit with `make wheelhouse`")
-    return manifest
+    return validate_manifest(manifest, str(path))
 
 
 def unpack(kit: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
@@ -153,12 +209,14 @@ def install(kit: str | os.PathLike, requirements: str | os.PathLike, python: str
                *pip_args]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise WheelhouseError(f"pip could not install from the kit {kit}:\n{proc.stderr.strip()[-2000:]}")
+            raise InstallError(f"pip could not install from the kit {kit}:\n{proc.stderr.strip()[-2000:]}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``collect DIR [--python-version V]`` or ``install DIR [--python PY]``; returns the exit status."""
-    p = argparse.ArgumentParser(prog="python -m bertrepro.wheelhouse", description=__doc__,
+    # Plain text for the terminal (bertrepro.arguments.plain_text, which a script run before the
+    # install cannot import): this docstring's only markup is double backquotes.
+    p = argparse.ArgumentParser(prog="python -m bertrepro.wheelhouse", description=__doc__.replace("``", ""),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("collect", help="download every pinned wheel and pack the kit")
@@ -179,9 +237,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             install(args.kit, args.requirements, args.python)
             print(f"installed from {args.kit} with no network")
-    except (WheelhouseError, subprocess.CalledProcessError) as e:
+    except (InstallError, subprocess.CalledProcessError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except WheelhouseError as e:  # a bad kit is bad input: one line, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -448,16 +448,19 @@ def test_command_line_fine_tunes_and_writes_its_result(tmp_path, monkeypatch):
     monkeypatch.setenv("BERTREPRO_CACHE_DIR", str(tmp_path / "cache"))
     model_dir = _tiny_checkpoint(tmp_path)
     out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.json").write_text('{"unfinished": true}')  # a run killed before its result: started again
     result = run(["--profile", "smoke", "--arm", "random", "--pretrained-dir", str(model_dir), "--per-class", "2",
                    "--learning-rate", "1e-3", "3e-3", "--output-dir", str(out), "--no-progress"])
     assert result["chosen_learning_rate"] in (1e-3, 3e-3) and set(result["dev_accuracy"]) == {1e-3, 3e-3}
     assert 0.0 <= result["test_accuracy"] <= 1.0 and result["train_examples"] == 22
     assert json.loads((out / "result.json").read_text())["test_accuracy"] == result["test_accuracy"]
     assert json.loads((out / "config.json").read_text())["max_seq_length"] == 32  # the smoke budget
+    assert "unfinished" not in json.loads((out / "config.json").read_text())
     with pytest.raises(SystemExit):
         main(["--per-class", "0"])
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     t = time.perf_counter()
     with pytest.raises(NetworkRequiredError, match="--task topics"):
-        run(["--task", "mrpc", "--arm", "minilm", "--profile", "smoke", "--output-dir", str(out)])
+        run(["--task", "mrpc", "--arm", "minilm", "--profile", "smoke", "--output-dir", str(tmp_path / "mrpc")])
     assert time.perf_counter() - t < 5.0

@@ -109,3 +109,57 @@ def test_written_scorecards_load(tmp_path):
     loaded = scorediff.load_scorecard(path)
     assert loaded["a.b"]["se"] == 0.2 and loaded["a.b"]["n"] == 40 and loaded["a.b"]["unit"] == "points"
     assert json.loads(path.read_text())["provenance"] == {"seed": 0}
+
+
+def claim(**changes):
+    """A record as a book run writes it (a verdict from a tolerance), with some fields changed."""
+    return {**rec("mlm.accuracy", 0.5, "reproduced"), "paper": 0.55, "tolerance": 0.1, **changes}
+
+
+def test_a_file_that_is_not_utf8_is_one_line_and_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b'{"schema": 2, "records": [], "note": "\xff\xfe latin-1"}')
+    assert scorediff.main(["diff", str(bad), card(tmp_path, "good.json", [])]) == 2
+    err = capsys.readouterr().err
+    assert "bad.json: not UTF-8 text" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("changes,message", [
+    (dict(value="abc"), "record 0 ('mlm.accuracy'): field 'value' is 'abc', but a record with a tolerance"),
+    (dict(value=[1]), "record 0 ('mlm.accuracy'): field 'value' is [1], not a number, a string or a bool"),
+    (dict(status=123), "record 0 ('mlm.accuracy'): field 'status' is 123, not one of 'exact'"),
+    (dict(status="made up"), "record 0 ('mlm.accuracy'): field 'status' is 'made up', not one of"),
+    (dict(tolerance="0.1"), "field 'tolerance' is '0.1', not a non-negative number or null"),
+    (dict(se=-1.0), "field 'se' is -1.0, not a non-negative number or null"),
+    (dict(n=True), "field 'n' is True, not a positive whole number"),
+    (dict(note=None), "field 'note' is None, not a string"),
+    (dict(key=""), "record 0: field 'key' is '', not a non-empty string"),
+])
+def test_a_record_of_the_wrong_type_names_the_record_and_field(tmp_path, capsys, changes, message):
+    assert scorediff.main(["diff", card(tmp_path, "bad.json", [claim(**changes)]), card(tmp_path, "g.json", [])]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("field", ["key", "value", "status"])
+def test_a_missing_field_names_the_record(tmp_path, capsys, field):
+    r = claim()
+    del r[field]
+    assert scorediff.main(["diff", card(tmp_path, "bad.json", [claim(key="ok"), r]), card(tmp_path, "g.json", [])]) == 2
+    err = capsys.readouterr().err
+    assert f"record 1" in err and f"has no field {field!r}" in err and err.count("\n") == 1
+
+
+def test_a_key_twice_and_a_record_that_is_not_an_object_are_refused(tmp_path, capsys):
+    assert scorediff.main(["diff", card(tmp_path, "bad.json", [claim(), claim()]), card(tmp_path, "g.json", [])]) == 2
+    assert "record 1 ('mlm.accuracy'): field 'key' appears twice" in capsys.readouterr().err
+    assert scorediff.main(["diff", card(tmp_path, "bad.json", ["x"]), card(tmp_path, "g.json", [])]) == 2
+    assert "record 0 is str, not an object" in capsys.readouterr().err
+
+
+def test_nan_to_nan_is_no_change(tmp_path, capsys):
+    nan = rec("probe.loss", float("nan"), "inconclusive", note="diverged")
+    assert run(tmp_path, [nan], [dict(nan)]) == 0
+    assert "No claim changed status or value" in capsys.readouterr().out
+    assert run(tmp_path, [nan], [rec("probe.loss", 1.0, "inconclusive", note="diverged")]) == 0
+    assert "Values beyond tolerance (1)" in capsys.readouterr().out

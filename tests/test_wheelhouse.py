@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -72,7 +73,7 @@ def test_a_corrupted_piece_is_named(kit, tmp_path):
     with pytest.raises(wheelhouse.WheelhouseError, match=r"piece .*whl.part001 of tinypkg-1.0-py3-none-any.whl is "
                                                           r"corrupted"):
         wheelhouse.install(path, tmp_path / "requirements.txt", pip_args=["--target", str(tmp_path / "site")])
-    assert wheelhouse.main(["install", str(path), "--requirements", str(tmp_path / "requirements.txt")]) == 1
+    assert wheelhouse.main(["install", str(path), "--requirements", str(tmp_path / "requirements.txt")]) == 2
 
 
 def test_a_missing_piece_and_a_missing_manifest_are_named(kit, tmp_path):
@@ -82,3 +83,71 @@ def test_a_missing_piece_and_a_missing_manifest_are_named(kit, tmp_path):
         wheelhouse.unpack(path, tmp_path / "out")
     with pytest.raises(wheelhouse.WheelhouseError, match=r"is not a wheelhouse"):
         wheelhouse.unpack(tmp_path, tmp_path / "out")
+
+
+def _edit_manifest(path, edit):
+    manifest = json.loads((path / wheelhouse.MANIFEST).read_text())
+    edit(manifest)
+    (path / wheelhouse.MANIFEST).write_text(json.dumps(manifest))
+
+
+def _rename_file(manifest, new):
+    manifest["files"] = {new: entry for entry in manifest["files"].values()}
+
+
+def test_a_file_name_that_climbs_out_of_the_destination_is_refused(kit, tmp_path):
+    path, _ = kit
+    _edit_manifest(path, lambda m: _rename_file(m, "../../escaped.whl"))
+    dest = tmp_path / "a" / "b" / "out"
+    with pytest.raises(wheelhouse.WheelhouseError, match=r"'\.\./\.\./escaped\.whl' is not a plain file name"):
+        wheelhouse.unpack(path, dest)
+    assert not (tmp_path / "a" / "escaped.whl").exists() and not dest.exists()  # nothing written at all
+
+
+@pytest.mark.parametrize("name", ["/tmp/abs.whl", "sub\\x.whl", "nul\0.whl", ".."])
+def test_absolute_backslash_and_nul_names_are_refused(kit, tmp_path, name):
+    path, _ = kit
+    _edit_manifest(path, lambda m: _rename_file(m, name))
+    with pytest.raises(wheelhouse.WheelhouseError, match=r"not a plain file name"):
+        wheelhouse.unpack(path, tmp_path / "out")
+
+
+def test_a_piece_outside_pieces_is_refused(kit, tmp_path):
+    path, _ = kit
+    outside = path / "outside.part000"
+    outside.write_bytes(b"x")
+
+    def edit(m):
+        next(iter(m["files"].values()))["pieces"][0]["name"] = "../outside.part000"
+    _edit_manifest(path, edit)
+    with pytest.raises(wheelhouse.WheelhouseError, match=r"piece 0 has the name '\.\./outside\.part000', not a plain"):
+        wheelhouse.unpack(path, tmp_path / "out")
+
+
+@pytest.mark.parametrize("key", ["sha256", "size", "pieces"])
+def test_an_entry_without_a_key_is_named(kit, tmp_path, key):
+    path, _ = kit
+    _edit_manifest(path, lambda m: next(iter(m["files"].values())).pop(key))
+    with pytest.raises(wheelhouse.WheelhouseError, match=r"file 'tinypkg-1\.0-py3-none-any\.whl' needs"):
+        wheelhouse.unpack(path, tmp_path / "out")
+
+
+def test_a_piece_of_the_wrong_type_is_named(kit, tmp_path):
+    path, _ = kit
+
+    def edit(m):
+        next(iter(m["files"].values()))["pieces"][1]["size"] = "big"
+    _edit_manifest(path, edit)
+    with pytest.raises(wheelhouse.WheelhouseError, match=r"piece 1 .*whole-number 'size'"):
+        wheelhouse.unpack(path, tmp_path / "out")
+
+
+def test_install_of_a_bad_kit_exits_2_with_one_line(kit, tmp_path):
+    path, _ = kit
+    _edit_manifest(path, lambda m: _rename_file(m, "../../escaped.whl"))
+    done = subprocess.run([sys.executable, "-P", wheelhouse.__file__, "install", str(path),
+                           "--requirements", str(tmp_path / "requirements.txt")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "escaped.whl" in lines[0] and "Traceback" not in done.stderr

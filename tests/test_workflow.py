@@ -4,6 +4,10 @@ and publishes to GitHub Pages on pushes to main; the gpu job diffs against the c
 within 30 minutes; ``.ci/run`` still runs the tests, the cpu book and the browser test."""
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,7 +59,7 @@ def test_cpu_summary_diffs_against_main_then_shows_the_summary(workflow):
     summary = steps(cpu)[index(cpu, runs("GITHUB_STEP_SUMMARY"), "writing the job summary")]["run"]
     assert summary.index("bertrepro.report diff") < summary.index("summary.md")
     assert "No scorecard from main" in summary  # the first run on a branch says so
-    assert workflow["permissions"]["actions"] == "read"
+    assert workflow["jobs"]["cpu"]["permissions"]["actions"] == "read"
     upload = [s for s in steps(cpu) if s.get("with", {}).get("name") == "book-results-cpu"]
     assert upload and "book/_build/scorecard.json" in upload[0]["with"]["path"]
 
@@ -96,3 +100,28 @@ def test_book_config_has_download_buttons():
 def test_readme_links_the_published_book_and_scorecard():
     readme = (ROOT / "README.md").read_text()
     assert ".github.io/bertrepro/" in readme and ".github.io/bertrepro/scorecard.html" in readme
+
+
+def zizmor_executable():
+    """zizmor from requirements.txt: beside this interpreter, else on PATH."""
+    beside = Path(sys.executable).parent / "zizmor"
+    found = str(beside) if beside.exists() else shutil.which("zizmor")
+    assert found, "zizmor is not installed: it is pinned in requirements.txt; run make install"
+    return found
+
+
+def test_zizmor_finds_nothing_in_the_workflows():
+    """The static auditor: actions pinned to commit SHAs, no persisted git token, no template
+    expansion inside scripts. Offline, so it needs no network and no GitHub token."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GH_TOKEN", "GITHUB_TOKEN")}
+    done = subprocess.run([zizmor_executable(), "--offline", "--no-progress", str(WORKFLOW.parent)],
+                          capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+    assert done.returncode == 0 and "No findings" in done.stdout, done.stdout + done.stderr
+
+
+def test_every_job_asks_for_its_own_least_permissions(workflow):
+    assert workflow["permissions"] == {}
+    for name, job in workflow["jobs"].items():
+        assert "permissions" in job, f"job {name} names no permissions"
+        assert all(v in ("read", "write", "none") for v in job["permissions"].values())
+        assert "write" not in job["permissions"].values() or name == "pages", name

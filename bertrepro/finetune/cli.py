@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 from unittest import mock
 
-from ..arguments import add_dataclass_arguments, dataclass_overrides, exit_code
+from ..arguments import add_dataclass_arguments, dataclass_overrides, exit_code, plain_text
 from ..io import atomic_write_text
 from ..pretrain.runs import pretrained_model
 from ..chapters import Run, setup
@@ -62,7 +62,7 @@ def _learning_rate(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=_PROG, description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog=_PROG, description=plain_text(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="topics", metavar="{" + ",".join(ALL_TASKS) + "}",
                    help="topics (or topic): chapter 10's offline Wikipedia task (default); qnli, squad11, squad20, "
@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-examples", type=int, default=None, help="GLUE: keep the first N examples of each split")
     p.add_argument("--online", action="store_true", help="turn the Hugging Face offline switches off (GLUE)")
     p.add_argument("--output-dir", default=None, help="where config.json and result.json go (default runs/finetune-TASK-ARM)")
+    p.add_argument("--overwrite-output-dir", action="store_true",
+                   help="replace a finished run in the output dir (otherwise refused); an unfinished one, "
+                        "config.json without result.json, is always started again")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     return p
@@ -143,7 +146,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status: 0 done, 2 bad input (one line on stderr; the
     traceback with ``--debug``), 1 a crash."""
     args = build_parser().parse_args(argv)
-    return exit_code(lambda: _online(args), _PROG, debug=args.debug)
+    return exit_code(lambda: _online(args), _PROG, debug=args.debug, interrupted=lambda: _interrupted(args))
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """What a Ctrl-C leaves: no result of this run, and a finished earlier one only if it was not replaced."""
+    out = args.output_dir or f"runs/finetune-{args.task}-{args.arm}"
+    return (f"fine-tuning stopped before its result was written; {out} holds no result of this run "
+            f"(running the same command again starts it over)")
+
+
+def _output_dir(args: argparse.Namespace) -> Path:
+    return Path(args.output_dir or f"runs/finetune-{args.task}-{args.arm}")
+
+
+def _finished_file(args: argparse.Namespace) -> str:
+    """The file a run writes last: its presence marks the folder's run finished."""
+    return "metrics.json" if args.task in FIGURE4_TASKS else "result.json"
+
+
+def _check_output_dir(args: argparse.Namespace) -> Path:
+    """Refuse a folder holding a finished run unless ``--overwrite-output-dir``; returns the folder."""
+    out = _output_dir(args)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output-dir {out} is a file, not a folder; give a folder for the run")
+    done = out / _finished_file(args)
+    if done.exists() and not args.overwrite_output_dir:
+        raise ValueError(f"{out} holds a finished run ({done.name}); pass --overwrite-output-dir to replace it, "
+                         f"or give another --output-dir")
+    return out
+
+
+def _retire_result(out: Path, finished_file: str) -> None:
+    """Remove a finished run's result before the new config is written, so that a kill at any moment
+    leaves the old pair, a config alone (unfinished) or the new pair, never a result of another config."""
+    (out / finished_file).unlink(missing_ok=True)
 
 
 def _check_task(args: argparse.Namespace) -> None:
@@ -159,9 +196,11 @@ def _check_task(args: argparse.Namespace) -> None:
 
 def _main(args: argparse.Namespace) -> dict[str, Any]:
     _check_task(args)
+    args.output_dir = str(_check_output_dir(args))
     run = setup(profile=args.profile, seed=args.seed, device=args.device)
     if args.task in ANALOGS_TASKS:
         arm, _ = _arm(args, run, not args.no_progress)
+        _retire_result(Path(args.output_dir), _finished_file(args))
         return run_analog(args, run, arm, not args.no_progress)
     budget, progress, is_glue = BUDGETS[run.profile], not args.no_progress, args.task in GLUE_TASKS
     config = _config(args, budget, is_glue)
@@ -176,6 +215,7 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
     print(f"finetune {args.task} / {args.arm}: profile {run.profile}, {len(d['train'][1])} training examples, "
           f"learning rates {', '.join(f'{x:g}' for x in grid)}, {run.device}; settings in {out_dir / 'config.json'}",
           flush=True)
+    _retire_result(out_dir, _finished_file(args))
     atomic_write_text(out_dir / "config.json", json.dumps(resolved, indent=2))
     lr, scores, best = tune_on_dev(arm.encoder, d["num_labels"], d["train"], d["dev"], grid, config, seed=run.seed,
                                    device=run.device, progress=progress)

@@ -92,4 +92,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     line), or a crash (a traceback)."""
     args = build_parser().parse_args(argv)
     return exit_code(lambda: _run(args), _PROG, debug=args.debug, inputs=(RunLockedError, CheckpointError),
-                     failures=(DivergedError, RendezvousError))
+                     failures=(DivergedError, RendezvousError), interrupted=lambda: _interrupted(args))
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """What a Ctrl-C leaves: every checkpoint saved before it (each written whole), to resume from."""
+    try:
+        ckpt = latest_checkpoint(args.output_dir) if args.output_dir else None
+    except (OSError, ValueError):
+        ckpt = None
+    if ckpt is None:
+        return f"pre-training stopped before its first checkpoint; nothing of this run in {args.output_dir} to resume"
+    return (f"pre-training stopped; the checkpoints saved in {args.output_dir} are kept, the latest {ckpt.name}: "
+            f"continue with the same command and --resume")
