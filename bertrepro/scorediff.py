@@ -6,10 +6,13 @@ when it differs at all for a record without a standard error (seeded CPU runs ar
 or by more than two combined standard errors, ``2 * sqrt(se_base² + se_head²)``, where both give
 ``se``. Timings (keys under :data:`bertrepro.report.TIMING_PREFIX`) are ignored.
 
-The verdicts are ranked best first: exact, reproduced, qualitatively reproduced, not reproduced at
-this scale. "inconclusive" and "not comparable" stand apart: a move into or out of them is listed,
-never ranked. ``--fail-on-regression`` exits 1 when a claim moves down that order or disappears;
-bad input (not a scorecard, another schema version, an empty file) prints one line and exits 2.
+The verdicts of claims are ranked best first: exact, reproduced, qualitatively reproduced, not
+reproduced at this scale. "inconclusive" and "not comparable" stand apart: a move into or out of them
+is listed, never ranked. A check ranks "pass" above "fail"; a record that changed kind (claim to
+check) is listed, never ranked. ``--fail-on-regression`` exits 1 when a claim or check moves down or
+disappears; bad input (not a scorecard, an unknown schema version, an empty file) prints one line and
+exits 2. A scorecard of the previous schema (2, before claims and checks were told apart) can be
+compared with a current one: the report says so at its top, and its records count as claims.
 """
 from __future__ import annotations
 
@@ -20,12 +23,18 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .report import NO_VERDICT_STATUSES, SCHEMA_VERSION, STATUSES, TIMING_PREFIX, format_value, markdown_table
+from .report import (CHECK_STATUSES, NO_VERDICT_STATUSES, SCHEMA_VERSION, STATUSES, TIMING_PREFIX, format_value,
+                     markdown_table)
 
-__all__ = ["RANKED", "ScorecardError", "load_scorecard", "diff", "render_diff", "main"]
+__all__ = ["RANKED", "RANKED_CHECKS", "COMPARABLE_SCHEMAS", "ScorecardError", "load_scorecard", "read_scorecard",
+           "diff", "render_diff", "main"]
 
-#: The verdicts, best first (the others are not ranked).
+#: The verdicts of claims, best first (the others are not ranked).
 RANKED = tuple(s for s in STATUSES if s not in NO_VERDICT_STATUSES)
+#: The outcomes of checks, best first.
+RANKED_CHECKS = CHECK_STATUSES
+#: The schema versions this version can read: its own, and 2 (every record a claim, no ``kind``).
+COMPARABLE_SCHEMAS = (2, SCHEMA_VERSION)
 
 
 class ScorecardError(ValueError):
@@ -34,6 +43,12 @@ class ScorecardError(ValueError):
 
 def load_scorecard(path: str | Path) -> dict[str, dict[str, Any]]:
     """``{key: record}`` of a ``scorecard.json``; raises :class:`ScorecardError` saying what is wrong."""
+    return read_scorecard(path)[1]
+
+
+def read_scorecard(path: str | Path) -> tuple[int, dict[str, dict[str, Any]]]:
+    """``(schema version, {key: record})`` of a ``scorecard.json``; a schema-2 record gets
+    ``kind="claim"``. Raises :class:`ScorecardError` saying what is wrong."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -47,19 +62,24 @@ def load_scorecard(path: str | Path) -> dict[str, dict[str, Any]]:
         raise ScorecardError(f"{path}: not JSON ({e.msg}, line {e.lineno}); pass a scorecard.json") from None
     if not isinstance(data, dict) or not isinstance(data.get("records"), list):
         raise ScorecardError(f"{path}: not a scorecard (no 'records' list); pass a scorecard.json")
-    if data.get("schema") != SCHEMA_VERSION:
-        raise ScorecardError(f"{path}: scorecard schema {data.get('schema')!r}, this version compares schema "
-                             f"{SCHEMA_VERSION}; render both with the same version of the book")
+    schema = data.get("schema")
+    if schema not in COMPARABLE_SCHEMAS:
+        raise ScorecardError(f"{path}: scorecard schema {schema!r}, this version compares schemas "
+                             f"{', '.join(map(str, COMPARABLE_SCHEMAS))}; render both with a recent version of the book")
     out = {}
     for r in data["records"]:
         if not isinstance(r, dict) or not {"key", "value", "status"} <= set(r):
             raise ScorecardError(f"{path}: a record lacks key, value or status: {str(r)[:80]}")
-        out[r["key"]] = r
-    return out
+        if schema == SCHEMA_VERSION and r.get("kind") not in ("claim", "check"):
+            raise ScorecardError(f"{path}: record {r['key']!r} has kind {r.get('kind')!r}; schema {schema} records "
+                                 "are 'claim' or 'check'")
+        out[r["key"]] = {"kind": "claim", **r}
+    return schema, out
 
 
-def _rank(status: str) -> int | None:
-    return RANKED.index(status) if status in RANKED else None
+def _rank(record: Mapping[str, Any]) -> int | None:
+    order = RANKED_CHECKS if record["kind"] == "check" else RANKED
+    return order.index(record["status"]) if record["status"] in order else None
 
 
 def _beyond_tolerance(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
@@ -86,13 +106,19 @@ def diff(base: Mapping[str, Mapping[str, Any]], head: Mapping[str, Mapping[str, 
             out["added"].append(key)
         else:
             a, b = base[key], head[key]
-            if a["status"] != b["status"]:
-                ra, rb = _rank(a["status"]), _rank(b["status"])
-                kind = "apart" if ra is None or rb is None else ("down" if rb > ra else "up")
-                out[kind].append((key, a["status"], b["status"]))
+            if a["status"] != b["status"] or a["kind"] != b["kind"]:
+                ra, rb = _rank(a), _rank(b)
+                same = a["kind"] == b["kind"] and ra is not None and rb is not None
+                move = "apart" if not same else ("down" if rb > ra else "up")
+                out[move].append((key, _status(a), _status(b)))
             if _beyond_tolerance(a, b):
                 out["values"].append((key, a, b))
     return out
+
+
+def _status(r: Mapping[str, Any]) -> str:
+    """``"exact"`` for a claim, ``"check: pass"`` for a check."""
+    return f"check: {r['status']}" if r["kind"] == "check" else r["status"]
 
 
 def _value(r: Mapping[str, Any]) -> str:
@@ -102,10 +128,15 @@ def _value(r: Mapping[str, Any]) -> str:
     return s + (f" {r['unit']}" if r.get("unit") else "")
 
 
-def render_diff(changes: Mapping[str, list], base_name: str = "base", head_name: str = "head") -> str:
-    """The Markdown report of :func:`diff`."""
+def render_diff(changes: Mapping[str, list], base_name: str = "base", head_name: str = "head",
+                schemas: tuple[int, int] = (SCHEMA_VERSION, SCHEMA_VERSION)) -> str:
+    """The Markdown report of :func:`diff`; ``schemas`` are the two files' schema versions."""
     n_status = sum(len(changes[k]) for k in ("down", "up", "apart"))
     lines = [f"## Scorecard diff: `{base_name}` → `{head_name}`", ""]
+    if schemas[0] != schemas[1]:
+        lines += [f"**Schema versions differ:** `{base_name}` is schema {schemas[0]}, `{head_name}` schema "
+                  f"{schemas[1]}. Schema 2 did not tell the paper's claims from the book's checks: its records all "
+                  "count as claims, so a record that is now a check shows as a move that is not ranked.", ""]
     if not n_status and not any(changes[k] for k in ("values", "added", "removed")):
         return "\n".join(lines + ["No claim changed status or value beyond tolerance; none added or removed.", ""])
     lines += [f"### Status changes ({n_status})", ""]
@@ -135,10 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="exit 1 when a claim moves down the verdict order or disappears")
     args = parser.parse_args(argv)
     try:
-        base, head = load_scorecard(args.base), load_scorecard(args.head)
+        (base_schema, base), (head_schema, head) = read_scorecard(args.base), read_scorecard(args.head)
     except ScorecardError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     changes = diff(base, head)
-    print(render_diff(changes, args.base, args.head))
+    print(render_diff(changes, args.base, args.head, schemas=(base_schema, head_schema)))
     return 1 if args.fail_on_regression and (changes["down"] or changes["removed"]) else 0

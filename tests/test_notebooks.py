@@ -123,11 +123,11 @@ RECORDING = (
     "run = setup(profile=profile, seed=seed, device=device)",
     "import torch\n"
     "x = torch.rand(run.pick(smoke=8, cpu=64, gpu=512), generator=run.generator())\n"
-    "record('demo.mean', x.mean(), paper=0.5, tolerance=0.5, note='mean of uniforms')\n"
-    "record('env.profile', run.profile, status='qualitatively reproduced')\n"
-    "record('env.offline', os.environ.get('HF_HUB_OFFLINE', 'unset'), status='qualitatively reproduced')\n"
-    "record('env.cwd', os.getcwd(), status='qualitatively reproduced')\n"
-    "record('env.cache', str(cache_dir().resolve()), status='qualitatively reproduced')",
+    "record('demo.mean', x.mean(), kind='claim', paper=0.5, tolerance=0.5, note='mean of uniforms')\n"
+    "record('env.profile', run.profile, kind='check', status='pass', note='the profile, as run')\n"
+    "record('env.offline', os.environ.get('HF_HUB_OFFLINE', 'unset'), kind='check', status='pass', note='offline')\n"
+    "record('env.cwd', os.getcwd(), kind='check', status='pass', note='working directory')\n"
+    "record('env.cache', str(cache_dir().resolve()), kind='check', status='pass', note='cache')",
 )
 
 
