@@ -192,6 +192,7 @@ ratio_64 = variances[dims.index(64)] / 64
 _ = record(
     "attention.scaling.variance_over_dk",
     ratio_64,
+    kind="claim",
     paper=1.0,
     tolerance=5 * math.sqrt((2 + 6 / 64) / n_samples),
     note="Var(q·k)/d_k at d_k = 64 for unit-variance q, k (Vaswani et al. §3.2.1, "
@@ -278,7 +279,8 @@ print(
 _ = record(
     "attention.mask.weight_on_padding",
     pad_weight,
-    paper=0.0,
+    kind="check",
+    expected=0.0,
     tolerance=0.0,
     note="largest attention weight any query gives a [PAD] key",
 )
@@ -312,7 +314,8 @@ print(f"max |torch SDPA - bertrepro| = {diff_sdpa:.2e}")
 _ = record(
     "attention.explicit_vs_sdpa.max_abs_diff",
     diff_sdpa,
-    paper=0.0,
+    kind="check",
+    expected=0.0,
     tolerance=1e-5,
     note="bertrepro's explicit attention vs "
     "torch.nn.functional.scaled_dot_product_attention, with padding",

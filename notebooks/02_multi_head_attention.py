@@ -99,6 +99,7 @@ display(Markdown(markdown_table(["model", "H", "A", "head size H/A"], heads_rows
 record(
     "mha.heads.base",
     BertConfig.base().num_attention_heads,
+    kind="claim",
     paper=12,
     tolerance=0,
     note="A for BERT-base (§3)",
@@ -106,6 +107,7 @@ record(
 _ = record(
     "mha.heads.large",
     BertConfig.large().num_attention_heads,
+    kind="claim",
     paper=16,
     tolerance=0,
     note="A for BERT-large (§3)",
@@ -267,7 +269,8 @@ print(
 _ = record(
     "mha.nn_multihead_attention.max_abs_diff",
     diff_ref,
-    paper=0.0,
+    kind="check",
+    expected=0.0,
     tolerance=1e-5,
     note="MultiHeadAttention vs torch.nn.MultiheadAttention with copied weights and a "
     "padding mask",
@@ -315,7 +318,8 @@ assert n_base == 4 * 768**2 + 4 * 768
 _ = record(
     "mha.base.parameters",
     n_base,
-    status="exact",
+    kind="check",
+    expected=4 * 768**2 + 4 * 768,
     note="MultiHeadAttention(768, 12): sum of numel equals 4H²+4H (BERT-base's "
     "attention, with W^O)",
 )

@@ -418,7 +418,8 @@ print(
 _ = record(
     "encoder.transformers_parity.max_abs_diff",
     parity,
-    paper=0.0,
+    kind="check",
+    expected=0.0,
     tolerance=1e-5,
     note="BertModel vs transformers BertModel, same weights, padding; "
     f"L={config.num_hidden_layers} H={config.hidden_size}",
@@ -473,7 +474,8 @@ print(
 _ = record(
     "encoder.padding_invariance.max_abs_diff",
     pad_diff,
-    paper=0.0,
+    kind="check",
+    expected=0.0,
     tolerance=1e-5,
     note=f"real-token outputs before/after appending {extra} masked [PAD] tokens",
 )

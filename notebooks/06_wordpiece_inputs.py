@@ -304,6 +304,7 @@ assert len(vocab) == len(tok) == 30_522 and specials == {
 record(
     "inputs.vocab.released_uncased_size",
     len(vocab),
+    kind="claim",
     paper=30_000,
     tolerance=600,
     note=f"bert-base-uncased vocab.txt; the paper's '30,000' rounds it ({n_unused} "
@@ -373,7 +374,8 @@ print(
 _ = record(
     "inputs.tokenizer.transformers_parity_sentences",
     same,
-    status="exact",
+    kind="check",
+    expected=len(test_sentences),
     note="test-split sentences tokenized identically to BertTokenizerFast (all "
     f"{len(test_sentences):,})",
 )

@@ -338,6 +338,7 @@ display(
 record(
     "mlm.chosen_fraction",
     fraction,
+    kind="claim",
     paper=0.15,
     tolerance=rounding_bound,
     note=f"chosen / non-padding tokens over {tally['tokens']:,} tokens; tolerance = "
@@ -346,6 +347,7 @@ record(
 record(
     "mlm.replace.mask_share",
     shares["mask"][0],
+    kind="claim",
     paper=0.8,
     tolerance=5 * shares["mask"][2],
     note=f"of {N:,} chosen positions; tolerance 5 sigma (binomial)",
@@ -353,6 +355,7 @@ record(
 record(
     "mlm.replace.random_share",
     shares["random"][0],
+    kind="claim",
     paper=0.1,
     tolerance=5 * shares["random"][2],
     note=f"of {N:,} chosen positions; tolerance 5 sigma (binomial)",
@@ -360,6 +363,7 @@ record(
 record(
     "mlm.replace.unchanged_share",
     shares["same"][0],
+    kind="claim",
     paper=0.1,
     tolerance=5 * shares["same"][2],
     note=f"of {N:,} chosen positions; tolerance 5 sigma (binomial)",
@@ -367,7 +371,8 @@ record(
 _ = record(
     "mlm.special_tokens_chosen",
     tally["special_chosen"],
-    paper=0,
+    kind="check",
+    expected=0,
     tolerance=0,
     note="[CLS]/[SEP]/[PAD] positions ever chosen",
 )
@@ -568,7 +573,8 @@ print(
 _ = record(
     "timing.masking.speedup_vs_transformers_collator",
     res["speedup"],
-    status="reproduced" if res["speedup"] >= 1 else "not reproduced at this scale",
+    kind="check",
+    status="pass" if res["speedup"] >= 1 else "fail",
     note="throughput of mask_tokens / "
     "DataCollatorForLanguageModeling.torch_mask_tokens, 256x128, "
     f"{res['threads']} thread; target >= 1",

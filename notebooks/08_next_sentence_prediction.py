@@ -270,6 +270,7 @@ display(
 record(
     "nsp.isnext_fraction.balanced",
     balance[True][0],
+    kind="claim",
     paper=0.5,
     tolerance=0.02,
     note=f"IsNext share of {balance[True][1]:,} pairs, balanced mode (one-sentence "
@@ -278,6 +279,7 @@ record(
 _ = record(
     "nsp.isnext_fraction.original_rule",
     balance[False][0],
+    kind="claim",
     paper=0.5,
     tolerance=0.02,
     note=f"IsNext share of {balance[False][1]:,} pairs with the original rule on short "
@@ -582,7 +584,8 @@ print(
 _ = record(
     "pretrain_loss.transformers_parity.abs_diff",
     (out.loss - hf_out.loss).abs(),
-    paper=0.0,
+    kind="check",
+    expected=0.0,
     tolerance=1e-5,
     note="MLM + NSP loss vs transformers' BertForPreTraining with the same weights "
     "(tiny config)",
@@ -630,7 +633,8 @@ assert res["loss_abs_diff"] < 1e-4
 _ = record(
     "timing.train_step.speedup_vs_transformers",
     res["speedup"],
-    status="reproduced" if res["speedup"] >= 1 else "not reproduced at this scale",
+    kind="check",
+    status="pass" if res["speedup"] >= 1 else "fail",
     note=f"one AdamW step, tiny config, {bench_batch}x{max_seq_length}, CPU, 1 "
     "thread; gathered MLM head; target >= 1",
 )

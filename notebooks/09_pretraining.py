@@ -466,8 +466,9 @@ print(
 _ = record(
     "pretrain.loss_decreased",
     bool(metrics[-1]["loss"] < metrics[0]["loss"]),
-    status="qualitatively reproduced",
-    note=f"MLM+NSP training loss {metrics[0]['loss']:.3f} -> "
+    kind="check",
+    expected=True,
+    note=f"learning gate: MLM+NSP training loss {metrics[0]['loss']:.3f} -> "
     f"{metrics[-1]['loss']:.3f} ({run.profile} profile)",
 )
 
@@ -743,22 +744,18 @@ display(Markdown(verdict))
 record(
     "pretrain.nsp.balanced_accuracy",
     round(100 * ev["nsp_accuracy"], 2),
+    kind="claim",
     unit="%",
-    paper="97-98",
-    status=(
-        "reproduced" if ev["nsp_accuracy"] >= 0.97 else "not reproduced at this scale"
-    ),
-    note=f"held-out balanced NSP accuracy (%), {run.profile} profile; the paper's is "
-    "BERT-base after 1M steps (§3.1)",
+    paper=97.5,
+    tolerance=0.5,
+    note=f"held-out balanced NSP accuracy (%), {run.profile} profile; the paper's "
+    "97-98 % (taken as 97.5 ± 0.5) is BERT-base after 1M steps (§3.1)",
 )
 record(
     "pretrain.nsp.above_chance",
     bool(ev["nsp_accuracy"] >= 0.60),
-    status=(
-        "qualitatively reproduced"
-        if ev["nsp_accuracy"] >= 0.60
-        else "not reproduced at this scale"
-    ),
+    kind="check",
+    expected=True,
     note=f"NSP is learnable: balanced accuracy {ev['nsp_accuracy']:.3f} >= 0.60 "
     "(chance 0.5; lengths alone "
     f"{ev['nsp_length_baseline']:.3f})",
@@ -766,8 +763,9 @@ record(
 record(
     "pretrain.mlm.accuracy_over_mft",
     round(ratio, 4),
+    kind="check",
     unit="ratio",
-    status="qualitatively reproduced" if ratio >= 2 else "not reproduced at this scale",
+    status="pass" if ratio >= 2 else "fail",
     note=f"pre-training learns: held-out MLM accuracy {ev['mlm_accuracy']:.3f} vs "
     "most-frequent-token "
     f"{ev['mft_accuracy']:.3f} (>= 2x required), all chosen positions, copies of "
@@ -776,10 +774,9 @@ record(
 record(
     "pretrain.mlm.mask_positions.accuracy_over_mft",
     round(mask_ratio, 4),
+    kind="check",
     unit="ratio",
-    status=(
-        "qualitatively reproduced" if uses_context else "not reproduced at this scale"
-    ),
+    status="pass" if uses_context else "fail",
     note="the context is used: accuracy where the input shows [MASK], vs the most "
     "frequent token (paired z "
     f"{z_mft:.1f}) and vs the model without context (z {z_context:.1f}); >= 3 for "
@@ -788,6 +785,7 @@ record(
 _ = record(
     "pretrain.mlm.perplexity",
     round(ev["mlm_perplexity"], 3),
+    kind="claim",
     unit="perplexity",
     paper=3.99,
     status="not comparable",
@@ -940,6 +938,7 @@ print(
 _ = record(
     "timing.pretrain.model_tflops",
     round(achieved / 1e12, 4),
+    kind="claim",
     paper=round(paper_flops / 1e12, 1),
     status="not comparable",
     note=f"achieved model TFLOP/s, {run.profile} profile on {run.device.type}, not "

@@ -635,6 +635,8 @@ for c in checks:
     record(
         key,
         round(c["difference"], 4),
+        kind="claim",
+        paper="pre-training improves the downstream task (§5, Table 6)",
         status=(
             "qualitatively reproduced" if c["helps"] else "not reproduced at this scale"
         ),

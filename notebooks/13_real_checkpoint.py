@@ -15,7 +15,7 @@
 # ---
 
 # %% [markdown]
-# # 12 · A real pretrained checkpoint
+# # 13 · A real pretrained checkpoint
 #
 # The paper releases its code and pre-trained models (§1), and most uses of BERT start
 # by loading one of those checkpoints. Pre-training BERT-base took four days on 16 TPU
@@ -155,7 +155,8 @@ assert formula == count_parameters(config) == counted == 22_713_216
 _ = record(
     "minilm.params.total",
     counted,
-    paper=22_713_216,
+    kind="check",
+    expected=22_713_216,
     tolerance=0,
     note="all-MiniLM-L6-v2 BertModel parameters (published count)",
 )
@@ -289,7 +290,8 @@ assert_close(ours.last_hidden_state, ref.last_hidden_state, atol=1e-3, rtol=0)
 _ = record(
     "minilm.hidden_state.max_abs_diff",
     diff_real,
-    paper=0.0,
+    kind="check",
+    expected=0.0,
     tolerance=1e-5,
     note="all-MiniLM-L6-v2 last hidden states vs transformers BertModel, real tokens "
     "of a padded batch",
@@ -532,6 +534,8 @@ def verdict(found):
 record(
     "minilm.attention.heads_special_gt50",
     counts["cls+sep"],
+    kind="claim",
+    paper="heads put most attention on [CLS] or [SEP] (Clark et al. §3.2)",
     status=verdict(counts["cls+sep"] > 0),
     note="heads with >50% attention on [CLS]/[SEP] (Clark et al. 2019 §3.2: no-op "
     "attention to special tokens)",
@@ -539,12 +543,16 @@ record(
 record(
     "minilm.attention.heads_prev_gt50",
     counts["prev"],
+    kind="claim",
+    paper="heads attend to the previous token (Clark et al. §3.1)",
     status=verdict(counts["prev"] > 0),
     note="heads with >50% attention on the previous token (Clark et al. 2019 §3.1)",
 )
 record(
     "minilm.attention.heads_next_gt50",
     counts["next"],
+    kind="claim",
+    paper="heads attend to the next token (Clark et al. §3.1)",
     status=verdict(counts["next"] > 0),
     note="heads with >50% attention on the next token (Clark et al. 2019 §3.1)",
 )
@@ -552,6 +560,8 @@ broad_low = bool(layer_entropy[0] == layer_entropy.max())
 _ = record(
     "minilm.attention.broadest_layer_is_first",
     broad_low,
+    kind="claim",
+    paper="lower layers attend most broadly (Clark et al. §3.3)",
     status=verdict(broad_low),
     note="the lowest layer has the highest mean attention entropy (Clark et al. 2019 "
     "§3.3)",
@@ -605,9 +615,9 @@ display(Markdown(f"""
   encoder: the paraphrase pairs score {para.min():.2f} to {para.max():.2f}, every
   unrelated pair at most {unrelated.nan_to_num(-1).max().item():.2f}.
 * Its heads show the kinds of patterns Clark et al. (2019) found in BERT-base, measured
-  over {n_tokens:,} tokens: {counts["prev"]} heads put more than half of their attention
-  on the previous token, {counts["next"]} on the next, {counts["cls+sep"]} on `[CLS]` or
-  `[SEP]` (this checkpoint prefers {sink}), and layer
+  over {n_tokens:,} tokens. Heads that put more than half of their attention on the
+  previous token: {counts["prev"]}; on the next: {counts["next"]}; on `[CLS]` or `[SEP]`:
+  {counts["cls+sep"]} (this checkpoint prefers {sink}). Layer
   {int(layer_entropy.argmax()) + 1} has the broadest attention
   ({layer_entropy.max():.2f} nats on average).
 """))

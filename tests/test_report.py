@@ -1,12 +1,13 @@
 """The scorecard: record(), status derivation, atomic writes, collection, rendering, the paper's tables."""
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from bertrepro import report
+from bertrepro import report, scorecard
 from bertrepro.report import PAPER_TABLES, STATUSES, collect, paper_value, record
 
 
@@ -233,7 +234,7 @@ def test_counts_and_scorecard_json(tmp_path):
 
 
 def test_render_scorecard():
-    md = report.render_scorecard(_sample_records(), profile="cpu")
+    md = scorecard.render_scorecard(_sample_records(), profile="cpu")
     assert md.startswith("# Scorecard")
     # One table per chapter; status, ours and paper first, the claim (key: note) last.
     assert "### [01_a](01_a.ipynb)" in md and "### [02_b](02_b.ipynb)" in md
@@ -246,11 +247,11 @@ def test_render_scorecard():
     for t in PAPER_TABLES.values():
         assert t.caption in md
     assert "| BERT-base | 84.6 | 83.4 | 71.2 | 90.5 | 93.5 | 52.1 | 85.8 | 88.9 | 66.4 | 79.6 |" in md
-    assert "No chapter recorded" in report.render_scorecard([])
+    assert "No chapter recorded" in scorecard.render_scorecard([])
 
 
 def test_scorecard_counts_claims_and_lists_checks_apart():
-    md = report.render_scorecard(_sample_records(), profile="cpu")
+    md = scorecard.render_scorecard(_sample_records(), profile="cpu")
     claims, checks = md[md.index("## Claims"):md.index("## Checks")], md[md.index("## Checks"):md.index("## The paper")]
     assert ("**Totals:** 1 exact, 1 reproduced, 1 qualitatively reproduced, 1 not reproduced at this scale, "
             "0 inconclusive, 0 not comparable (4 claims).") in md
@@ -276,7 +277,7 @@ def test_every_status_is_the_kind_it_belongs_to():
 
 
 def test_scorecard_legend_explains_every_status():
-    md = report.render_scorecard(_sample_records())
+    md = scorecard.render_scorecard(_sample_records())
     legend = md[: md.index("## Claims")]
     assert "A **claim** is something the paper says" in legend and "A **check** is the book's own guard" in legend
     for status, meaning in report.STATUS_MEANINGS.items():
@@ -302,7 +303,7 @@ def test_table8_rows_and_the_papers_contrasts():
 def test_render_summary():
     timings = {"chapters": {"01_a": {"seconds": 1.24, "status": "ok"}, "02_b": {"seconds": 3.0, "status": "failed"}},
                "html_seconds": 2.0}
-    md = report.render_summary(_sample_records(), timings, profile="cpu", failure="chapter 02_b failed")
+    md = scorecard.render_summary(_sample_records(), timings, profile="cpu", failure="chapter 02_b failed")
     assert "| 01_a | 1.2 | ok |" in md
     assert "| 02_b | 3.0 | failed |" in md
     assert "| **total** | **4.2** | |" in md
@@ -371,11 +372,11 @@ def test_origin_counts_and_the_scorecard_sentence():
         {"chapter": "09_b", "path": "v.txt", "fingerprint": "f1", "how": "reused"},  # a model trained now
         {"chapter": "11_c", "path": "m", "fingerprint": "f2", "how": "reused"},  # made earlier in this run
     ]}
-    assert report.origin_counts(recs, prov) == (3, 2)
-    assert report.origin_counts(recs, None) == (5, 0)
-    page = report.render_scorecard(recs, profile="smoke", provenance=prov)
+    assert scorecard.origin_counts(recs, prov) == (3, 2)
+    assert scorecard.origin_counts(recs, None) == (5, 0)
+    page = scorecard.render_scorecard(recs, profile="smoke", provenance=prov)
     assert "3 claims in this run, 2 from artifacts" in page and "fingerprint" in page
-    summary = report.render_summary(recs, {"chapters": {}}, profile="smoke", provenance=prov)
+    summary = scorecard.render_summary(recs, {"chapters": {}}, profile="smoke", provenance=prov)
     assert "3 computed in this run, 2 from a cache of the same code" in summary
 
 
@@ -391,3 +392,23 @@ def test_structured_fields_are_checked():
     assert report.Record.from_dict(rec.to_dict()) == rec
     old = {k: v for k, v in rec.to_dict().items() if k not in ("se", "unit", "n", "expected")}  # records without them load
     assert report.Record.from_dict(old).se is None
+
+
+# Chapters whose record calls are being rewritten elsewhere to pass kind=; the marks go once they do.
+_KIND_PENDING = {"11_spans_tags_choices", "12_ablations"}
+_SOURCES = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.py")) + sorted(
+    (Path(__file__).resolve().parent.parent / "bertrepro").rglob("*.py"))
+
+
+@pytest.mark.parametrize("src", [
+    pytest.param(p, marks=pytest.mark.xfail(reason="this chapter's records adopt kind= in its own rewrite"))
+    if p.stem in _KIND_PENDING else p for p in _SOURCES], ids=lambda p: p.stem)
+def test_every_record_call_names_its_kind(src):
+    """A record without kind= would fail at run time; this finds it without running the chapter."""
+    import ast
+
+    tree = ast.parse(src.read_text(encoding="utf-8"))
+    missing = [node.lineno for node in ast.walk(tree)
+               if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "record"
+               and not any(k.arg == "kind" for k in node.keywords)]
+    assert not missing, f"{src.name}: record() without kind= at lines {missing}"
