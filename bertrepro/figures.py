@@ -1,0 +1,83 @@
+"""Legible figures: a warning when a figure's tick labels overlap.
+
+:func:`setup <bertrepro.chapters.setup>` calls :func:`install`, which wraps ``matplotlib.pyplot.show``
+so that every figure a chapter shows is checked first: the tick labels of all its axes are drawn,
+their window extents compared pairwise, and each overlap raises a :class:`TickLabelOverlapWarning`
+naming the two labels. In the built book a warning is a stderr box, which the browser test
+(``tests/test_browser.py``) fails on, so a crowded axis cannot reach the page unnoticed.
+
+Labels of ticks outside an axis' view, hidden or empty labels are not compared. Labels of two
+different axes are compared too: the last x label of one subplot can run into the first of the
+next ("model" + "no context" read as "modelno context").
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+__all__ = ["TickLabelOverlapWarning", "tick_label_overlaps", "warn_on_overlaps", "install", "MIN_GAP_PX"]
+
+#: Two labels closer than this (pixels at the figure's dpi) count as touching.
+MIN_GAP_PX = 1.0
+
+
+class TickLabelOverlapWarning(UserWarning):
+    """Two tick labels of a figure overlap or touch."""
+
+
+def _visible_labels(ax: Any) -> list[tuple[str, Any]]:
+    """``(axis name, Text)`` of every non-empty, visible tick label inside the axis' view."""
+    out = []
+    for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
+        lo, hi = sorted(axis.get_view_interval())
+        for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+            loc = tick.get_loc()
+            if loc is None or not (lo - 1e-9 * max(1.0, abs(hi - lo)) <= loc <= hi + 1e-9 * max(1.0, abs(hi - lo))):
+                continue
+            for label in (tick.label1, tick.label2):
+                if label.get_visible() and label.get_text().strip():
+                    out.append((name, label))
+    return out
+
+
+def tick_label_overlaps(fig: Any) -> list[str]:
+    """The pairs of tick labels of ``fig`` whose window extents overlap or touch, as sentences."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    labels = [(i, name, t, t.get_window_extent(renderer)) for i, ax in enumerate(fig.axes)
+              for name, t in _visible_labels(ax) if ax.get_visible()]
+    problems = []
+    for a in range(len(labels)):
+        ia, na, ta, ba = labels[a]
+        for b in range(a + 1, len(labels)):
+            ib, nb, tb, bb = labels[b]
+            if ba.x0 - MIN_GAP_PX < bb.x1 and bb.x0 - MIN_GAP_PX < ba.x1 and ba.y0 < bb.y1 and bb.y0 < ba.y1:
+                where = f"axes {ia + 1} {na}" + ("" if (ia, na) == (ib, nb) else f" and axes {ib + 1} {nb}")
+                problems.append(f"tick labels {ta.get_text()!r} and {tb.get_text()!r} overlap ({where})")
+    return problems
+
+
+def warn_on_overlaps(fig: Any) -> list[str]:
+    """Check ``fig``; warn once per overlapping pair; return the problems."""
+    problems = tick_label_overlaps(fig)
+    for p in problems:
+        warnings.warn(f"{p}; fewer ticks, shorter labels, rotation or a wider figure fix it",
+                      TickLabelOverlapWarning, stacklevel=3)
+    return problems
+
+
+def install() -> None:
+    """Wrap ``plt.show`` (once) so every open figure is checked before it is shown."""
+    import matplotlib.pyplot as plt  # lazily: optional plotting, so the runner that imports chapters stays light
+
+    if getattr(plt.show, "_bertrepro_checks_ticks", False):
+        return
+    original = plt.show
+
+    def show(*args: Any, **kwargs: Any) -> Any:
+        for num in plt.get_fignums():
+            warn_on_overlaps(plt.figure(num))
+        return original(*args, **kwargs)
+
+    show._bertrepro_checks_ticks = True  # type: ignore[attr-defined]
+    plt.show = show
