@@ -444,7 +444,7 @@ display(Markdown(f"""
 #
 # Each solution is a collapsed cell below: click to show it.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 1: heads are interchangeable; a consistent permutation leaves the output
 # alone.
 perm = torch.arange(A).flip(0)  # head a becomes head A - 1 - a
@@ -463,7 +463,7 @@ print(
     f"{(out_perm - explicit).abs().max():.1e}"
 )
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 2: 4H^2 + 4H with H = 1024.
 with torch.device("meta"):
     large_mha = MultiHeadAttention(1024, 16)
@@ -474,7 +474,7 @@ print(
     f"{24 * n_large:,}"
 )
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 3: with the convention flipped, real tokens may attend only to [PAD] keys.
 with torch.no_grad():
     _, flipped = ref(

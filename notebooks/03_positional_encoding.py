@@ -403,19 +403,19 @@ Chapter 04 assembles the full input representation and the Transformer block aro
 #
 # Each solution is a collapsed cell below: click to show it.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 1: each of the d/2 frequencies contributes sin^2 + cos^2 = 1.
 norms = PE.double().norm(dim=-1)
 assert_close(norms, torch.full_like(norms, math.sqrt(d_pe / 2)))
 print(f"every row has norm sqrt(d/2) = {math.sqrt(d_pe / 2):.4f}")
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 2: the dot product is a sum of cosines, and cos is even.
 p0, span_k = 256, torch.arange(1, 200)
 assert_close(gram[p0, p0 + span_k], gram[p0, p0 - span_k])
 print(f"PE_p·PE_(p+k) = PE_p·PE_(p-k) at p = {p0} for k = 1..{int(span_k[-1])}")
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 3: 512 x 768 parameters, of the 109,482,240 of BertModel.
 with torch.device("meta"):
     base = BertModel(BertConfig.base())

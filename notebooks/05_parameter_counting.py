@@ -539,7 +539,7 @@ display(Markdown(f"""
 #
 # Each solution is a collapsed cell below: click to show it.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 1: L = 4, H = 256, A = 4, F = 1024.
 mini = BertConfig(
     num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024
@@ -548,7 +548,7 @@ n_mini = closed_form(4, 256)
 assert n_mini == numel(build(BertModel, mini)) == count_parameters(mini)
 print(f"L=4, H=256: {n_mini:,} parameters")
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 2: only the token table (and nothing else) grows, by (50,000 - 30,522) x H.
 big_vocab = BertConfig.base(vocab_size=50_000)
 gain = count_parameters(big_vocab) - count_parameters(BertConfig.base())
@@ -559,7 +559,7 @@ assert (
 )
 print(f"+{gain:,} parameters")
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 3: the smallest L with L (12H^2 + 13H) > (V + P + S) H + 2H.
 H768 = 768
 emb_768 = (30_522 + 512 + 2) * H768 + 2 * H768

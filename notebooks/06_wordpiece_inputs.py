@@ -729,7 +729,7 @@ display(Markdown(f"""
 #
 # Each solution is a collapsed cell below: click to show it.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 1: "ab" is the longest start of "abcd", but "a" + "##bcd" needs one piece
 # less.
 toy2 = {"a", "ab", "##bcd", "##c", "##d"}
@@ -737,14 +737,14 @@ assert wordpiece("abcd", toy2) == ["ab", "##c", "##d"]
 assert all(p in toy2 for p in ["a", "##bcd"])  # a cover with 2 pieces
 print(f"greedy: {wordpiece('abcd', toy2)}; fewest pieces: ['a', '##bcd']")
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 2: 12 - 3 = 9 tokens for A and B; A is longer, so it alone loses 4.
 a_ex, b_ex = list(range(10)), list(range(100, 103))
 truncate_seq_pair(a_ex, b_ex, 12 - 3, random.Random(0))
 assert (len(a_ex), len(b_ex)) == (6, 3)
 print(f"A keeps {len(a_ex)} pieces {a_ex}, B keeps {len(b_ex)}")
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 3: lowercasing and NFD accent stripping map all three to one word.
 ids_cafe = [tok.token_ids(w) for w in ("Café", "CAFE", "cafe")]
 assert ids_cafe[0] == ids_cafe[1] == ids_cafe[2]

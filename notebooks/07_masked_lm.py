@@ -616,14 +616,14 @@ display(Markdown(f"""
 #
 # Each solution is a collapsed cell below: click to show it.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 1: round(0.15 x 512) = round(76.8) = 77, under a cap of 80; 20 under 20.
 n512 = torch.tensor([512])
 k20, k80 = int(num_to_predict(n512, 0.15, 20)), int(num_to_predict(n512, 0.15, 80))
 assert (k20, k80) == (20, py2_round(0.15 * 512)) == (20, 77)
 print(f"cap 20: {k20} positions; cap 80: {k80} positions")
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 2: 80 % of the chosen ~15 %: about 12 % of all tokens show [MASK].
 mask_share = tally["mask"] / tally["tokens"]
 expected = 0.8 * fraction
@@ -633,7 +633,7 @@ print(
     f"[MASK] in {mask_share:.3%} of all tokens; 0.8 x {fraction:.3%} = {expected:.3%}"
 )
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 3: 0.85^8 for the collator; never for the original rule (k >= 1).
 p_none = 0.85**8
 short_ids = torch.randint(1000, 2000, (4096, 10), generator=run.generator(offset=9))

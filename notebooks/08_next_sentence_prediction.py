@@ -698,7 +698,7 @@ display(Markdown(f"""
 #
 # Each solution is a collapsed cell below: click to show it.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 1: s = 1, so every pair is NotNext.
 one_sentence_docs = [d[:1] for d in docs_kept[:200]]
 toy_pairs, toy_s = original_pairs(
@@ -707,14 +707,14 @@ toy_pairs, toy_s = original_pairs(
 assert toy_s == 1.0 and all(is_random for _, _, is_random in toy_pairs)
 print(f"s = {toy_s:.0%}: all {len(toy_pairs)} pairs are NotNext")
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 2: uniform logits give -log(1/V) = ln V at every chosen position.
 uniform_logits = torch.zeros(N, len(tok))
 uniform_loss = torch.nn.functional.cross_entropy(uniform_logits, labels[chosen])
 assert_close(uniform_loss, torch.log(torch.tensor(float(len(tok)))))
 print(f"uniform prediction: MLM loss {uniform_loss:.4f} = ln {len(tok):,}")
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 3: balanced mode cuts the sentence for IsNext half of the time; the original
 # rule never can, so those pairs are all NotNext.
 from_one = [x.label == IS_NEXT for x in instances if sentences_in[x.a_doc] == 1]

@@ -1368,20 +1368,20 @@ display(Markdown(f"""
 #
 # Each solution is a collapsed cell below: click to show it.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 1: warm-up is linear from 0; the decay counts from step 0, not from w.
 lrs = [learning_rate_at(s, 1e-4, 10_000, 1_000_000) for s in (5_000, 10_000, 500_000)]
 assert_close(torch.tensor(lrs), torch.tensor([0.5e-4, 0.99e-4, 0.5e-4]))
 print(", ".join(f"{x:.3g}" for x in lrs))
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 2: 1/(W n_r) instead of 1/N.
 n_ranks = [5, 15]
 per_rank = [1 / (len(n_ranks) * n) for n in n_ranks]
 assert_close(torch.tensor(per_rank), torch.tensor([0.1, 1 / 30]))
 print(f"per-rank means: {per_rank[0]:.3f} and {per_rank[1]:.4f}; right: {1 / 20:.3f}")
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 3: 16 bytes per parameter.
 n_base_pt = count_parameters(BertConfig.base(), heads=True)
 assert n_base_pt == 110_106_428 and state_bytes(BertConfig.base()) == 16 * n_base_pt

@@ -818,7 +818,7 @@ display(Markdown(f"""
 #
 # Each solution is a collapsed cell below: click to show it.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 1: sqrt(p(1 - p)/n), the floor under every difference the chapter can see.
 n_test = len(task.test["labels"])
 se_half = (0.25 / n_test) ** 0.5
@@ -831,7 +831,7 @@ print(
     f"more than {2 * se_half * 2**0.5:.3f} to clear 2 SE on test noise alone"
 )
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 2: w = floor(0.1 x 30) = 3; the rate rises as s/w, then falls as 1 - s/N.
 factor = WarmupLinearDecay.from_proportion(30, 0.1)
 rates = [factor(s) for s in range(30)]
@@ -841,7 +841,7 @@ print(
     f"3 warm-up steps; multiplier {rates[0]:.3f} at step 0, {rates[-1]:.4f} at step 29"
 )
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 3: every weight of the encoder plus the task layer, against 384 x 11 + 11.
 ft_params = sum(p.numel() for p in clf.parameters())
 probe_params = 384 * task.num_labels + task.num_labels

@@ -632,20 +632,20 @@ display(Markdown(f"""
 #
 # Each solution is a collapsed cell below: click to show it.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 1: a softmax over the keys, row by row.
 for name, (l, h, _) in show.items():
     rows_sum = att[l][0, h].sum(-1).cpu()
     assert_close(rows_sum, torch.ones_like(rows_sum))
 print(f"all {len(tokens)} rows of the {len(show)} maps sum to 1")
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 2: V x H = 30,522 x 384 of 22,713,216.
 n_tok_emb = model.embeddings.word_embeddings.weight.numel()
 assert n_tok_emb == V * H == 11_720_448
 print(f"{n_tok_emb:,} = {n_tok_emb / counted:.1%} of the model")
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 3: the layer whose heads, on average, park the most attention on them.
 per_layer_special = special.mean(1)  # (L,)
 best_layer = int(per_layer_special.argmax())
