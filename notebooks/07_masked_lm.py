@@ -82,8 +82,8 @@ target_tokens = run.pick(smoke=300_000, cpu=2_000_000, gpu=10_000_000)
 # "bidirectional conditioning would allow each word to indirectly 'see itself', and the
 # model could trivially predict the target word in a multi-layered context" (§3.1).
 #
-# The masked LM (the *Cloze* task, Taylor 1953) hides the tokens to predict: a random 15
-# % of positions are chosen, corrupted, and the loss counts only those positions,
+# The masked LM (the *Cloze* task, Taylor 1953) hides the tokens to predict: a random
+# 15 % of positions are chosen, corrupted, and the loss counts only those positions,
 #
 # $$
 # \mathcal{L}_{\text{MLM}} = -\frac{1}{|\mathcal{M}|}\sum_{i \in \mathcal{M}}

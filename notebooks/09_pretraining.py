@@ -395,7 +395,13 @@ assert (
 per_epoch = json.loads((result.checkpoint / "trainer_state.json").read_text())["data"][
     "examples_in_epoch"
 ]
-print(f"run directory: {result.output_dir}")
+# the run's folder relative to the cache, not this machine's absolute path
+shown_dir = (
+    f"<cache>/{result.output_dir.relative_to(cache_dir())}"
+    if result.output_dir.is_relative_to(cache_dir())
+    else result.output_dir.name
+)
+print(f"run directory: {shown_dir}")
 print(
     f"{'trained' if result.steps_run else 'loaded from the cache'} in {wall:.1f} s: "
     f"{result.step:,} steps of "
@@ -655,35 +661,25 @@ display(Markdown(f"""
 breakdown.style.format("{:.3f}", subset=breakdown.columns[1:])
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(7.5, 3.4))
+# Horizontal bars on linear axes from zero: labels never collide, and a bar's length is
+# its value (the perplexities too, so 232 against 881 looks like a quarter).
+fig, axes = plt.subplots(3, 1, figsize=(7.5, 4.8))
 row = breakdown.loc["[MASK]"]
-axes[0].bar(
-    ["model", "no context", "most\nfrequent"],
-    row.iloc[1:].to_numpy(),
-    color=["C0", "C1", "gray"],
-)
-axes[0].set(title="accuracy at [MASK]")
-axes[1].bar(
-    ["model", "unigram"],
-    [ev["mlm_perplexity"], ev["unigram_perplexity"]],
-    color=["C0", "gray"],
-)
-axes[1].set(title="MLM perplexity", yscale="log")
-axes[2].bar(
-    ["model", "lengths\nonly", "paper"],
-    [ev["nsp_accuracy"], ev["nsp_length_baseline"], 0.975],
-    color=["C0", "gray", "C2"],
-)
-axes[2].set(title="NSP accuracy", ylim=(0, 1.1))
-for ax in axes:
-    for p in ax.patches:
-        ax.annotate(
-            f"{p.get_height():.3g}",
-            (p.get_x() + p.get_width() / 2, p.get_height()),
-            ha="center",
-            va="bottom",
-            fontsize=9,
-        )
+panels = [
+    ("accuracy at [MASK]", ["model", "no context", "most frequent"],
+     row.iloc[1:].to_numpy(), ["C0", "C1", "gray"]),
+    ("MLM perplexity (lower is better)", ["model", "unigram"],
+     [ev["mlm_perplexity"], ev["unigram_perplexity"]], ["C0", "gray"]),
+    ("NSP balanced accuracy", ["model", "lengths only", "paper"],
+     [ev["nsp_accuracy"], ev["nsp_length_baseline"], 0.975], ["C0", "gray", "C2"]),
+]
+for ax, (title, labels, values, colors) in zip(axes, panels):
+    ax.barh(labels, values, color=colors)
+    ax.invert_yaxis()
+    ax.set_title(title, fontsize=10, loc="left")
+    ax.set_xlim(0, 1.18 * max(values))
+    for y, v in enumerate(values):
+        ax.annotate(f" {v:.3g}", (v, y), va="center", ha="left", fontsize=9)
 plt.tight_layout()
 plt.show()
 

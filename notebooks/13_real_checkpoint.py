@@ -411,11 +411,14 @@ plt.show()
 # $\alpha_{ij}$ over the keys $j$, the measurements are
 #
 # $$
-# \text{cls}_i = \sum_{j:\,x_j=\texttt{[CLS]}} \alpha_{ij},\quad
-# \text{sep}_i = \sum_{j:\,x_j=\texttt{[SEP]}} \alpha_{ij},\quad
-# \text{prev}_i = \alpha_{i,i-1},\quad \text{next}_i = \alpha_{i,i+1},\quad
-# \text{self}_i = \alpha_{ii},\quad
-# \text{entropy}_i = -\sum_j \alpha_{ij}\log\alpha_{ij},
+# \begin{aligned}
+# \text{cls}_i &= \sum_{j:\,x_j=\texttt{[CLS]}} \alpha_{ij}, &
+# \text{sep}_i &= \sum_{j:\,x_j=\texttt{[SEP]}} \alpha_{ij}, &
+# \text{self}_i &= \alpha_{ii},\\
+# \text{prev}_i &= \alpha_{i,i-1}, &
+# \text{next}_i &= \alpha_{i,i+1}, &
+# \text{entropy}_i &= -\sum_j \alpha_{ij}\log\alpha_{ij},
+# \end{aligned}
 # $$
 #
 # each averaged over every real (non-padding) query token of every segment; `prev`

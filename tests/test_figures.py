@@ -63,3 +63,23 @@ def test_show_warns_once_installed(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         plt.show()
+
+
+def test_rotated_labels_are_compared_in_their_own_frame():
+    """Chapter 13's sentence heatmap: labels at 60 degrees whose boxes overlap but whose text does not."""
+    fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=100)
+    ax.imshow([[0, 1] * 15] * 30)
+    labels = [f"A sentence about guitars, number {i}." for i in range(30)]
+    ax.set_xticks(range(30), labels, rotation=60, ha="right", fontsize=9)
+    assert figures.tick_label_overlaps(fig) == []
+    ax.set_xticks(range(30), labels, rotation=60, ha="right", fontsize=16)  # lines thicker than their spacing
+    assert figures.tick_label_overlaps(fig)
+
+
+def test_warning_is_one_per_figure():
+    fig, ax = plt.subplots(figsize=(3, 2), dpi=100)
+    ax.set_xticks(range(12), [f"a long label {i}" for i in range(12)])
+    ax.set_xlim(-0.5, 11.5)
+    with pytest.warns(figures.TickLabelOverlapWarning) as caught:
+        problems = figures.warn_on_overlaps(fig)
+    assert len(caught) == 1 and f"and {len(problems) - 2} more" in str(caught[0].message)

@@ -74,3 +74,11 @@ def test_the_checks_catch_what_they_should():
     assert bad_mentions("chapters 10 to 12, chapter 13 and chapter 00", numbers) == ["line 1: 'chapter 00'"]
     with pytest.raises(ValueError, match="no title"):
         chapter_title(Path(__file__))
+
+
+@pytest.mark.parametrize("py", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_no_markdown_line_starts_with_a_percent_sign(py):
+    """MyST reads a line starting with ``%`` as a comment and drops it ("a random 15" then nothing)."""
+    bad = [i for i, line in enumerate(py.read_text(encoding="utf-8").splitlines(), 1)
+           if line.startswith("# %") and not line.startswith("# %%")]
+    assert not bad, f"{py.name}: Markdown lines starting with '%' (a MyST comment) at {bad}"
