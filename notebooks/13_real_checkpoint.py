@@ -619,8 +619,8 @@ display(Markdown(f"""
   unrelated pair at most {unrelated.nan_to_num(-1).max().item():.2f}.
 * Its heads show the kinds of patterns Clark et al. (2019) found in BERT-base, measured
   over {n_tokens:,} tokens. Heads that put more than half of their attention on the
-  previous token: {counts["prev"]}; on the next: {counts["next"]}; on `[CLS]` or `[SEP]`:
-  {counts["cls+sep"]} (this checkpoint prefers {sink}). Layer
+  previous token: {counts["prev"]}; on the next: {counts["next"]}; on `[CLS]` or
+  `[SEP]`: {counts["cls+sep"]} (this checkpoint prefers {sink}). Layer
   {int(layer_entropy.argmax()) + 1} has the broadest attention
   ({layer_entropy.max():.2f} nats on average).
 """))
