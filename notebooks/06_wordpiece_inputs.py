@@ -557,7 +557,7 @@ cached_file(
 trained = load_vocab(trained_path)
 print(
     f"trained on {len(train_sentences):,} train sentences: {len(trained):,} pieces "
-    f"[{time.perf_counter() - start:.1f} s] -> {trained_path}"
+    f"[{time.perf_counter() - start:.1f} s] -> {trained_path.name} in the cache"
 )
 pieces = list(trained)
 first_merge = next(

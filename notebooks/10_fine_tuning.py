@@ -106,12 +106,15 @@ from bertrepro.train.optim import WarmupLinearDecay
 
 budget = BUDGETS[run.profile]
 chapter_start = time.perf_counter()
-pd.DataFrame(
-    {
-        "setting": list(budget.__dataclass_fields__),
-        "value": [str(getattr(budget, k)) for k in budget.__dataclass_fields__],
-    }
-).set_index("setting")
+# a Markdown table: long values (the learning-rate grids) wrap instead of being cut
+display(
+    Markdown(
+        markdown_table(
+            ["setting", "value"],
+            [(f"`{k}`", str(getattr(budget, k))) for k in budget.__dataclass_fields__],
+        )
+    )
+)
 
 # %% [markdown]
 # ## The task: topics of articles pre-training never saw
@@ -565,9 +568,15 @@ display(
         )
     )
 )
+display(
+    Markdown(
+        "Test accuracy, mean ± standard deviation over seeds; – where the regime does "
+        "not run at that size (fine-tuning runs at the budget's `finetune_sizes` only)."
+    )
+)
 table.pivot_table(
     index=["regime", "arm"], columns="size", values="accuracy", aggfunc="first"
-)[[str(s) for s in budget.probe_sizes]]
+)[[str(s) for s in budget.probe_sizes]].fillna("–")
 
 # %% [markdown]
 # ## Where pre-training helps, and where it does not
