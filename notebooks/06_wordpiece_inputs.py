@@ -59,6 +59,7 @@ from importlib.metadata import distribution
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter
 from IPython.display import Markdown, display
 from transformers import BertTokenizerFast
 
@@ -681,6 +682,10 @@ ax2.set_yscale("log")
 ax2.set_xlabel("vocabulary size V")
 ax2.set_ylabel("token-embedding parameters (M)")
 ax2.legend()
+# the sizes themselves as ticks, in thousands; no minor labels (2×10³ ran into 3×10³)
+for ax, ticks in ((ax1, sorted({*Vs, released["V"]})), (ax2, Vs)):
+    ax.set_xticks(ticks, [f"{v / 1000:.3g}k" for v in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
 plt.tight_layout()
 plt.show()
 

@@ -83,3 +83,13 @@ def test_warning_is_one_per_figure():
     with pytest.warns(figures.TickLabelOverlapWarning) as caught:
         problems = figures.warn_on_overlaps(fig)
     assert len(caught) == 1 and f"and {len(problems) - 2} more" in str(caught[0].message)
+
+
+def test_stacked_labels_touch_only_when_their_glyphs_do():
+    """Token labels on a y axis: one line per token is legible; three tokens on one line's height are not."""
+    fig, ax = plt.subplots(figsize=(3, 4), dpi=100)
+    ax.imshow([[0] * 20] * 20)
+    ax.set_yticks(range(20), [f"token{i}" for i in range(20)], fontsize=9)
+    assert figures.tick_label_overlaps(fig) == []
+    ax.set_yticks(range(20), [f"token{i}" for i in range(20)], fontsize=20)
+    assert any("(axes 1 y)" in p for p in figures.tick_label_overlaps(fig))
