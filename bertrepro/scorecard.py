@@ -96,8 +96,13 @@ def _chapter_tables(records: Sequence[Record]) -> str:
                   markdown_table(["Status", "Ours", "Paper", "Claim"],
                                  [(r.status, format_value(r.value), _paper_cell(r),
                                    f"`{r.key}`" + (f": {r.note}" if r.note else "")) for r in recs],
-                                 align=["---", "--:", "--:", "---"]), ""]
+                                 align=["---", "--:", _paper_align(recs), "---"]), ""]
     return "\n".join(parts).rstrip("\n")
+
+
+def _paper_align(records: Sequence[Record]) -> str:
+    """Numbers align right (and keep on one line); a column holding a quote aligns left and wraps."""
+    return "---" if any(isinstance(r.paper, str) for r in records) else "--:"
 
 
 def _counts_line(records: Sequence[Record]) -> str:

@@ -412,3 +412,13 @@ def test_every_record_call_names_its_kind(src):
                if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "record"
                and not any(k.arg == "kind" for k in node.keywords)]
     assert not missing, f"{src.name}: record() without kind= at lines {missing}"
+
+
+def test_a_quoted_claim_wraps_in_a_left_aligned_paper_column():
+    quote = report.make_record("heads.prev", 3, kind="claim", paper="heads attend to the previous token (§3.1)",
+                               status="qualitatively reproduced", chapter="13_c")
+    number = report.make_record("params.total", 5, kind="claim", paper=5, tolerance=0, chapter="05_p")
+    md = scorecard.render_scorecard([number, quote])
+    chapter_05, chapter_13 = md.split("### [13_c]")
+    assert "|---|--:|--:|---|" in chapter_05 and "|---|--:|---|---|" in chapter_13
+    assert "| qualitatively reproduced | 3 | heads attend to the previous token (§3.1) | `heads.prev` |" in chapter_13
