@@ -16,10 +16,12 @@ import math
 import warnings
 from typing import Any
 
-__all__ = ["TickLabelOverlapWarning", "tick_label_overlaps", "warn_on_overlaps", "install", "MIN_GAP_PX"]
+__all__ = ["TickLabelOverlapWarning", "tick_label_overlaps", "warn_on_overlaps", "install", "MIN_GAP_PX", "GLYPH_HEIGHT"]
 
 #: Two labels closer than this (pixels at the figure's dpi) count as touching.
 MIN_GAP_PX = 1.0
+#: The height of a line's letters as a share of its font size (about the cap height).
+GLYPH_HEIGHT = 0.7
 
 
 class TickLabelOverlapWarning(UserWarning):
@@ -47,7 +49,7 @@ def _strip(label: Any, box: Any, dpi: float) -> tuple[float, float, float, float
     The window extent of rotated text is an axis-aligned box around it, much larger than the text;
     two parallel labels (side by side, stacked, or x labels at 60 or 90 degrees) are compared in
     their own frame, as lines of text: along the line by their widths, across it by the glyphs'
-    height, about 80 % of the font size (the box also holds the line spacing).
+    height, :data:`GLYPH_HEIGHT` of the font size (the box also holds the line spacing).
     """
     theta = math.radians(label.get_rotation())
     c, s = abs(math.cos(theta)), abs(math.sin(theta))
@@ -66,8 +68,8 @@ def _overlap(a: Any, ba: Any, b: Any, bb: Any, dpi: float) -> bool:
     xb, yb, _, _, lb, tb = _strip(b, bb, dpi)
     dx, dy = xb - xa, yb - ya
     along, across = abs(dx * ux + dy * uy), abs(-dx * uy + dy * ux)
-    # glyphs fill about 80 % of a line's height: closer lines than that touch
-    return along < (la + lb) / 2 + MIN_GAP_PX and across < 0.8 * (ta + tb) / 2
+    # letters are about 70 % of the font size tall (cap height): lines closer than that touch
+    return along < (la + lb) / 2 + MIN_GAP_PX and across < GLYPH_HEIGHT * (ta + tb) / 2
 
 
 def tick_label_overlaps(fig: Any) -> list[str]:
