@@ -72,11 +72,17 @@ test: $(STAMP)
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab $(LAB_FLAGS) $(if $(SUDO),,--allow-root)
 
+# Debian's fonts-noto-cjk too, so that Chinese text in the screenshots is drawn, not empty boxes.
 browser-deps: $(STAMP)
 	@if [ ! -x "$(CHROMIUM)" ]; then \
 	  echo "installing chromium with apt-get"; \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
+	@if ! fc-list :lang=zh family 2>/dev/null | grep -q .; then \
+	  echo "installing fonts-noto-cjk with apt-get"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-cjk; \
 	fi
 	@"$(CHROMIUM)" --version
 

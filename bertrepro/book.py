@@ -51,7 +51,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
-from . import bookguard, progress, report
+from . import bookguard, progress, report, scorecard
 from .arguments import INTERRUPTED, plain_text
 from .cache import ARTIFACTS_ENV
 from .chapters import (NOTEBOOKS_DIR, find_chapters, hide_injected_parameters,
@@ -506,13 +506,13 @@ def _build_locked(profile: str | None, chapters: Sequence[str] | None, seed: int
     records = report.collect(dirs["records"], chapters=[r.chapter for r in results])
     prov = provenance(prof, seed, device, dirs["records"], [r.chapter for r in results])
     report.write_scorecard(records, output / "scorecard.json", profile=prof, provenance=prov)
-    scorecard_md = report.render_scorecard(records, profile=prof, provenance=prov)
+    scorecard_md = scorecard.render_scorecard(records, profile=prof, provenance=prov)
     report.atomic_write_text(output / "scorecard.md", scorecard_md)
     html_index = None
     if failure is None and html:
         html_index = _html(book_dir, output, results, scorecard_md, timings, online=online, log=log)
     _write_json(output / "timings.json", timings)
-    summary = report.render_summary(records, timings, profile=prof, provenance=prov,
+    summary = scorecard.render_summary(records, timings, profile=prof, provenance=prov,
                                     failure=None if failure is None else " — ".join(
                                         ln.strip() for ln in str(failure).splitlines()[:2]))
     report.atomic_write_text(output / "summary.md", summary)

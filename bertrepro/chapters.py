@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from .figures import install as install_figure_checks
 from .io import atomic_write_text
 from .profiles import check_profile, pick, resolve_device, resolve_profile, set_offline
 
@@ -100,7 +101,8 @@ def _kernel_inputs() -> list[str]:
 
 
 def setup(profile: str | None = None, seed: int = 0, device: str | None = None, **unknown: Any) -> Run:
-    """Validate a chapter's parameters, seed every RNG and return the resolved :class:`Run`.
+    """Validate a chapter's parameters, seed every RNG, have ``plt.show`` warn on overlapping tick
+    labels (:mod:`bertrepro.figures`) and return the resolved :class:`Run`.
 
     Raises ``ValueError`` for an unknown profile or parameter, listing the valid ones: one passed
     here, or one papermill injected into the chapter (``-p profil smoke``), which would otherwise only
@@ -124,6 +126,7 @@ def setup(profile: str | None = None, seed: int = 0, device: str | None = None, 
     if dev.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     set_offline()
+    install_figure_checks()
     return Run(profile=prof, seed=seed, device=dev)
 
 

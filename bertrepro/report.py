@@ -1,9 +1,18 @@
-r"""The scorecard: every claim the book checks, next to the paper's number.
+r"""The scorecard: every claim of the paper the book tests, next to the paper's number, and the
+book's own checks apart.
 
-A chapter calls :func:`record` for each number it compares with the paper (BERT §3–§5, Tables 1, 5, 6).
+A chapter calls :func:`record` for each result, saying which of two kinds it is:
+
+* ``kind="claim"`` -- something the paper says: a number with its table or section (``paper=``), or a
+  short quote of a qualitative finding (``paper="..."``). Its status is one of :data:`STATUSES`.
+* ``kind="check"`` -- the book's own guard: parity with a reference implementation, a learning gate,
+  a timing, an agreement with transformers. It has no paper value; it passes or fails
+  (:data:`CHECK_STATUSES`) against ``expected=`` and ``tolerance=``, or an explicit ``status=``.
+
+The scorecard's totals count claims only; the checks follow in their own table.
 Each call appends one record to a JSON file per chapter; at the end of a book run :func:`collect`
-gathers them into ``book/_build/scorecard.json``, a Scorecard page for the book and a short
-``summary.md`` for the CI job summary.
+gathers them into ``book/_build/scorecard.json``; :mod:`bertrepro.scorecard` renders the Scorecard
+page for the book and a short ``summary.md`` for the CI job summary.
 
 Where records go:
 
@@ -22,13 +31,17 @@ run never leaves half a file.
 Example, in a chapter::
 
     from bertrepro.report import record
-    record("params.base.total", n_params, paper=109_482_240, tolerance=0,
-           note="BertModel parameters, BERT-base (§3)")                  # -> status "exact"
-    record("mlm.masked_fraction", frac, paper=0.15, tolerance=0.005)      # -> "reproduced" or not
-    record("glue.sst2.accuracy", acc, paper=93.5, status="qualitatively reproduced",
+    record("params.base.total", n_params, kind="claim", paper=110_000_000, tolerance=5_000_000,
+           note="BERT-base parameters (§3)")                              # -> "reproduced"
+    record("mlm.masked_fraction", frac, kind="claim", paper=0.15, tolerance=0.005)  # -> or not
+    record("glue.sst2.accuracy", acc, kind="claim", paper=93.5, status="qualitatively reproduced",
            note="tiny model, 1 epoch: above chance, far below the paper")
-    record("table6.ppl", ppl, paper=3.99, status="not comparable",
+    record("table6.ppl", ppl, kind="claim", paper=3.99, status="not comparable",
            note="8k-piece vocabulary, not the paper's 30k")                # -> no verdict, not counted as failed
+    record("encoder.parity.max_abs_diff", diff, kind="check", expected=0.0, tolerance=1e-5,
+           note="BertModel vs transformers, same weights")                # -> "pass" or "fail"
+    record("timing.speedup", s, kind="check", status="pass" if s >= 1 else "fail",
+           note="target >= 1")                                            # the criterion is in the note
 """
 from __future__ import annotations
 
@@ -45,7 +58,12 @@ from .io import atomic_write_text  # the package's one atomic writer
 
 __all__ = [
     "markdown_table",
+    "KINDS",
+    "KIND_MEANINGS",
     "STATUSES",
+    "CHECK_STATUSES",
+    "PAPER_VALUE_STATUSES",
+    "count_checks",
     "NO_VERDICT_STATUSES",
     "STATUS_MEANINGS",
     "RECORDS_ENV",
@@ -68,9 +86,7 @@ __all__ = [
     "format_value",
     "scorecard_json",
     "write_scorecard",
-    "render_scorecard",
-    "render_summary",
-    "origin_counts",
+    "markdown_cell",
     "SCHEMA_VERSION",
     "main",
 ]
@@ -78,6 +94,17 @@ __all__ = [
 #: The four verdicts, strongest first, then the two outcomes that are no verdict on the paper.
 STATUSES = ("exact", "reproduced", "qualitatively reproduced", "not reproduced at this scale", "inconclusive",
             "not comparable")
+#: The two kinds of record: what the paper says, and the book's own guards.
+KINDS = ("claim", "check")
+KIND_MEANINGS = {
+    "claim": "something the paper says: a number with its table or section, or a quoted qualitative finding",
+    "check": "the book's own guard: parity with a reference implementation, a learning gate, a timing, "
+             "an agreement with transformers",
+}
+#: A check passes or fails; it is no verdict on the paper.
+CHECK_STATUSES = ("pass", "fail")
+#: Claim statuses that compare with the paper's number: they need a numeric ``paper`` and a ``tolerance``.
+PAPER_VALUE_STATUSES = ("exact", "reproduced")
 #: Statuses that say the comparison cannot be judged; they are only ever set explicitly (``status=``),
 #: override what ``paper``/``tolerance`` would derive, and need a ``note`` saying why.
 NO_VERDICT_STATUSES = ("inconclusive", "not comparable")
@@ -89,8 +116,8 @@ STATUS_MEANINGS = {
                                 "run's much smaller scale.",
     "not reproduced at this scale": "The effect does not show up at this profile's scale, although the runs "
                                     "behind it learned and measure the same thing as the paper.",
-    "inconclusive": "A run behind the comparison did not pass its own learning check, so the measurement cannot "
-                    "confirm or refute the paper.",
+    "inconclusive": "A run the claim rests on did not pass its learning check, so the measurement cannot confirm "
+                    "or refute the paper.",
     "not comparable": "The paper's number was measured on another corpus, vocabulary or machine, so ours is shown "
                       "beside it but not judged against it.",
 }
@@ -103,7 +130,9 @@ DEFAULT_RECORDS_DIR = "records"
 #: identical when a chapter is re-run on CPU with the same seed (tests/test_notebooks.py checks it).
 TIMING_PREFIX = "timing."
 #: The version of ``scorecard.json``'s layout (``report diff`` refuses another).
-SCHEMA_VERSION = 2
+#: 3: every record has a ``kind`` (claim or check), checks an ``expected`` value; ``counts`` covers
+#: claims only, ``check_counts`` the checks.
+SCHEMA_VERSION = 3
 
 # Keys and chapter ids become file names and table cells: keep them to a safe alphabet.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,119}$")
@@ -172,7 +201,8 @@ def derive_status(value: Any, paper: Any, tolerance: float | None) -> str | None
 
 @dataclass(frozen=True)
 class Record:
-    """One checked claim: our ``value`` beside the ``paper``'s, with its verdict ``status``."""
+    """One result: a claim (our ``value`` beside the ``paper``'s, with its verdict ``status``) or a
+    check (our ``value`` against ``expected``, ``status`` pass or fail)."""
 
     key: str
     value: Any
@@ -181,9 +211,11 @@ class Record:
     note: str
     status: str
     chapter: str
+    kind: str
     se: float | None = None  # the standard error of ``value``, where the claim has one
     unit: str | None = None  # e.g. "points", "%", "perplexity"
     n: int | None = None  # the sample size behind ``value``
+    expected: Any = None  # a check's reference value (a claim's is ``paper``)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -191,17 +223,18 @@ class Record:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str = "record") -> "Record":
         """Rebuild and re-validate a record read from disk."""
-        fields = ("key", "value", "paper", "tolerance", "note", "status", "chapter")
+        fields = ("key", "value", "paper", "tolerance", "note", "status", "chapter", "kind")
         missing = [f for f in fields if f not in d]
         extra = [f for f in d if f not in fields + _OPTIONAL_FIELDS]
         if missing or extra:
             raise ValueError(f"{source}: malformed record {dict(d)!r}; missing fields {missing}, unknown fields {extra}")
         rec = make_record(d["key"], d["value"], paper=d["paper"], tolerance=d["tolerance"], note=d["note"],
-                          status=d["status"], chapter=d["chapter"], se=d.get("se"), unit=d.get("unit"), n=d.get("n"))
+                          status=d["status"], chapter=d["chapter"], kind=d["kind"], se=d.get("se"),
+                          unit=d.get("unit"), n=d.get("n"), expected=d.get("expected"))
         return rec
 
 
-_OPTIONAL_FIELDS = ("se", "unit", "n")
+_OPTIONAL_FIELDS = ("se", "unit", "n", "expected")
 
 
 def _check_extras(key: str, se: Any, unit: Any, n: Any) -> tuple[float | None, str | None, int | None]:
@@ -218,45 +251,107 @@ def _check_extras(key: str, se: Any, unit: Any, n: Any) -> tuple[float | None, s
     return se, unit, n
 
 
-def make_record(key: str, value: Any, paper: Any = None, tolerance: float | None = None, note: str = "",
-                status: str | None = None, chapter: str = STANDALONE_CHAPTER, se: float | None = None,
-                unit: str | None = None, n: int | None = None) -> Record:
-    """Validate the arguments of :func:`record` and return the :class:`Record` (no I/O)."""
-    _check_name(key, "record key", "params.base.total")
-    se, unit, n = _check_extras(key, se, unit, n)
-    _check_name(chapter, "chapter id", "03_positional_encoding")
-    value = _to_scalar(value, f"value of {key!r}", allow_none=False)
-    paper = _to_scalar(paper, f"paper value of {key!r}", allow_none=True)
-    if tolerance is not None:
-        tolerance = _to_scalar(tolerance, f"tolerance of {key!r}", allow_none=False)
-        if not _is_number(tolerance) or tolerance < 0:
-            raise ValueError(f"tolerance of {key!r} must be a non-negative number, got {tolerance!r}")
-        if paper is None:
-            raise ValueError(f"tolerance={tolerance!r} given for {key!r} without paper=; pass the paper's value too")
-    if not isinstance(note, str):
-        raise ValueError(f"note of {key!r} must be a string, got {type(note).__name__}")
+def _kind_error(key: str, kind: Any) -> ValueError:
+    what = "has no kind" if kind is None else f"has kind {kind!r}"
+    return ValueError(f"record {key!r} {what}; pass kind='claim' ({KIND_MEANINGS['claim']}) or kind='check' "
+                      f"({KIND_MEANINGS['check']})")
+
+
+def _check_status(key: str, value: Any, expected: Any, tolerance: float | None, note: str,
+                  status: str | None) -> str:
+    """The pass/fail of a check: derived from ``expected`` (and ``tolerance``), or given with a note."""
+    if status is not None and status not in CHECK_STATUSES:
+        raise ValueError(f"check {key!r} has status {status!r}; a check passes or fails: "
+                         f"status='pass' or 'fail' (claim statuses such as 'exact' are for kind='claim')")
+    derived = None
+    if expected is not None:
+        if tolerance is not None:
+            if not (_is_number(value) and _is_number(expected)):
+                raise ValueError(f"tolerance of check {key!r} needs numeric value and expected, got value={value!r}, "
+                                 f"expected={expected!r}; drop tolerance= to require equality")
+            derived = "pass" if abs(value - expected) <= tolerance else "fail"
+        else:
+            derived = "pass" if value == expected else "fail"
+    elif tolerance is not None:
+        raise ValueError(f"tolerance={tolerance!r} given for check {key!r} without expected=; pass the reference value")
+    if derived is None:
+        if status is None:
+            raise ValueError(f"cannot derive pass or fail for check {key!r}: pass expected= (and tolerance=), or "
+                             "status='pass'/'fail' with a note stating the criterion")
+        if not note.strip():
+            raise ValueError(f"check {key!r} with an explicit status needs a note stating its criterion "
+                             "(e.g. 'target >= 1')")
+        return status
+    if status is not None and status != derived:
+        raise ValueError(f"status {status!r} for check {key!r} contradicts the numbers: value {value!r}, expected "
+                         f"{expected!r}, tolerance {tolerance!r} gives {derived!r}; drop status= to use the derived one")
+    return derived
+
+
+def _claim_status(key: str, value: Any, paper: Any, tolerance: float | None, note: str, status: str | None) -> str:
+    """The verdict of a claim: derived from ``paper`` and ``tolerance``, or given (and then consistent)."""
+    if paper is None:
+        raise ValueError(f"claim {key!r} has no paper value; pass paper= (the paper's number, or a short quote of "
+                         "its finding), or record it as kind='check' if the paper does not say it")
     if status is not None and status not in STATUSES:
         raise ValueError(f"unknown status {status!r} for {key!r}; valid statuses are {', '.join(map(repr, STATUSES))}")
     if status in NO_VERDICT_STATUSES and not note.strip():
         raise ValueError(f"status {status!r} for {key!r} needs a note saying why (e.g. which run did not learn, or "
                          f"what differs from the paper's setup)")
+    if status in PAPER_VALUE_STATUSES and not (_is_number(paper) and tolerance is not None):
+        raise ValueError(f"status {status!r} for {key!r} needs a numeric paper value and a tolerance (got paper="
+                         f"{paper!r}, tolerance={tolerance!r}); pass both and let the status be derived, or use "
+                         "'qualitatively reproduced'")
     derived = derive_status(value, paper, tolerance)
     if status in NO_VERDICT_STATUSES:
-        pass  # no verdict: whatever the numbers would give does not apply
-    elif status is None:
+        return status  # no verdict: whatever the numbers would give does not apply
+    if status is None:
         if derived is None:
             raise ValueError(
                 f"cannot derive a status for {key!r}: pass paper= and tolerance= (numbers), or status= "
                 f"(one of {', '.join(map(repr, STATUSES))})"
             )
-        status = derived
-    elif derived is not None and status != derived:
+        return derived
+    if derived is not None and status != derived:
         raise ValueError(
             f"status {status!r} for {key!r} contradicts the numbers: |{value!r} - {paper!r}| = {abs(value - paper)!r} "
             f"with tolerance {tolerance!r} gives {derived!r}; drop status= to use the derived one"
         )
+    return status
+
+
+def make_record(key: str, value: Any, paper: Any = None, tolerance: float | None = None, note: str = "",
+                status: str | None = None, chapter: str = STANDALONE_CHAPTER, se: float | None = None,
+                unit: str | None = None, n: int | None = None, *, kind: str | None = None,
+                expected: Any = None) -> Record:
+    """Validate the arguments of :func:`record` and return the :class:`Record` (no I/O)."""
+    _check_name(key, "record key", "params.base.total")
+    if kind not in KINDS:
+        raise _kind_error(key, kind)
+    se, unit, n = _check_extras(key, se, unit, n)
+    _check_name(chapter, "chapter id", "03_positional_encoding")
+    value = _to_scalar(value, f"value of {key!r}", allow_none=False)
+    paper = _to_scalar(paper, f"paper value of {key!r}", allow_none=True)
+    expected = _to_scalar(expected, f"expected value of {key!r}", allow_none=True)
+    if tolerance is not None:
+        tolerance = _to_scalar(tolerance, f"tolerance of {key!r}", allow_none=False)
+        if not _is_number(tolerance) or tolerance < 0:
+            raise ValueError(f"tolerance of {key!r} must be a non-negative number, got {tolerance!r}")
+    if not isinstance(note, str):
+        raise ValueError(f"note of {key!r} must be a string, got {type(note).__name__}")
+    if kind == "check":
+        if paper is not None:
+            raise ValueError(f"check {key!r} has paper={paper!r}; a check is the book's own guard and has no paper "
+                             "value: pass the reference as expected=, or record a claim")
+        status = _check_status(key, value, expected, tolerance, note, status)
+    else:
+        if expected is not None:
+            raise ValueError(f"claim {key!r} has expected={expected!r}; a claim compares with paper=")
+        if tolerance is not None and paper is None:
+            raise ValueError(f"tolerance={tolerance!r} given for {key!r} without paper=; pass the paper's value too")
+        status = _claim_status(key, value, paper, tolerance, note, status)
     return Record(key=key, value=value, paper=paper, tolerance=tolerance, note=note, status=status, chapter=chapter,
-                  se=se, unit=unit, n=n)
+                  kind=kind, se=se, unit=unit, n=n, expected=expected)
 
 
 def records_dir() -> Path:
@@ -291,17 +386,25 @@ def _read_chapter_file(path: Path) -> list[Record]:
 
 
 def record(key: str, value: Any, paper: Any = None, tolerance: float | None = None, note: str = "",
-           status: str | None = None, *, se: float | None = None, unit: str | None = None, n: int | None = None) -> Any:
-    """Record one claim on the scorecard and return ``value`` unchanged.
+           status: str | None = None, *, kind: str | None = None, expected: Any = None, se: float | None = None,
+           unit: str | None = None, n: int | None = None) -> Any:
+    """Record one claim of the paper, or one check of the book, and return ``value`` unchanged.
 
     Args:
         key: a stable id such as ``"params.base.total"`` (letters, digits, ``. _ -``).
         value: our number (int, float, bool, str; numpy / torch scalars are converted).
-        paper: the paper's value, when it gives one.
-        tolerance: absolute tolerance; with ``paper`` the status is derived:
+        kind: required, ``"claim"`` (something the paper says) or ``"check"`` (the book's own guard:
+            parity, a learning gate, a timing, agreement with transformers); see :data:`KIND_MEANINGS`.
+        paper: a claim's paper value: a number (with its table or section in ``note``) or a short quote
+            of the finding. Required for a claim, refused for a check.
+        expected: a check's reference value; with ``tolerance`` it passes when
+            ``|value - expected| <= tolerance``, without one when ``value == expected``.
+        tolerance: absolute tolerance; with ``paper`` a claim's status is derived:
             equal -> ``"exact"``, within -> ``"reproduced"``, outside -> ``"not reproduced at this scale"``.
         note: one line on what is compared (shown on the Scorecard page).
-        status: one of :data:`STATUSES`; required when it cannot be derived, and must agree when it can,
+        status: a claim's: one of :data:`STATUSES` ("exact" and "reproduced" need a numeric paper value
+            and a tolerance); a check's: "pass" or "fail", with a note stating the criterion when no
+            ``expected`` derives it. Required when it cannot be derived, and must agree when it can,
             except ``"inconclusive"`` (a run behind the claim did not learn) and ``"not comparable"``
             (the paper measured on another corpus, vocabulary or machine), which replace the derived
             verdict and need a ``note`` saying why (:data:`STATUS_MEANINGS`).
@@ -318,7 +421,7 @@ def record(key: str, value: Any, paper: Any = None, tolerance: float | None = No
     """
     chapter = current_chapter()
     rec = make_record(key, value, paper=paper, tolerance=tolerance, note=note, status=status, chapter=chapter,
-                      se=se, unit=unit, n=n)
+                      se=se, unit=unit, n=n, kind=kind, expected=expected)
     path = chapter_file(chapter)
     existing = _read_chapter_file(path) if path.exists() else []
     merged = [rec if r.key == key else r for r in existing]
@@ -331,12 +434,13 @@ def record(key: str, value: Any, paper: Any = None, tolerance: float | None = No
 
 
 def _summary_line(rec: Record) -> str:
+    ref = rec.paper if rec.kind == "claim" else rec.expected
     paper = ""
-    if rec.paper is not None:
-        paper = f" | paper {format_value(rec.paper)}"
+    if ref is not None:
+        paper = f" | {'paper' if rec.kind == 'claim' else 'expected'} {format_value(ref)}"
         if rec.tolerance is not None:
             paper += f" ± {format_value(rec.tolerance)}"
-    return f"[record] {rec.key} = {format_value(rec.value)}{paper} | {rec.status}"
+    return f"[{rec.kind}] {rec.key} = {format_value(rec.value)}{paper} | {rec.status}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -362,10 +466,21 @@ def collect(directory: str | os.PathLike | None = None, chapters: Iterable[str] 
 
 
 def count_statuses(records: Iterable[Record]) -> dict[str, int]:
-    """``{status: number of records}`` for every status, in :data:`STATUSES` order."""
+    """``{status: number of claims}`` for every claim status, in :data:`STATUSES` order (checks are
+    not counted: see :func:`count_checks`)."""
     counts = dict.fromkeys(STATUSES, 0)
     for r in records:
-        counts[r.status] += 1
+        if r.kind == "claim":
+            counts[r.status] += 1
+    return counts
+
+
+def count_checks(records: Iterable[Record]) -> dict[str, int]:
+    """``{"pass": n, "fail": m}`` over the checks among ``records``."""
+    counts = dict.fromkeys(CHECK_STATUSES, 0)
+    for r in records:
+        if r.kind == "check":
+            counts[r.status] += 1
     return counts
 
 
@@ -386,7 +501,7 @@ def format_value(x: Any) -> str:
     return str(x)
 
 
-def _cell(text: str) -> str:
+def markdown_cell(text: str) -> str:
     """Escape a string for a Markdown table cell."""
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -401,12 +516,12 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: 
     dividers = list(align) if align is not None else ["---"] * len(header)
     if len(dividers) != len(header):
         raise ValueError(f"align has {len(dividers)} entries for {len(header)} columns")
-    lines = ["| " + " | ".join(_cell(str(h)) for h in header) + " |", "|" + "|".join(dividers) + "|"]
+    lines = ["| " + " | ".join(markdown_cell(str(h)) for h in header) + " |", "|" + "|".join(dividers) + "|"]
     for row in rows:
         row = list(row)
         if len(row) != len(header):
             raise ValueError(f"a row has {len(row)} cells for {len(header)} columns: {row!r}")
-        lines.append("| " + " | ".join(_cell(str(c)) for c in row) + " |")
+        lines.append("| " + " | ".join(markdown_cell(str(c)) for c in row) + " |")
     return "\n".join(lines)
 
 
@@ -414,12 +529,13 @@ def scorecard_json(records: Sequence[Record], profile: str | None = None,
                    provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The machine-readable scorecard: its schema version, where it comes from (``provenance``: the
     commit, profile, seed, device, versions and every cached artifact read or written), counts by
-    status, and every record."""
+    status of the claims and of the checks, and every record."""
     return {
         "schema": SCHEMA_VERSION,
         "profile": profile,
         "provenance": dict(provenance or {}),
         "counts": count_statuses(records),
+        "check_counts": count_checks(records),
         "records": [r.to_dict() for r in records],
     }
 
@@ -428,63 +544,6 @@ def write_scorecard(records: Sequence[Record], path: str | os.PathLike, profile:
                     provenance: Mapping[str, Any] | None = None) -> Path:
     """Write :func:`scorecard_json` to ``path`` atomically."""
     return atomic_write_text(path, json.dumps(scorecard_json(records, profile, provenance), indent=1) + "\n")
-
-
-def origin_counts(records: Sequence[Record], provenance: Mapping[str, Any] | None) -> tuple[int, int]:
-    """``(computed, cached)``: claims of chapters that built an artifact in this run or read none, and
-    claims of chapters that only read artifacts an earlier run left in a cache of the same code."""
-    artifacts = (provenance or {}).get("artifacts", [])
-    made_now = {(a["path"], a["fingerprint"]) for a in artifacts if a.get("how") == "computed"}
-    building = {a["chapter"] for a in artifacts if a.get("how") == "computed"}
-    reusing = {a["chapter"] for a in artifacts
-               if a.get("how") == "reused" and (a["path"], a["fingerprint"]) not in made_now}
-    cached = sum(r.chapter in reusing - building for r in records)
-    return len(records) - cached, cached
-
-
-def _origin_sentence(records: Sequence[Record], profile: str | None, provenance: Mapping[str, Any] | None) -> str:
-    computed, cached = origin_counts(records, provenance)
-    at = f" at the `{profile}` profile" if profile else ""
-    return (f"Every number in the *Ours* column was computed by this book's code{at}: {computed} claims in this "
-            f"run, {cached} from artifacts (models, measurements) read from a cache whose fingerprint (the code that "
-            "made them, their settings, the corpus, torch, the device type) matches this code.")
-
-
-def _paper_cell(r: Record) -> str:
-    paper = format_value(r.paper)
-    if r.paper is not None and r.tolerance is not None:
-        paper += f" ± {format_value(r.tolerance)}"
-    return paper
-
-
-def _claims_table(records: Sequence[Record], link_chapters: bool) -> str:
-    rows = [(f"`{r.key}`" + (f" — {r.note}" if r.note else ""), _paper_cell(r), format_value(r.value), r.status,
-             f"[{r.chapter}]({r.chapter}.ipynb)" if link_chapters else r.chapter) for r in records]
-    return markdown_table(["Claim", "Paper", "Ours", "Status", "Chapter"], rows)
-
-
-def _chapter_tables(records: Sequence[Record]) -> str:
-    """The book's claims, one table per chapter, narrow enough for the page's column.
-
-    The columns a reader scans come first (status, our number, the paper's); the claim's key and
-    description close the row, where a long text wraps.
-    """
-    by_chapter: dict[str, list[Record]] = {}
-    for r in records:
-        by_chapter.setdefault(r.chapter, []).append(r)
-    parts: list[str] = []
-    for chapter, recs in by_chapter.items():
-        parts += [f"### [{chapter}]({chapter}.ipynb)", "", f"{_counts_line(recs)}.", "",
-                  markdown_table(["Status", "Ours", "Paper", "Claim"],
-                                 [(r.status, format_value(r.value), _paper_cell(r),
-                                   f"`{r.key}`" + (f": {r.note}" if r.note else "")) for r in recs],
-                                 align=["---", "--:", "--:", "---"]), ""]
-    return "\n".join(parts).rstrip("\n")
-
-
-def _counts_line(records: Sequence[Record]) -> str:
-    counts = count_statuses(records)
-    return ", ".join(f"{n} {s}" for s, n in counts.items()) + f" ({len(records)} claims)"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -581,59 +640,6 @@ def paper_value(table: str, row: str, column: str) -> float:
     if table not in PAPER_TABLES:
         raise ValueError(f"unknown paper table {table!r}; valid tables are {sorted(PAPER_TABLES)}")
     return PAPER_TABLES[table].value(row, column)
-
-
-_STATUS_HELP = "\n".join(f"* **{status}** — {meaning}" for status, meaning in STATUS_MEANINGS.items())
-
-
-def render_scorecard(records: Sequence[Record], profile: str | None = None,
-                     provenance: Mapping[str, Any] | None = None) -> str:
-    """The book's Scorecard page (MyST Markdown): the status legend, every claim, then the paper's tables."""
-    parts = [
-        "# Scorecard",
-        "",
-        _origin_sentence(records, profile, provenance)
-        + " Each row is a call to `bertrepro.report.record` in the chapter it names; "
-        "the status is derived from the tolerance where one is given.",
-        "",
-        _STATUS_HELP,
-        "",
-        f"**Totals:** {_counts_line(records)}.",
-        "",
-        "## Claims",
-        "",
-        _chapter_tables(records) if records else "*No chapter recorded a claim in this run.*",
-        "",
-        "## The paper's tables",
-        "",
-        "For reference, the results of Devlin et al. (2018) that the chapters compare against.",
-        "",
-    ]
-    for t in PAPER_TABLES.values():
-        parts += [t.to_markdown(), ""]
-    return "\n".join(parts)
-
-
-def render_summary(records: Sequence[Record], timings: Mapping[str, Any], profile: str | None = None,
-                   failure: str | None = None, provenance: Mapping[str, Any] | None = None) -> str:
-    """A short Markdown summary (for ``$GITHUB_STEP_SUMMARY``): wall times, status counts, claims."""
-    chapters = timings.get("chapters", {})
-    lines = ["## bertrepro book" + (f" — profile `{profile}`" if profile else ""), ""]
-    if failure:
-        lines += ["**FAILED:** " + _cell(failure), ""]
-    lines += ["| Chapter | Wall time (s) | Result |", "|---|---:|---|"]
-    for name, t in chapters.items():
-        lines.append(f"| {name} | {t['seconds']:.1f} | {t['status']} |")
-    total = sum(t["seconds"] for t in chapters.values())
-    lines += [f"| **total** | **{total:.1f}** | |", ""]
-    if "html_seconds" in timings:
-        lines += [f"HTML build: {timings['html_seconds']:.1f} s.", ""]
-    computed, cached = origin_counts(records, provenance)
-    lines += [f"**Scorecard:** {_counts_line(records)}; {computed} computed in this run, {cached} from a cache "
-              "of the same code.", ""]
-    if records:
-        lines += [_claims_table(records, link_chapters=False), ""]
-    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,12 +6,15 @@ when it differs at all for a record without a standard error (seeded CPU runs ar
 or by more than two combined standard errors, ``2 * sqrt(se_base² + se_head²)``, where both give
 ``se``. Timings (keys under :data:`bertrepro.report.TIMING_PREFIX`) are ignored.
 
-The verdicts are ranked best first: exact, reproduced, qualitatively reproduced, not reproduced at
-this scale. "inconclusive" and "not comparable" stand apart: a move into or out of them is listed,
-never ranked. ``--fail-on-regression`` exits 1 when a claim moves down that order or disappears;
-bad input (not a scorecard, another schema version, an empty file, not UTF-8, a record with a field
-missing or of the wrong type, an unknown status) prints one line naming the record and the field
-and exits 2. A value that is NaN in both files has not changed.
+The verdicts of claims are ranked best first: exact, reproduced, qualitatively reproduced, not
+reproduced at this scale. "inconclusive" and "not comparable" stand apart: a move into or out of them
+is listed, never ranked. A check ranks "pass" above "fail"; a record that changed kind (claim to
+check) is listed, never ranked. ``--fail-on-regression`` exits 1 when a claim or check moves down or
+disappears; bad input (not a scorecard, an unknown schema version, an empty file, not UTF-8, a record
+with a field missing or of the wrong type, an unknown status or kind) prints one line naming the
+record and the field and exits 2. A value that is NaN in both files has not changed. A scorecard of
+the previous schema (2, before claims and checks were told apart) can be compared with a current one:
+the report says so at its top, and its records count as claims.
 """
 from __future__ import annotations
 
@@ -22,12 +25,18 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .report import NO_VERDICT_STATUSES, SCHEMA_VERSION, STATUSES, TIMING_PREFIX, format_value, markdown_table
+from .report import (CHECK_STATUSES, NO_VERDICT_STATUSES, SCHEMA_VERSION, STATUSES, TIMING_PREFIX, format_value,
+                     markdown_table)
 
-__all__ = ["RANKED", "ScorecardError", "load_scorecard", "check_records", "diff", "render_diff", "main"]
+__all__ = ["RANKED", "RANKED_CHECKS", "COMPARABLE_SCHEMAS", "ScorecardError", "load_scorecard", "read_scorecard",
+           "check_records", "diff", "render_diff", "main"]
 
-#: The verdicts, best first (the others are not ranked).
+#: The verdicts of claims, best first (the others are not ranked).
 RANKED = tuple(s for s in STATUSES if s not in NO_VERDICT_STATUSES)
+#: The outcomes of checks, best first.
+RANKED_CHECKS = CHECK_STATUSES
+#: The schema versions this version can read: its own, and 2 (every record a claim, no ``kind``).
+COMPARABLE_SCHEMAS = (2, SCHEMA_VERSION)
 
 
 class ScorecardError(ValueError):
@@ -36,6 +45,12 @@ class ScorecardError(ValueError):
 
 def load_scorecard(path: str | Path) -> dict[str, dict[str, Any]]:
     """``{key: record}`` of a ``scorecard.json``; raises :class:`ScorecardError` saying what is wrong."""
+    return read_scorecard(path)[1]
+
+
+def read_scorecard(path: str | Path) -> tuple[int, dict[str, dict[str, Any]]]:
+    """``(schema version, {key: record})`` of a ``scorecard.json``; a schema-2 record gets
+    ``kind="claim"``. Raises :class:`ScorecardError` saying what is wrong."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -52,10 +67,12 @@ def load_scorecard(path: str | Path) -> dict[str, dict[str, Any]]:
         raise ScorecardError(f"{path}: not JSON ({e.msg}, line {e.lineno}); pass a scorecard.json") from None
     if not isinstance(data, dict) or not isinstance(data.get("records"), list):
         raise ScorecardError(f"{path}: not a scorecard (no 'records' list); pass a scorecard.json")
-    if data.get("schema") != SCHEMA_VERSION:
-        raise ScorecardError(f"{path}: scorecard schema {data.get('schema')!r}, this version compares schema "
-                             f"{SCHEMA_VERSION}; render both with the same version of the book")
-    return check_records(path, data["records"])
+    schema = data.get("schema")
+    if schema not in COMPARABLE_SCHEMAS:
+        raise ScorecardError(f"{path}: scorecard schema {schema!r}, this version compares schemas "
+                             f"{', '.join(map(str, COMPARABLE_SCHEMAS))}; render both with a recent version of the book")
+    records = check_records(path, data["records"], schema)
+    return schema, {k: {"kind": "claim", **r} for k, r in records.items()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -78,7 +95,9 @@ def _field_problem(r: Mapping[str, Any]) -> tuple[str, str] | None:
     checks = (
         ("key", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string"),
         ("value", _scalar, "a number, a string or a bool"),
-        ("status", lambda v: v in STATUSES, "one of " + ", ".join(map(repr, STATUSES))),
+        ("status", lambda v: v in STATUSES or v in CHECK_STATUSES,
+         "one of " + ", ".join(map(repr, (*STATUSES, *CHECK_STATUSES)))),
+        ("kind", lambda v: v in ("claim", "check"), "'claim' or 'check'"),
         ("paper", lambda v: v is None or _scalar(v), "a number, a string, a bool or null"),
         ("tolerance", lambda v: v is None or (_number(v) and v >= 0), "a non-negative number or null"),
         ("note", lambda v: isinstance(v, str), "a string"),
@@ -98,16 +117,16 @@ def _field_problem(r: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-def check_records(path: str | Path, records: Sequence[Any]) -> dict[str, dict[str, Any]]:
+def check_records(path: str | Path, records: Sequence[Any], schema: int = SCHEMA_VERSION) -> dict[str, dict[str, Any]]:
     """``{key: record}`` of a scorecard's records, each checked: an object with ``key``, ``value`` and
-    ``status``, every field of the right type, a known status, no key twice. Raises
-    :class:`ScorecardError` naming the record and the field."""
+    ``status`` (and, from schema 3, ``kind``), every field of the right type, a known status, no key
+    twice. Raises :class:`ScorecardError` naming the record and the field."""
     out: dict[str, dict[str, Any]] = {}
     for i, r in enumerate(records):
         if not isinstance(r, dict):
             raise ScorecardError(f"{path}: record {i} is {type(r).__name__}, not an object; pass a scorecard.json")
         name = f"record {i}" + (f" ({r['key']!r})" if isinstance(r.get("key"), str) and r["key"].strip() else "")
-        missing = [f for f in _REQUIRED if f not in r]
+        missing = [f for f in (*_REQUIRED, *(("kind",) if schema == SCHEMA_VERSION else ())) if f not in r]
         if missing:
             raise ScorecardError(f"{path}: {name} has no field {missing[0]!r}; pass a scorecard.json written by a "
                                  f"book run")
@@ -120,8 +139,9 @@ def check_records(path: str | Path, records: Sequence[Any]) -> dict[str, dict[st
     return out
 
 
-def _rank(status: str) -> int | None:
-    return RANKED.index(status) if status in RANKED else None
+def _rank(record: Mapping[str, Any]) -> int | None:
+    order = RANKED_CHECKS if record["kind"] == "check" else RANKED
+    return order.index(record["status"]) if record["status"] in order else None
 
 
 def _beyond_tolerance(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
@@ -148,13 +168,19 @@ def diff(base: Mapping[str, Mapping[str, Any]], head: Mapping[str, Mapping[str, 
             out["added"].append(key)
         else:
             a, b = base[key], head[key]
-            if a["status"] != b["status"]:
-                ra, rb = _rank(a["status"]), _rank(b["status"])
-                kind = "apart" if ra is None or rb is None else ("down" if rb > ra else "up")
-                out[kind].append((key, a["status"], b["status"]))
+            if a["status"] != b["status"] or a["kind"] != b["kind"]:
+                ra, rb = _rank(a), _rank(b)
+                same = a["kind"] == b["kind"] and ra is not None and rb is not None
+                move = "apart" if not same else ("down" if rb > ra else "up")
+                out[move].append((key, _status(a), _status(b)))
             if _beyond_tolerance(a, b):
                 out["values"].append((key, a, b))
     return out
+
+
+def _status(r: Mapping[str, Any]) -> str:
+    """``"exact"`` for a claim, ``"check: pass"`` for a check."""
+    return f"check: {r['status']}" if r["kind"] == "check" else r["status"]
 
 
 def _value(r: Mapping[str, Any]) -> str:
@@ -164,10 +190,15 @@ def _value(r: Mapping[str, Any]) -> str:
     return s + (f" {r['unit']}" if r.get("unit") else "")
 
 
-def render_diff(changes: Mapping[str, list], base_name: str = "base", head_name: str = "head") -> str:
-    """The Markdown report of :func:`diff`."""
+def render_diff(changes: Mapping[str, list], base_name: str = "base", head_name: str = "head",
+                schemas: tuple[int, int] = (SCHEMA_VERSION, SCHEMA_VERSION)) -> str:
+    """The Markdown report of :func:`diff`; ``schemas`` are the two files' schema versions."""
     n_status = sum(len(changes[k]) for k in ("down", "up", "apart"))
     lines = [f"## Scorecard diff: `{base_name}` → `{head_name}`", ""]
+    if schemas[0] != schemas[1]:
+        lines += [f"**Schema versions differ:** `{base_name}` is schema {schemas[0]}, `{head_name}` schema "
+                  f"{schemas[1]}. Schema 2 did not tell the paper's claims from the book's checks: its records all "
+                  "count as claims, so a record that is now a check shows as a move that is not ranked.", ""]
     if not n_status and not any(changes[k] for k in ("values", "added", "removed")):
         return "\n".join(lines + ["No claim changed status or value beyond tolerance; none added or removed.", ""])
     lines += [f"### Status changes ({n_status})", ""]
@@ -197,10 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="exit 1 when a claim moves down the verdict order or disappears")
     args = parser.parse_args(argv)
     try:
-        base, head = load_scorecard(args.base), load_scorecard(args.head)
+        (base_schema, base), (head_schema, head) = read_scorecard(args.base), read_scorecard(args.head)
     except ScorecardError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     changes = diff(base, head)
-    print(render_diff(changes, args.base, args.head))
+    print(render_diff(changes, args.base, args.head, schemas=(base_schema, head_schema)))
     return 1 if args.fail_on_regression and (changes["down"] or changes["removed"]) else 0

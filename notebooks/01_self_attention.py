@@ -192,6 +192,7 @@ ratio_64 = variances[dims.index(64)] / 64
 _ = record(
     "attention.scaling.variance_over_dk",
     ratio_64,
+    kind="claim",
     paper=1.0,
     tolerance=5 * math.sqrt((2 + 6 / 64) / n_samples),
     note="Var(q·k)/d_k at d_k = 64 for unit-variance q, k (Vaswani et al. §3.2.1, "
@@ -278,7 +279,8 @@ print(
 _ = record(
     "attention.mask.weight_on_padding",
     pad_weight,
-    paper=0.0,
+    kind="check",
+    expected=0.0,
     tolerance=0.0,
     note="largest attention weight any query gives a [PAD] key",
 )
@@ -312,7 +314,8 @@ print(f"max |torch SDPA - bertrepro| = {diff_sdpa:.2e}")
 _ = record(
     "attention.explicit_vs_sdpa.max_abs_diff",
     diff_sdpa,
-    paper=0.0,
+    kind="check",
+    expected=0.0,
     tolerance=1e-5,
     note="bertrepro's explicit attention vs "
     "torch.nn.functional.scaled_dot_product_attention, with padding",
@@ -386,7 +389,7 @@ Chapter 02 runs several such attentions side by side: multi-head attention.
 #
 # Each solution is a collapsed cell below: click to show it.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 1: without the mask, the padded sentence's real tokens read from [PAD] keys.
 Z_nomask = (Q @ K.transpose(-2, -1) / math.sqrt(d_k)).softmax(-1) @ V
 real = attention_mask.bool()
@@ -398,7 +401,7 @@ print(
     f"sentence 1: by {changed[0].max():.1e}"
 )
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 2: normalising over the queries makes the columns sum to 1, not the rows.
 w_wrong = scores.softmax(dim=-2)
 assert_close(w_wrong.sum(-2), torch.ones(B, T))
@@ -406,7 +409,7 @@ assert not torch.allclose(w_wrong.sum(-1), torch.ones(B, T))
 assert not torch.allclose(w_wrong @ V, Z)
 print(f"rows now sum to {w_wrong.sum(-1)[0].min():.2f}..{w_wrong.sum(-1)[0].max():.2f}")
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 3: dividing by d_k shrinks the scores' standard deviation to 1/sqrt(d_k), so
 # the softmax is nearly uniform: attention can no longer single out any key.
 d = 256

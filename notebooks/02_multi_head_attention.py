@@ -99,6 +99,7 @@ display(Markdown(markdown_table(["model", "H", "A", "head size H/A"], heads_rows
 record(
     "mha.heads.base",
     BertConfig.base().num_attention_heads,
+    kind="claim",
     paper=12,
     tolerance=0,
     note="A for BERT-base (§3)",
@@ -106,6 +107,7 @@ record(
 _ = record(
     "mha.heads.large",
     BertConfig.large().num_attention_heads,
+    kind="claim",
     paper=16,
     tolerance=0,
     note="A for BERT-large (§3)",
@@ -267,7 +269,8 @@ print(
 _ = record(
     "mha.nn_multihead_attention.max_abs_diff",
     diff_ref,
-    paper=0.0,
+    kind="check",
+    expected=0.0,
     tolerance=1e-5,
     note="MultiHeadAttention vs torch.nn.MultiheadAttention with copied weights and a "
     "padding mask",
@@ -315,7 +318,8 @@ assert n_base == 4 * 768**2 + 4 * 768
 _ = record(
     "mha.base.parameters",
     n_base,
-    status="exact",
+    kind="check",
+    expected=4 * 768**2 + 4 * 768,
     note="MultiHeadAttention(768, 12): sum of numel equals 4H²+4H (BERT-base's "
     "attention, with W^O)",
 )
@@ -440,7 +444,7 @@ display(Markdown(f"""
 #
 # Each solution is a collapsed cell below: click to show it.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 1: heads are interchangeable; a consistent permutation leaves the output
 # alone.
 perm = torch.arange(A).flip(0)  # head a becomes head A - 1 - a
@@ -459,7 +463,7 @@ print(
     f"{(out_perm - explicit).abs().max():.1e}"
 )
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 2: 4H^2 + 4H with H = 1024.
 with torch.device("meta"):
     large_mha = MultiHeadAttention(1024, 16)
@@ -470,7 +474,7 @@ print(
     f"{24 * n_large:,}"
 )
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 3: with the convention flipped, real tokens may attend only to [PAD] keys.
 with torch.no_grad():
     _, flipped = ref(

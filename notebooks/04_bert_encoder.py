@@ -418,7 +418,8 @@ print(
 _ = record(
     "encoder.transformers_parity.max_abs_diff",
     parity,
-    paper=0.0,
+    kind="check",
+    expected=0.0,
     tolerance=1e-5,
     note="BertModel vs transformers BertModel, same weights, padding; "
     f"L={config.num_hidden_layers} H={config.hidden_size}",
@@ -473,7 +474,8 @@ print(
 _ = record(
     "encoder.padding_invariance.max_abs_diff",
     pad_diff,
-    paper=0.0,
+    kind="check",
+    expected=0.0,
     tolerance=1e-5,
     note=f"real-token outputs before/after appending {extra} masked [PAD] tokens",
 )
@@ -633,7 +635,7 @@ display(Markdown(f"""
 #
 # Each solution is a collapsed cell below: click to show it.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 1: post-LN ends on a LayerNorm, so every token comes out standardized.
 assert torch.all(layer.output.LayerNorm.weight == 1)
 assert torch.all(layer.output.LayerNorm.bias == 0)
@@ -647,14 +649,14 @@ print(
     f"{pre_var.min():.2f}..{pre_var.max():.2f}"
 )
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 2: the minimum of x * Phi(x), on the grid of the GELU plot.
 gelu_vals = gelu_exact(xs)
 x_min, y_min = xs[gelu_vals.argmin()].item(), gelu_vals.min().item()
 assert abs(x_min + 0.75) < 0.01 and abs(y_min + 0.17) < 0.001
 print(f"minimum GELU({x_min:.3f}) = {y_min:.4f}")
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 3: an untied decoder would add a second V x H matrix.
 base_cfg = BertConfig.base()
 with torch.device("meta"):

@@ -210,6 +210,7 @@ for name, row in zip(configs, rows):
     record(
         f"params.{name.removeprefix('BERT-')}.total",
         row["bertrepro (numel)"],
+        kind="claim",
         paper=paper[name],
         tolerance=5_000_000,
         note=f"{name} BertModel with pooler (§3); the paper rounds to 2 significant "
@@ -218,6 +219,7 @@ for name, row in zip(configs, rows):
 _ = record(
     "params.base.pretraining",
     rows[0]["+ pre-training heads"],
+    kind="claim",
     paper=110_000_000,
     tolerance=5_000_000,
     note="BERT-base with MLM and NSP heads, tied decoder counted once",
@@ -498,7 +500,8 @@ assert (
 _ = record(
     "params.minilm.total",
     n_file,
-    status="exact",
+    kind="check",
+    expected=22_713_216,
     note="all-MiniLM-L6-v2: tensors in model.safetensors = closed form = "
     "bertrepro.params (22,713,216)",
 )
@@ -536,7 +539,7 @@ display(Markdown(f"""
 #
 # Each solution is a collapsed cell below: click to show it.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 1: L = 4, H = 256, A = 4, F = 1024.
 mini = BertConfig(
     num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024
@@ -545,7 +548,7 @@ n_mini = closed_form(4, 256)
 assert n_mini == numel(build(BertModel, mini)) == count_parameters(mini)
 print(f"L=4, H=256: {n_mini:,} parameters")
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 2: only the token table (and nothing else) grows, by (50,000 - 30,522) x H.
 big_vocab = BertConfig.base(vocab_size=50_000)
 gain = count_parameters(big_vocab) - count_parameters(BertConfig.base())
@@ -556,7 +559,7 @@ assert (
 )
 print(f"+{gain:,} parameters")
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 3: the smallest L with L (12H^2 + 13H) > (V + P + S) H + 2H.
 H768 = 768
 emb_768 = (30_522 + 512 + 2) * H768 + 2 * H768

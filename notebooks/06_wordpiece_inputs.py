@@ -59,6 +59,7 @@ from importlib.metadata import distribution
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter
 from IPython.display import Markdown, display
 from transformers import BertTokenizerFast
 
@@ -304,6 +305,7 @@ assert len(vocab) == len(tok) == 30_522 and specials == {
 record(
     "inputs.vocab.released_uncased_size",
     len(vocab),
+    kind="claim",
     paper=30_000,
     tolerance=600,
     note=f"bert-base-uncased vocab.txt; the paper's '30,000' rounds it ({n_unused} "
@@ -373,7 +375,8 @@ print(
 _ = record(
     "inputs.tokenizer.transformers_parity_sentences",
     same,
-    status="exact",
+    kind="check",
+    expected=len(test_sentences),
     note="test-split sentences tokenized identically to BertTokenizerFast (all "
     f"{len(test_sentences):,})",
 )
@@ -555,7 +558,7 @@ cached_file(
 trained = load_vocab(trained_path)
 print(
     f"trained on {len(train_sentences):,} train sentences: {len(trained):,} pieces "
-    f"[{time.perf_counter() - start:.1f} s] -> {trained_path}"
+    f"[{time.perf_counter() - start:.1f} s] -> {trained_path.name} in the cache"
 )
 pieces = list(trained)
 first_merge = next(
@@ -679,6 +682,10 @@ ax2.set_yscale("log")
 ax2.set_xlabel("vocabulary size V")
 ax2.set_ylabel("token-embedding parameters (M)")
 ax2.legend()
+# the sizes themselves as ticks, in thousands; no minor labels (2×10³ ran into 3×10³)
+for ax, ticks in ((ax1, sorted({*Vs, released["V"]})), (ax2, Vs)):
+    ax.set_xticks(ticks, [f"{v / 1000:.3g}k" for v in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
 plt.tight_layout()
 plt.show()
 
@@ -727,7 +734,7 @@ display(Markdown(f"""
 #
 # Each solution is a collapsed cell below: click to show it.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 1: "ab" is the longest start of "abcd", but "a" + "##bcd" needs one piece
 # less.
 toy2 = {"a", "ab", "##bcd", "##c", "##d"}
@@ -735,14 +742,14 @@ assert wordpiece("abcd", toy2) == ["ab", "##c", "##d"]
 assert all(p in toy2 for p in ["a", "##bcd"])  # a cover with 2 pieces
 print(f"greedy: {wordpiece('abcd', toy2)}; fewest pieces: ['a', '##bcd']")
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 2: 12 - 3 = 9 tokens for A and B; A is longer, so it alone loses 4.
 a_ex, b_ex = list(range(10)), list(range(100, 103))
 truncate_seq_pair(a_ex, b_ex, 12 - 3, random.Random(0))
 assert (len(a_ex), len(b_ex)) == (6, 3)
 print(f"A keeps {len(a_ex)} pieces {a_ex}, B keeps {len(b_ex)}")
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 3: lowercasing and NFD accent stripping map all three to one word.
 ids_cafe = [tok.token_ids(w) for w in ("Café", "CAFE", "cafe")]
 assert ids_cafe[0] == ids_cafe[1] == ids_cafe[2]

@@ -82,8 +82,8 @@ target_tokens = run.pick(smoke=300_000, cpu=2_000_000, gpu=10_000_000)
 # "bidirectional conditioning would allow each word to indirectly 'see itself', and the
 # model could trivially predict the target word in a multi-layered context" (§3.1).
 #
-# The masked LM (the *Cloze* task, Taylor 1953) hides the tokens to predict: a random 15
-# % of positions are chosen, corrupted, and the loss counts only those positions,
+# The masked LM (the *Cloze* task, Taylor 1953) hides the tokens to predict: a random
+# 15 % of positions are chosen, corrupted, and the loss counts only those positions,
 #
 # $$
 # \mathcal{L}_{\text{MLM}} = -\frac{1}{|\mathcal{M}|}\sum_{i \in \mathcal{M}}
@@ -338,6 +338,7 @@ display(
 record(
     "mlm.chosen_fraction",
     fraction,
+    kind="claim",
     paper=0.15,
     tolerance=rounding_bound,
     note=f"chosen / non-padding tokens over {tally['tokens']:,} tokens; tolerance = "
@@ -346,6 +347,7 @@ record(
 record(
     "mlm.replace.mask_share",
     shares["mask"][0],
+    kind="claim",
     paper=0.8,
     tolerance=5 * shares["mask"][2],
     note=f"of {N:,} chosen positions; tolerance 5 sigma (binomial)",
@@ -353,6 +355,7 @@ record(
 record(
     "mlm.replace.random_share",
     shares["random"][0],
+    kind="claim",
     paper=0.1,
     tolerance=5 * shares["random"][2],
     note=f"of {N:,} chosen positions; tolerance 5 sigma (binomial)",
@@ -360,6 +363,7 @@ record(
 record(
     "mlm.replace.unchanged_share",
     shares["same"][0],
+    kind="claim",
     paper=0.1,
     tolerance=5 * shares["same"][2],
     note=f"of {N:,} chosen positions; tolerance 5 sigma (binomial)",
@@ -367,7 +371,8 @@ record(
 _ = record(
     "mlm.special_tokens_chosen",
     tally["special_chosen"],
-    paper=0,
+    kind="check",
+    expected=0,
     tolerance=0,
     note="[CLS]/[SEP]/[PAD] positions ever chosen",
 )
@@ -568,7 +573,8 @@ print(
 _ = record(
     "timing.masking.speedup_vs_transformers_collator",
     res["speedup"],
-    status="reproduced" if res["speedup"] >= 1 else "not reproduced at this scale",
+    kind="check",
+    status="pass" if res["speedup"] >= 1 else "fail",
     note="throughput of mask_tokens / "
     "DataCollatorForLanguageModeling.torch_mask_tokens, 256x128, "
     f"{res['threads']} thread; target >= 1",
@@ -610,14 +616,14 @@ display(Markdown(f"""
 #
 # Each solution is a collapsed cell below: click to show it.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 1: round(0.15 x 512) = round(76.8) = 77, under a cap of 80; 20 under 20.
 n512 = torch.tensor([512])
 k20, k80 = int(num_to_predict(n512, 0.15, 20)), int(num_to_predict(n512, 0.15, 80))
 assert (k20, k80) == (20, py2_round(0.15 * 512)) == (20, 77)
 print(f"cap 20: {k20} positions; cap 80: {k80} positions")
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 2: 80 % of the chosen ~15 %: about 12 % of all tokens show [MASK].
 mask_share = tally["mask"] / tally["tokens"]
 expected = 0.8 * fraction
@@ -627,7 +633,7 @@ print(
     f"[MASK] in {mask_share:.3%} of all tokens; 0.8 x {fraction:.3%} = {expected:.3%}"
 )
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 3: 0.85^8 for the collator; never for the original rule (k >= 1).
 p_none = 0.85**8
 short_ids = torch.randint(1000, 2000, (4096, 10), generator=run.generator(offset=9))

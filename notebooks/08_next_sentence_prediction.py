@@ -270,6 +270,7 @@ display(
 record(
     "nsp.isnext_fraction.balanced",
     balance[True][0],
+    kind="claim",
     paper=0.5,
     tolerance=0.02,
     note=f"IsNext share of {balance[True][1]:,} pairs, balanced mode (one-sentence "
@@ -278,6 +279,7 @@ record(
 _ = record(
     "nsp.isnext_fraction.original_rule",
     balance[False][0],
+    kind="claim",
     paper=0.5,
     tolerance=0.02,
     note=f"IsNext share of {balance[False][1]:,} pairs with the original rule on short "
@@ -582,7 +584,8 @@ print(
 _ = record(
     "pretrain_loss.transformers_parity.abs_diff",
     (out.loss - hf_out.loss).abs(),
-    paper=0.0,
+    kind="check",
+    expected=0.0,
     tolerance=1e-5,
     note="MLM + NSP loss vs transformers' BertForPreTraining with the same weights "
     "(tiny config)",
@@ -630,7 +633,8 @@ assert res["loss_abs_diff"] < 1e-4
 _ = record(
     "timing.train_step.speedup_vs_transformers",
     res["speedup"],
-    status="reproduced" if res["speedup"] >= 1 else "not reproduced at this scale",
+    kind="check",
+    status="pass" if res["speedup"] >= 1 else "fail",
     note=f"one AdamW step, tiny config, {bench_batch}x{max_seq_length}, CPU, 1 "
     "thread; gathered MLM head; target >= 1",
 )
@@ -694,7 +698,7 @@ display(Markdown(f"""
 #
 # Each solution is a collapsed cell below: click to show it.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 1: s = 1, so every pair is NotNext.
 one_sentence_docs = [d[:1] for d in docs_kept[:200]]
 toy_pairs, toy_s = original_pairs(
@@ -703,14 +707,14 @@ toy_pairs, toy_s = original_pairs(
 assert toy_s == 1.0 and all(is_random for _, _, is_random in toy_pairs)
 print(f"s = {toy_s:.0%}: all {len(toy_pairs)} pairs are NotNext")
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 2: uniform logits give -log(1/V) = ln V at every chosen position.
 uniform_logits = torch.zeros(N, len(tok))
 uniform_loss = torch.nn.functional.cross_entropy(uniform_logits, labels[chosen])
 assert_close(uniform_loss, torch.log(torch.tensor(float(len(tok)))))
 print(f"uniform prediction: MLM loss {uniform_loss:.4f} = ln {len(tok):,}")
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 3: balanced mode cuts the sentence for IsNext half of the time; the original
 # rule never can, so those pairs are all NotNext.
 from_one = [x.label == IS_NEXT for x in instances if sentences_in[x.a_doc] == 1]

@@ -399,7 +399,13 @@ assert (
 per_epoch = json.loads((result.checkpoint / "trainer_state.json").read_text())["data"][
     "examples_in_epoch"
 ]
-print(f"run directory: {result.output_dir}")
+# the run's folder relative to the cache, not this machine's absolute path
+shown_dir = (
+    f"<cache>/{result.output_dir.relative_to(cache_dir())}"
+    if result.output_dir.is_relative_to(cache_dir())
+    else result.output_dir.name
+)
+print(f"run directory: {shown_dir}")
 print(
     f"{'trained' if result.steps_run else 'loaded from the cache'} in {wall:.1f} s: "
     f"{result.step:,} steps of "
@@ -470,8 +476,9 @@ print(
 _ = record(
     "pretrain.loss_decreased",
     bool(metrics[-1]["loss"] < metrics[0]["loss"]),
-    status="qualitatively reproduced",
-    note=f"MLM+NSP training loss {metrics[0]['loss']:.3f} -> "
+    kind="check",
+    expected=True,
+    note=f"learning gate: MLM+NSP training loss {metrics[0]['loss']:.3f} -> "
     f"{metrics[-1]['loss']:.3f} ({run.profile} profile)",
 )
 
@@ -721,35 +728,25 @@ display(Markdown(f"""
 breakdown.style.format("{:.3f}", subset=breakdown.columns[1:])
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(7.5, 3.4))
+# Horizontal bars on linear axes from zero: labels never collide, and a bar's length is
+# its value (the perplexities too, so 232 against 881 looks like a quarter).
+fig, axes = plt.subplots(3, 1, figsize=(7.5, 4.8))
 row = breakdown.loc["[MASK]"]
-axes[0].bar(
-    ["model", "no context", "most\nfrequent"],
-    row.iloc[1:].to_numpy(),
-    color=["C0", "C1", "gray"],
-)
-axes[0].set(title="accuracy at [MASK]")
-axes[1].bar(
-    ["model", "unigram"],
-    [ev["mlm_perplexity"], ev["unigram_perplexity"]],
-    color=["C0", "gray"],
-)
-axes[1].set(title="MLM perplexity", yscale="log")
-axes[2].bar(
-    ["model", "lengths\nonly", "paper"],
-    [ev["nsp_accuracy"], ev["nsp_length_baseline"], 0.975],
-    color=["C0", "gray", "C2"],
-)
-axes[2].set(title="NSP accuracy", ylim=(0, 1.1))
-for ax in axes:
-    for p in ax.patches:
-        ax.annotate(
-            f"{p.get_height():.3g}",
-            (p.get_x() + p.get_width() / 2, p.get_height()),
-            ha="center",
-            va="bottom",
-            fontsize=9,
-        )
+panels = [
+    ("accuracy at [MASK]", ["model", "no context", "most frequent"],
+     row.iloc[1:].to_numpy(), ["C0", "C1", "gray"]),
+    ("MLM perplexity (lower is better)", ["model", "unigram"],
+     [ev["mlm_perplexity"], ev["unigram_perplexity"]], ["C0", "gray"]),
+    ("NSP balanced accuracy", ["model", "lengths only", "paper"],
+     [ev["nsp_accuracy"], ev["nsp_length_baseline"], 0.975], ["C0", "gray", "C2"]),
+]
+for ax, (title, labels, values, colors) in zip(axes, panels):
+    ax.barh(labels, values, color=colors)
+    ax.invert_yaxis()
+    ax.set_title(title, fontsize=10, loc="left")
+    ax.set_xlim(0, 1.18 * max(values))
+    for y, v in enumerate(values):
+        ax.annotate(f" {v:.3g}", (v, y), va="center", ha="left", fontsize=9)
 plt.tight_layout()
 plt.show()
 
@@ -810,22 +807,18 @@ display(Markdown(verdict))
 record(
     "pretrain.nsp.balanced_accuracy",
     round(100 * ev["nsp_accuracy"], 2),
+    kind="claim",
     unit="%",
-    paper="97-98",
-    status=(
-        "reproduced" if ev["nsp_accuracy"] >= 0.97 else "not reproduced at this scale"
-    ),
-    note=f"held-out balanced NSP accuracy (%), {run.profile} profile; the paper's is "
-    "BERT-base after 1M steps (§3.1)",
+    paper=97.5,
+    tolerance=0.5,
+    note=f"held-out balanced NSP accuracy (%), {run.profile} profile; the paper's "
+    "97-98 % (taken as 97.5 ± 0.5) is BERT-base after 1M steps (§3.1)",
 )
 record(
     "pretrain.nsp.above_chance",
     bool(ev["nsp_accuracy"] >= 0.60),
-    status=(
-        "qualitatively reproduced"
-        if ev["nsp_accuracy"] >= 0.60
-        else "not reproduced at this scale"
-    ),
+    kind="check",
+    expected=True,
     note=f"NSP is learnable: balanced accuracy {ev['nsp_accuracy']:.3f} >= 0.60 "
     "(chance 0.5; lengths alone "
     f"{ev['nsp_length_baseline']:.3f})",
@@ -833,8 +826,9 @@ record(
 record(
     "pretrain.mlm.accuracy_over_mft",
     round(ratio, 4),
+    kind="check",
     unit="ratio",
-    status="qualitatively reproduced" if ratio >= 2 else "not reproduced at this scale",
+    status="pass" if ratio >= 2 else "fail",
     note=f"pre-training learns: held-out MLM accuracy {ev['mlm_accuracy']:.3f} vs "
     "most-frequent-token "
     f"{ev['mft_accuracy']:.3f} (>= 2x required), all chosen positions, copies of "
@@ -843,10 +837,9 @@ record(
 record(
     "pretrain.mlm.mask_positions.accuracy_over_mft",
     round(mask_ratio, 4),
+    kind="check",
     unit="ratio",
-    status=(
-        "qualitatively reproduced" if uses_context else "not reproduced at this scale"
-    ),
+    status="pass" if uses_context else "fail",
     note="the context is used: accuracy where the input shows [MASK], vs the most "
     "frequent token (paired z "
     f"{z_mft:.1f}) and vs the model without context (z {z_context:.1f}); >= 3 for "
@@ -855,6 +848,7 @@ record(
 _ = record(
     "pretrain.mlm.perplexity",
     round(ev["mlm_perplexity"], 3),
+    kind="claim",
     unit="perplexity",
     paper=3.99,
     status="not comparable",
@@ -1007,6 +1001,7 @@ print(
 _ = record(
     "timing.pretrain.model_tflops",
     round(achieved / 1e12, 4),
+    kind="claim",
     paper=round(paper_flops / 1e12, 1),
     status="not comparable",
     note=f"achieved model TFLOP/s, {run.profile} profile on {run.device.type}, not "
@@ -1436,20 +1431,20 @@ display(Markdown(f"""
 #
 # Each solution is a collapsed cell below: click to show it.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 1: warm-up is linear from 0; the decay counts from step 0, not from w.
 lrs = [learning_rate_at(s, 1e-4, 10_000, 1_000_000) for s in (5_000, 10_000, 500_000)]
 assert_close(torch.tensor(lrs), torch.tensor([0.5e-4, 0.99e-4, 0.5e-4]))
 print(", ".join(f"{x:.3g}" for x in lrs))
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 2: 1/(W n_r) instead of 1/N.
 n_ranks = [5, 15]
 per_rank = [1 / (len(n_ranks) * n) for n in n_ranks]
 assert_close(torch.tensor(per_rank), torch.tensor([0.1, 1 / 30]))
 print(f"per-rank means: {per_rank[0]:.3f} and {per_rank[1]:.4f}; right: {1 / 20:.3f}")
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 3: 16 bytes per parameter.
 n_base_pt = count_parameters(BertConfig.base(), heads=True)
 assert n_base_pt == 110_106_428 and state_bytes(BertConfig.base()) == 16 * n_base_pt

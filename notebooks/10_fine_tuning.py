@@ -106,12 +106,15 @@ from bertrepro.train.optim import WarmupLinearDecay
 
 budget = BUDGETS[run.profile]
 chapter_start = time.perf_counter()
-pd.DataFrame(
-    {
-        "setting": list(budget.__dataclass_fields__),
-        "value": [str(getattr(budget, k)) for k in budget.__dataclass_fields__],
-    }
-).set_index("setting")
+# a Markdown table: long values (the learning-rate grids) wrap instead of being cut
+display(
+    Markdown(
+        markdown_table(
+            ["setting", "value"],
+            [(f"`{k}`", str(getattr(budget, k))) for k in budget.__dataclass_fields__],
+        )
+    )
+)
 
 # %% [markdown]
 # ## The task: topics of articles pre-training never saw
@@ -565,9 +568,15 @@ display(
         )
     )
 )
+display(
+    Markdown(
+        "Test accuracy, mean ± standard deviation over seeds; – where the regime does "
+        "not run at that size (fine-tuning runs at the budget's `finetune_sizes` only)."
+    )
+)
 table.pivot_table(
     index=["regime", "arm"], columns="size", values="accuracy", aggfunc="first"
-)[[str(s) for s in budget.probe_sizes]]
+)[[str(s) for s in budget.probe_sizes]].fillna("–")
 
 # %% [markdown]
 # ## Where pre-training helps, and where it does not
@@ -635,6 +644,8 @@ for c in checks:
     record(
         key,
         round(c["difference"], 4),
+        kind="claim",
+        paper="pre-training improves the downstream task (§5, Table 6)",
         status=(
             "qualitatively reproduced" if c["helps"] else "not reproduced at this scale"
         ),
@@ -816,7 +827,7 @@ display(Markdown(f"""
 #
 # Each solution is a collapsed cell below: click to show it.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 1: sqrt(p(1 - p)/n), the floor under every difference the chapter can see.
 n_test = len(task.test["labels"])
 se_half = (0.25 / n_test) ** 0.5
@@ -829,7 +840,7 @@ print(
     f"more than {2 * se_half * 2**0.5:.3f} to clear 2 SE on test noise alone"
 )
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 2: w = floor(0.1 x 30) = 3; the rate rises as s/w, then falls as 1 - s/N.
 factor = WarmupLinearDecay.from_proportion(30, 0.1)
 rates = [factor(s) for s in range(30)]
@@ -839,7 +850,7 @@ print(
     f"3 warm-up steps; multiplier {rates[0]:.3f} at step 0, {rates[-1]:.4f} at step 29"
 )
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 3: every weight of the encoder plus the task layer, against 384 x 11 + 11.
 ft_params = sum(p.numel() for p in clf.parameters())
 probe_params = 384 * task.num_labels + task.num_labels

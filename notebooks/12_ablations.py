@@ -15,7 +15,7 @@
 # ---
 
 # %% [markdown]
-# # 11 · Ablations at small scale
+# # 12 · Ablations at small scale
 #
 # Section 5 and Appendix C of the paper take BERT apart to see which pieces matter. This
 # chapter re-runs four of those experiments at the scale of the book's profiles:

@@ -15,7 +15,7 @@
 # ---
 
 # %% [markdown]
-# # 12 · A real pretrained checkpoint
+# # 13 · A real pretrained checkpoint
 #
 # The paper releases its code and pre-trained models (§1), and most uses of BERT start
 # by loading one of those checkpoints. Pre-training BERT-base took four days on 16 TPU
@@ -155,7 +155,8 @@ assert formula == count_parameters(config) == counted == 22_713_216
 _ = record(
     "minilm.params.total",
     counted,
-    paper=22_713_216,
+    kind="check",
+    expected=22_713_216,
     tolerance=0,
     note="all-MiniLM-L6-v2 BertModel parameters (published count)",
 )
@@ -289,7 +290,8 @@ assert_close(ours.last_hidden_state, ref.last_hidden_state, atol=1e-3, rtol=0)
 _ = record(
     "minilm.hidden_state.max_abs_diff",
     diff_real,
-    paper=0.0,
+    kind="check",
+    expected=0.0,
     tolerance=1e-5,
     note="all-MiniLM-L6-v2 last hidden states vs transformers BertModel, real tokens "
     "of a padded batch",
@@ -409,11 +411,14 @@ plt.show()
 # $\alpha_{ij}$ over the keys $j$, the measurements are
 #
 # $$
-# \text{cls}_i = \sum_{j:\,x_j=\texttt{[CLS]}} \alpha_{ij},\quad
-# \text{sep}_i = \sum_{j:\,x_j=\texttt{[SEP]}} \alpha_{ij},\quad
-# \text{prev}_i = \alpha_{i,i-1},\quad \text{next}_i = \alpha_{i,i+1},\quad
-# \text{self}_i = \alpha_{ii},\quad
-# \text{entropy}_i = -\sum_j \alpha_{ij}\log\alpha_{ij},
+# \begin{aligned}
+# \text{cls}_i &= \sum_{j:\,x_j=\texttt{[CLS]}} \alpha_{ij}, &
+# \text{sep}_i &= \sum_{j:\,x_j=\texttt{[SEP]}} \alpha_{ij}, &
+# \text{self}_i &= \alpha_{ii},\\
+# \text{prev}_i &= \alpha_{i,i-1}, &
+# \text{next}_i &= \alpha_{i,i+1}, &
+# \text{entropy}_i &= -\sum_j \alpha_{ij}\log\alpha_{ij},
+# \end{aligned}
 # $$
 #
 # each averaged over every real (non-padding) query token of every segment; `prev`
@@ -532,6 +537,8 @@ def verdict(found):
 record(
     "minilm.attention.heads_special_gt50",
     counts["cls+sep"],
+    kind="claim",
+    paper="heads put most attention on [CLS] or [SEP] (Clark et al. §3.2)",
     status=verdict(counts["cls+sep"] > 0),
     note="heads with >50% attention on [CLS]/[SEP] (Clark et al. 2019 §3.2: no-op "
     "attention to special tokens)",
@@ -539,12 +546,16 @@ record(
 record(
     "minilm.attention.heads_prev_gt50",
     counts["prev"],
+    kind="claim",
+    paper="heads attend to the previous token (Clark et al. §3.1)",
     status=verdict(counts["prev"] > 0),
     note="heads with >50% attention on the previous token (Clark et al. 2019 §3.1)",
 )
 record(
     "minilm.attention.heads_next_gt50",
     counts["next"],
+    kind="claim",
+    paper="heads attend to the next token (Clark et al. §3.1)",
     status=verdict(counts["next"] > 0),
     note="heads with >50% attention on the next token (Clark et al. 2019 §3.1)",
 )
@@ -552,6 +563,8 @@ broad_low = bool(layer_entropy[0] == layer_entropy.max())
 _ = record(
     "minilm.attention.broadest_layer_is_first",
     broad_low,
+    kind="claim",
+    paper="lower layers attend most broadly (Clark et al. §3.3)",
     status=verdict(broad_low),
     note="the lowest layer has the highest mean attention entropy (Clark et al. 2019 "
     "§3.3)",
@@ -605,9 +618,9 @@ display(Markdown(f"""
   encoder: the paraphrase pairs score {para.min():.2f} to {para.max():.2f}, every
   unrelated pair at most {unrelated.nan_to_num(-1).max().item():.2f}.
 * Its heads show the kinds of patterns Clark et al. (2019) found in BERT-base, measured
-  over {n_tokens:,} tokens: {counts["prev"]} heads put more than half of their attention
-  on the previous token, {counts["next"]} on the next, {counts["cls+sep"]} on `[CLS]` or
-  `[SEP]` (this checkpoint prefers {sink}), and layer
+  over {n_tokens:,} tokens. Heads that put more than half of their attention on the
+  previous token: {counts["prev"]}; on the next: {counts["next"]}; on `[CLS]` or
+  `[SEP]`: {counts["cls+sep"]} (this checkpoint prefers {sink}). Layer
   {int(layer_entropy.argmax()) + 1} has the broadest attention
   ({layer_entropy.max():.2f} nats on average).
 """))
@@ -622,20 +635,20 @@ display(Markdown(f"""
 #
 # Each solution is a collapsed cell below: click to show it.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 1: a softmax over the keys, row by row.
 for name, (l, h, _) in show.items():
     rows_sum = att[l][0, h].sum(-1).cpu()
     assert_close(rows_sum, torch.ones_like(rows_sum))
 print(f"all {len(tokens)} rows of the {len(show)} maps sum to 1")
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 2: V x H = 30,522 x 384 of 22,713,216.
 n_tok_emb = model.embeddings.word_embeddings.weight.numel()
 assert n_tok_emb == V * H == 11_720_448
 print(f"{n_tok_emb:,} = {n_tok_emb / counted:.1%} of the model")
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Exercise 3: the layer whose heads, on average, park the most attention on them.
 per_layer_special = special.mean(1)  # (L,)
 best_layer = int(per_layer_special.argmax())

@@ -5,7 +5,12 @@ full-page screenshot to ``book/_build/screenshots/<page>.png`` and fails, naming
 problem, on: an output area longer than 60 lines; a warning, traceback or stderr box; display math or
 a table reaching past the content column outside a scroll box; a MathJax error; an image that did not
 load; raw pipe-table text; a visible papermill-injected cell; on the scorecard, a Status column outside
-the content column. All problems of all pages are collected, then reported at once.
+the content column; printed output wider than its box; a table cell whose text overflows it or runs
+into its neighbour's; an absolute build path (/tmp/..., /home/...) in the text; a collapsed exercise
+solution whose output shows; two chapters with one number in the sidebar; a Chinese character drawn
+with the fallback glyph. Overlapping tick labels are caught where figures are drawn
+(bertrepro.figures warns, and a warning is a stderr box here). All problems of all pages are
+collected, then reported at once.
 
 Without a built book (a plain ``make test``) the book test is skipped; with
 ``BERTREPRO_BROWSER_TEST=require`` (``make browser-test``) a missing book, browser or library fails.
@@ -33,6 +38,7 @@ CHROMIUM = os.environ.get("BERTREPRO_CHROMIUM") or next(
     "/usr/bin/chromium")
 WIDTH, HEIGHT = 1280, 900
 MAX_OUTPUT_LINES = 60
+MIN_CELL_GAP = 4  # px between the text of two adjacent table cells
 # Chromium as root in a container, with nothing that reaches for the network.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -42,7 +48,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 # content box. An element is inside a scroll box when an ancestor (below the article) has
 # overflow-x auto or scroll; one with overflow-x hidden/clip cuts it off instead.
 CHECK_JS = r"""
-async ({maxLines, scorecard}) => {
+async ({maxLines, scorecard, minGap}) => {
   const problems = [];
   const sleep = (ms) => new Promise(r => setTimeout(r, ms));
   const displayMath = () => Array.from(document.querySelectorAll("div.math"));
@@ -159,6 +165,96 @@ async ({maxLines, scorecard}) => {
       problems.push(`visible papermill-injected cell: "${snip(el)}"`);
   });
 
+  // 9. Printed output wider than its box: cut at the right edge (or hidden in a scroll) instead of wrapping.
+  document.querySelectorAll(".cell_output pre, .cell_output .output.stream, .cell_output .output.text_plain").forEach(el => {
+    if (!visible(el) || el.closest("table") || el.querySelector("table")) return;
+    const hidden = el.scrollWidth - el.clientWidth;
+    if (hidden > TOL)
+      problems.push(`output text is wider than its box (${px(hidden)} px past the right edge): "${snip(el)}"`);
+    else checkFits(el, el, "output");
+  });
+
+  // 10. Table cells: text that overflows its cell, or runs into the next cell's text.
+  const textBox = (cell) => {
+    const range = document.createRange();
+    range.selectNodeContents(cell);
+    const rects = Array.from(range.getClientRects()).filter(r => r.width > 0);
+    if (!rects.length) return null;
+    return {left: Math.min(...rects.map(r => r.left)), right: Math.max(...rects.map(r => r.right))};
+  };
+  article.querySelectorAll("table").forEach(table => {
+    if (!visible(table)) return;
+    let reported = 0;
+    for (const row of table.rows) {
+      let prev = null;
+      for (const cell of row.cells) {
+        const t = textBox(cell), c = cell.getBoundingClientRect();
+        if (t && (t.right > c.right + 1 || t.left < c.left - 1)) {
+          if (reported++ < 3)
+            problems.push(`table cell text overflows its cell (${px(t.right - t.left)} px of text in a ${px(c.width)} px cell): "${snip(cell)}"`);
+          prev = null;  // its neighbour's text is covered by this problem
+          continue;
+        }
+        if (t && prev && t.left - prev.t.right < minGap && reported++ < 3)
+          problems.push(`table cells' text touches (${px(t.left - prev.t.right)} px apart, ${minGap} needed): ` +
+                        `"${snip(prev.cell)}" | "${snip(cell)}"`);
+        if (t) prev = {t, cell};
+      }
+    }
+  });
+
+  // 11. Absolute build paths (a temporary folder, a home directory) in the page's text.
+  const buildPath = text.match(/(?:^|[\s"'(=:])((?:\/tmp|\/home|\/root|\/work|\/Users|\/private\/var|\/var\/folders)\/[^\s"')]*)/);
+  if (buildPath) problems.push(`absolute build path in the page text: "${buildPath[1].slice(0, 80)}"`);
+
+  // 12. A collapsed exercise solution whose output shows before the reader expands it.
+  document.querySelectorAll(".cell").forEach(cell => {
+    const section = cell.closest("section");
+    const heading = section && section.querySelector("h1, h2, h3, h4");
+    if (!heading || !/exercise/i.test(heading.textContent || "")) return;
+    const closed = Array.from(cell.querySelectorAll("details")).some(d => !d.open && d.querySelector(".cell_input"));
+    if (!closed) return;
+    cell.querySelectorAll(".cell_output").forEach(out => {
+      if (visible(out) && !out.closest("details:not([open])"))
+        problems.push(`collapsed solution cell shows its output: "${snip(out)}"`);
+    });
+  });
+
+  // 13. Two chapters with one number in the sidebar ("11 · Ablations" and "11 · Spans").
+  const numbered = {};
+  document.querySelectorAll(".bd-sidebar-primary a, nav.bd-links a").forEach(a => {
+    const m = (a.textContent || "").trim().match(/^(\d{1,2})\s*·/);
+    if (!m) return;
+    (numbered[m[1]] = numbered[m[1]] || new Set()).add((a.textContent || "").trim());
+  });
+  for (const [n, titles] of Object.entries(numbered))
+    if (titles.size > 1) problems.push(`two chapters numbered ${n} in the sidebar: ${Array.from(titles).join(" / ")}`);
+
+  // 14. Chinese text drawn with the fallback glyph (an empty box): a CJK character whose drawing in
+  // its element's font equals the drawing of a code point no font has.
+  const cjk = /[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u{20000}-\u{3134f}]/gu;
+  const canvas = document.createElement("canvas");
+  canvas.width = 64; canvas.height = 64;
+  const ctx = canvas.getContext("2d", {willReadFrequently: true});
+  const draw = (ch, font) => {
+    ctx.clearRect(0, 0, 64, 64); ctx.font = `40px ${font}`; ctx.textBaseline = "top"; ctx.fillText(ch, 4, 4);
+    return ctx.getImageData(0, 0, 64, 64).data.join(",");
+  };
+  const seen = new Set();
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const chars = (node.textContent || "").match(cjk);
+    if (!chars || !node.parentElement || !visible(node.parentElement)) continue;
+    const font = getComputedStyle(node.parentElement).fontFamily;
+    const tofu = draw("\u{10FFFD}", font);
+    for (const ch of new Set(chars)) {
+      if (seen.has(ch + font)) continue;
+      seen.add(ch + font);
+      if (draw(ch, font) === tofu)
+        problems.push(`Chinese character ${ch} drawn with the fallback glyph (no CJK font in "${font.slice(0, 60)}"): "${snip(node.parentElement)}"`);
+    }
+  }
+
   // 8. The scorecard's important columns inside the column.
   if (scorecard) {
     article.querySelectorAll("th").forEach(th => {
@@ -199,7 +295,7 @@ def launch(pw):
 def check_page(page, url: str, scorecard: bool = False) -> list[str]:
     """Open ``url`` and return its problems (an empty list when the page is clean)."""
     page.goto(url, wait_until="load")
-    return page.evaluate(CHECK_JS, {"maxLines": MAX_OUTPUT_LINES, "scorecard": scorecard})
+    return page.evaluate(CHECK_JS, {"maxLines": MAX_OUTPUT_LINES, "scorecard": scorecard, "minGap": MIN_CELL_GAP})
 
 
 def book_pages(html_dir: Path) -> list[Path]:
@@ -362,6 +458,74 @@ def test_scorecard_status_column_outside_fails(browser, tmp_path):
     assert _problems(browser, tmp_path, table, scorecard=False) == []
 
 
+def test_output_wider_than_the_column_fails(browser, tmp_path):
+    line = "step 1: " + "loss 3.1415 " * 40
+    probs = _problems(browser, tmp_path, f'<div class="cell_output"><pre style="overflow-x:auto">{line}</pre></div>')
+    assert len(probs) == 1 and probs[0].startswith("output text is wider than its box"), probs
+    cut = _problems(browser, tmp_path, f'<div class="cell_output"><pre style="overflow:hidden">{line}</pre></div>')
+    assert len(cut) == 1 and cut[0].startswith("output text is wider than its box"), cut
+    wrapped = f'<div class="cell_output"><pre style="white-space:pre-wrap">{line}</pre></div>'
+    assert _problems(browser, tmp_path, wrapped) == []
+
+
+def test_table_cells_that_touch_or_overflow_fail(browser, tmp_path):
+    # chapter 05's old DataFrame: right-aligned numbers with no padding read "1,049,600335,141,888"
+    row = '<td style="padding:0;text-align:right">1,049,600</td><td style="padding:0;text-align:right">335,141,888</td>'
+    probs = _problems(browser, tmp_path, f'<table style="border-collapse:collapse"><tr>{row}</tr></table>')
+    assert len(probs) == 1 and probs[0].startswith("table cells' text touches") and "1,049,600" in probs[0], probs
+    padded = row.replace("padding:0", "padding:0 0.5em")
+    assert _problems(browser, tmp_path, f'<table style="border-collapse:collapse"><tr>{padded}</tr></table>') == []
+    # a budget table cut with an ellipsis: the text is wider than its cell
+    cut = ('<table style="table-layout:fixed;width:300px"><tr><td style="width:80px;overflow:hidden;white-space:nowrap;'
+           'text-overflow:ellipsis">max_steps_per_fine_tuning_run</td><td>1,200</td></tr></table>')
+    probs = _problems(browser, tmp_path, cut)
+    assert len(probs) == 1 and probs[0].startswith("table cell text overflows its cell"), probs
+
+
+def test_build_path_fails(browser, tmp_path):
+    probs = _problems(browser, tmp_path, '<div class="cell_output"><pre>saved to /tmp/tmpab12/work/model.pt</pre></div>')
+    assert probs == ['absolute build path in the page text: "/tmp/tmpab12/work/model.pt"'], probs
+    assert _problems(browser, tmp_path, '<p>See https://example.org/tmp/page and book/_build/cache.</p>') == []
+
+
+EXERCISE = ('<section><h2>Exercises</h2><p>1. Count the heads.</p><div class="cell {tag}">{body}</div></section>')
+SOLUTION_INPUT = '<div class="cell_input"><pre>print(12)</pre></div>'
+SOLUTION_OUTPUT = '<div class="cell_output"><pre>12</pre></div>'
+
+
+def test_collapsed_solution_with_visible_output_fails(browser, tmp_path):
+    # hide-input: only the code is collapsed, the answer shows under it
+    body = f'<details class="hide above-input"><summary>Show code</summary>{SOLUTION_INPUT}</details>{SOLUTION_OUTPUT}'
+    probs = _problems(browser, tmp_path, EXERCISE.format(tag="tag_hide-input", body=body))
+    assert probs == ['collapsed solution cell shows its output: "12"'], probs
+    # hide-cell: code and answer in one collapsed box
+    body = f'<details class="hide above-input"><summary>Show content</summary>{SOLUTION_INPUT}{SOLUTION_OUTPUT}</details>'
+    assert _problems(browser, tmp_path, EXERCISE.format(tag="tag_hide-cell", body=body)) == []
+
+
+def test_two_chapters_with_one_number_fail(browser, tmp_path):
+    nav = '<nav class="bd-links"><a href="a.html">11 · Spans, tags and choices</a><a href="b.html">{} · Ablations</a></nav>'
+    probs = _problems(browser, tmp_path, nav.format("11"))
+    assert probs == ["two chapters numbered 11 in the sidebar: 11 · Spans, tags and choices / 11 · Ablations"], probs
+    assert _problems(browser, tmp_path, nav.format("12")) == []
+
+
+def test_cjk_fallback_glyph_fails(browser, tmp_path):
+    """A character no installed font has is drawn as the fallback box; with fonts-noto-cjk the
+    glossary's Chinese is drawn (make browser-deps installs it)."""
+    probs = _problems(browser, tmp_path, "<p>Extension G: \U00030000</p>")
+    assert len(probs) == 1 and probs[0].startswith("Chinese character \U00030000 drawn with the fallback glyph"), probs
+    assert _problems(browser, tmp_path, "<p>自注意力机制 (self-attention)</p>") == []
+
+
+def test_book_css_lists_cjk_fonts_after_latin_ones():
+    css = (ROOT / "book" / "_static" / "bertrepro.css").read_text(encoding="utf-8")
+    stack = css[css.index("--pst-font-family-base:"):].split(";")[0]
+    fonts = [f.strip().strip('"') for f in stack.split(":", 1)[1].split(",")]
+    cjk = [fonts.index(f) for f in ("Noto Sans CJK SC", "PingFang SC", "Microsoft YaHei")]
+    assert cjk == sorted(cjk) and min(cjk) > fonts.index("Helvetica Neue") and fonts[-1] == "sans-serif", fonts
+
+
 def test_ci_runs_the_browser_test_after_the_book():
     import re
 
@@ -374,6 +538,7 @@ def test_ci_runs_the_browser_test_after_the_book():
     assert target and "BERTREPRO_BROWSER_TEST=require" in target.group(1) and "tests/test_browser.py" in target.group(1)
     deps = re.search(r"^browser-deps:.*\n((?:\t.*\n)+)", make, flags=re.M)
     assert deps and "apt-get install" in deps.group(1) and "chromium" in deps.group(1)
+    assert "fonts-noto-cjk" in deps.group(1), "the screenshots CI keeps show Chinese characters"
     wf = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text(encoding="utf-8"))
     paths = [s.get("with", {}).get("path") for s in wf["jobs"]["cpu"]["steps"]]
     assert "book/_build/screenshots" in paths, "CI uploads the screenshots"

@@ -11,8 +11,10 @@ from bertrepro import report, scorediff
 
 
 def rec(key, value, status, se=None, **extra):
+    kind = "check" if status in report.CHECK_STATUSES else "claim"
     return {"key": key, "value": value, "paper": None, "tolerance": None, "note": "", "status": status,
-            "chapter": "09_pretraining", "se": se, "unit": "points" if se is not None else None, "n": None, **extra}
+            "chapter": "09_pretraining", "kind": kind, "se": se, "unit": "points" if se is not None else None,
+            "n": None, **extra}
 
 
 def card(tmp_path, name, records, schema=report.SCHEMA_VERSION):
@@ -78,7 +80,8 @@ def test_added_and_removed_claims(tmp_path, capsys):
     ("", "the file is empty"),
     ("[1, 2]", "not a scorecard"),
     ("{not json", "not JSON"),
-    (json.dumps({"schema": 1, "records": []}), "scorecard schema 1, this version compares schema"),
+    (json.dumps({"schema": 1, "records": []}), "scorecard schema 1, this version compares schemas 2, 3"),
+    (json.dumps({"schema": 3, "records": [{"key": "a", "value": 1, "status": "exact"}]}), "has no field 'kind'"),
     (json.dumps({"records": []}), "scorecard schema None"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, text, message):
@@ -104,7 +107,7 @@ def test_the_module_command_runs(tmp_path):
 
 
 def test_written_scorecards_load(tmp_path):
-    recs = [report.make_record("a.b", 1.5, paper=1.0, tolerance=1.0, se=0.2, unit="points", n=40)]
+    recs = [report.make_record("a.b", 1.5, paper=1.0, tolerance=1.0, se=0.2, unit="points", n=40, kind="claim")]
     path = report.write_scorecard(recs, tmp_path / "s.json", profile="smoke", provenance={"seed": 0})
     loaded = scorediff.load_scorecard(path)
     assert loaded["a.b"]["se"] == 0.2 and loaded["a.b"]["n"] == 40 and loaded["a.b"]["unit"] == "points"
@@ -163,3 +166,25 @@ def test_nan_to_nan_is_no_change(tmp_path, capsys):
     assert "No claim changed status or value" in capsys.readouterr().out
     assert run(tmp_path, [nan], [rec("probe.loss", 1.0, "inconclusive", note="diverged")]) == 0
     assert "Values beyond tolerance (1)" in capsys.readouterr().out
+
+
+def test_a_check_that_stops_passing_is_a_regression(tmp_path, capsys):
+    base = [rec("parity", 0.0, "pass"), rec("gate", True, "fail")]
+    head = [rec("parity", 0.5, "fail"), rec("gate", True, "pass")]
+    assert run(tmp_path, base, head, "--fail-on-regression") == 1
+    out = capsys.readouterr().out
+    assert "| `parity` | check: pass | check: fail | **down** |" in out
+    assert "| `gate` | check: fail | check: pass | up |" in out
+    assert "Schema versions differ" not in out
+
+
+def test_across_schema_versions_the_diff_says_so(tmp_path, capsys):
+    old = {k: v for k, v in rec("parity", 0.0, "exact").items() if k != "kind"}  # schema 2: no kind
+    base = card(tmp_path, "base.json", [old, {k: v for k, v in rec("n", 1, "exact").items() if k != "kind"}],
+                schema=2)
+    head = card(tmp_path, "head.json", [rec("parity", 0.0, "pass"), rec("n", 1, "exact")])
+    assert scorediff.main(["diff", base, head, "--fail-on-regression"]) == 0
+    out = capsys.readouterr().out
+    assert "**Schema versions differ:**" in out and "is schema 2" in out and "schema 3" in out
+    # a claim that became a check is listed, not ranked; the claim that stayed one did not move
+    assert "| `parity` | exact | check: pass | not ranked |" in out and "`n`" not in out

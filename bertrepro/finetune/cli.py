@@ -162,7 +162,7 @@ def _output_dir(args: argparse.Namespace) -> Path:
 
 def _finished_file(args: argparse.Namespace) -> str:
     """The file a run writes last: its presence marks the folder's run finished."""
-    return "metrics.json" if args.task in FIGURE4_TASKS else "result.json"
+    return "metrics.json" if args.task in ANALOGS_TASKS else "result.json"
 
 
 def _check_output_dir(args: argparse.Namespace) -> Path:
