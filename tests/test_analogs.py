@@ -7,10 +7,11 @@ import pytest
 import torch
 from transformers import BertTokenizerFast
 
-from bertrepro.data import TOPICS, load_corpus
+from bertrepro.data import TOPICS, load_corpus, split_sentences
 from bertrepro.finetune.analogs import (NAME_TAGS, TASKS, ChoiceItem, PairItem, SpanItem, TagItem, align_first_subtoken,
-                                        build_task, encode_choices, encode_pairs, name_tags, qnli_task, word_tags,
-                                        sentence_words, squad_task, task_articles, title_pattern, title_starts)
+                                        build_task, encode_choices, encode_pairs, name_tags, ner_task, qnli_task,
+                                        word_tags, sentence_words, squad_task, swag_task, task_articles,
+                                        title_pattern, title_starts)
 from bertrepro.finetune.formats import read_conll, read_squad_json, write_conll, write_squad_json
 from bertrepro.pretrain.data import _load_splits
 from bertrepro.tokenization import WordPieceTokenizer, bert_uncased_vocab_path
@@ -299,3 +300,90 @@ def test_pair_and_choice_encoders(hf_tokenizer):
         assert torch.equal(inputs["token_type_ids"][n], row.token_type_ids)
     with pytest.raises(ValueError, match="endings"):
         encode_choices(hf_tokenizer, [items[0], ChoiceItem("c2", "x", ["a", "b"], 0)], 16)
+
+
+# ----------------------------------------------------------------------------- the harder constructions
+
+
+@pytest.fixture(scope="module")
+def hard():
+    return {"qnli": qnli_task(negatives="overlap"), "swag": swag_task(distractors="overlap"),
+            "squad11": squad_task("1.1", companions="overlap", k=3), "ner": ner_task(max_per_article=2)}
+
+
+def test_hard_qnli_is_balanced_leak_free_and_beats_the_word_rule(hard, articles):
+    from bertrepro.finetune.baselines import content_words, pair_overlap
+
+    task = hard["qnli"]
+    for split in ("train", "dev", "test"):
+        labels = [it.label for it in task.split(split)]
+        assert abs(2 * sum(labels) - len(labels)) <= 1  # the classes differ by at most one
+        titles = {a.topic for a in articles[split].values()}
+        for it in task.split(split):
+            art = articles[split][it.title]  # every item from its own split's articles
+            if it.label == 1:
+                assert it.b in art.sentences[:2]
+            else:  # a sentence of another article of the same topic, never the described article's own
+                owners = [a for a in articles[split].values() if it.b in a.sentences]
+                assert owners and all(o.title != it.title and o.topic == art.topic for o in owners)
+        assert titles
+    # the negatives share more of the description's content words than random ones do
+    plain = qnli_task()
+    shared = [sum(len(content_words(it.a) & content_words(it.b)) for it in t.test if it.label == 0)
+              for t in (plain, task)]
+    assert shared[1] > 1.5 * shared[0]
+    labels = torch.tensor([it.label for it in task.test])
+    assert float((pair_overlap(task.train, task.test) == labels).double().mean()) <= 0.70
+
+
+def test_hard_swag_matches_the_true_endings_overlap(hard, articles):
+    from bertrepro.finetune.baselines import choice_overlap, content_words
+
+    task = hard["swag"]
+    gaps, positions = [], []
+    for split, it in _items(task):
+        art = articles[split][it.title]
+        assert it.endings[it.label] == art.sentences[art.sentences.index(it.context) + 1]
+        for k, (ending, source) in enumerate(zip(it.endings, it.sources)):
+            if k != it.label:
+                other = articles[split][source]
+                assert source != it.title and other.topic == art.topic and ending in other.sentences[1:]
+        ctx = content_words(it.context)
+        true = len(ctx & content_words(it.endings[it.label]))
+        gaps += [len(ctx & content_words(e)) - true for k, e in enumerate(it.endings) if k != it.label]
+        positions.append(it.label)
+    gaps = torch.tensor(gaps, dtype=torch.float64)
+    assert gaps.abs().mean() < 0.5 and (gaps >= 0).double().mean() > 0.7  # as close as the true ending, or closer
+    counts = torch.bincount(torch.tensor(positions), minlength=4).double() / len(positions)
+    assert (counts - 0.25).abs().max() < 0.03  # the true ending's position is balanced
+    labels = torch.tensor([it.label for it in task.test])
+    assert float((choice_overlap(task.test) == labels).double().mean()) <= 0.40
+    other = swag_task(pool="other", max_items=200)
+    for split, it in _items(other):
+        topics = {articles[split][s].topic for k, s in enumerate(it.sources) if k != it.label}
+        assert articles[split][it.title].topic not in topics
+
+
+def test_hard_squad_companions_share_the_questions_words(hard):
+    from bertrepro.finetune.baselines import content_words
+
+    plain = squad_task("1.1", k=3)
+
+    def mean_shared(task):
+        vals = [len(content_words(it.question) & content_words(s)) for it in task.test
+                for s in split_sentences(it.context) if not it.answers or it.answers[0]["text"] not in s]
+        return sum(vals) / len(vals)
+
+    assert mean_shared(hard["squad11"]) > mean_shared(plain)
+    for it in hard["squad11"].test:
+        assert len(it.answers) == 1 and it.context[it.answers[0]["answer_start"]:].startswith(it.answers[0]["text"])
+
+
+def test_ner_keeps_at_most_two_sentences_an_article(hard):
+    from collections import Counter
+
+    for split in ("train", "dev", "test"):
+        per_article = Counter(it.title for it in hard["ner"].split(split))
+        assert max(per_article.values()) <= 2
+    with pytest.raises(ValueError, match="max_per_article"):
+        ner_task(max_per_article=0)

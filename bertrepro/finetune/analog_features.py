@@ -64,7 +64,7 @@ def encode_feature_splits(task_name: str, arm: Arm, enc: Mapping[str, EncodedSpl
 
 def run_features(task_name: str, arm: Arm, enc: Mapping[str, EncodedSplit], budget: AnalogBudget,
                  cache: FeatureCache, choices: Sequence[str] = LAYER_CHOICES, seed: int = 0,
-                 device: torch.device | str = "cpu", tagger: str = "linear") -> dict[str, FeatureResult]:
+                 device: torch.device | str = "cpu", tagger: str = "mlp") -> dict[str, FeatureResult]:
     """Train a head on each layer choice of ``arm``'s frozen features; choices that coincide at this
     depth (:func:`collapsed_choices`) reuse the result of the one they equal."""
     kind, metric, v2 = TASK_KINDS[task_name], MAIN_METRIC[task_name], task_name == "squad20"

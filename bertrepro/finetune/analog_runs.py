@@ -64,9 +64,9 @@ class AnalogBudget:
     minilm_train: int | None = None  # MiniLM's training items: the first this many (None: all)
     minilm_eval: int | None = None  # MiniLM's dev and test items: the first this many of each (None: all)
     minilm_finetune: bool = True  # False: MiniLM is only used feature-based (its steps cost ~50x the small models')
-    feature_epochs: int = 40  # the feature-based heads: at most this many epochs, early-stopped on dev
-    feature_min_epochs: int = 8  # ... and at least this many (an F1 starts at 0 while a head learns the prior)
-    feature_patience: int = 4
+    feature_epochs: int = 20  # the feature-based heads: at most this many epochs, early-stopped on dev
+    feature_min_epochs: int = 5  # ... and at least this many (an F1 starts at 0 while a head learns the prior)
+    feature_patience: int = 3
     feature_learning_rate: float = 3e-3
 
     def finetune_config(self) -> FinetuneConfig:

@@ -13,8 +13,9 @@ initialized two-layer 768-dimensional BiLSTM before the classification layer." (
   encoder with L layers, and :func:`collapsed_choices` says which rows coincide when L < 4.
   :class:`LayerMix` combines the chosen layers: one layer, a concatenation, or a weighted sum whose
   weights are a softmax of learned scalars (ELMo's scalar mix, without its global scale).
-* :func:`train_feature_head` trains a head on the features (a linear layer, or Table 7's BiLSTM for
-  tags) with Adam, epoch by epoch, and keeps the epoch that scores best on dev (early stopping).
+* :func:`train_feature_head` trains a head on the features (a one-hidden-layer MLP, a linear layer,
+  or Table 7's BiLSTM for tags) with Adam, epoch by epoch, and keeps the epoch that scores best on
+  dev (early stopping).
 """
 from __future__ import annotations
 
@@ -225,23 +226,32 @@ class TagBiLSTM(nn.Module):
 
 
 class FeatureHead(nn.Module):
-    """A :class:`LayerMix` and the task's layer on top: the only trained weights of the feature-based arm.
+    """A :class:`LayerMix` and the task's layers on top: the only trained weights of the feature-based arm.
 
-    pair: a linear layer on ``[CLS]`` (2 classes); choice: a vector scoring each ending's ``[CLS]``;
-    tag: a linear layer per word, or :class:`TagBiLSTM` (``tagger="bilstm"``); span: start and end vectors.
+    ``tagger`` picks what reads the mixed features: ``"mlp"`` (default) one hidden layer of
+    ``hidden`` GELU units then the output layer; ``"linear"`` the output layer alone; ``"bilstm"``
+    (tags only) Table 7's two-layer BiLSTM. The output layer is: pair, 2 classes on ``[CLS]``;
+    choice, one score per ending's ``[CLS]``; tag, the label set per word; span, start and end scores.
     """
 
     def __init__(self, kind: str, choice: str, num_layers: int, hidden_size: int, num_labels: int = 2,
-                 tagger: str = "linear") -> None:
+                 tagger: str = "mlp", hidden: int = 128) -> None:
         super().__init__()
-        if tagger not in ("linear", "bilstm"):
-            raise ValueError(f"tagger must be 'linear' or 'bilstm', got {tagger!r}")
+        if tagger not in ("mlp", "linear", "bilstm"):
+            raise ValueError(f"tagger must be 'mlp', 'linear' or 'bilstm', got {tagger!r}")
+        if tagger == "bilstm" and kind != "tag":
+            raise ValueError(f"the BiLSTM reads a sentence's words: it is for tags, not {kind!r}")
         self.kind, self.tagger = kind, tagger
         self.mix = LayerMix(choice, num_layers, hidden_size)
         d = self.mix.out_dim
         out = {"pair": num_labels, "choice": 1, "tag": num_labels, "span": 2}[kind]
         self.lstm = TagBiLSTM(d, num_labels) if tagger == "bilstm" else None
-        self.classifier = nn.Linear(d, out) if self.lstm is None else None
+        if tagger == "mlp":
+            self.classifier = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, out))
+        elif tagger == "linear":
+            self.classifier = nn.Linear(d, out)
+        else:
+            self.classifier = None
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         h = self.mix(x)
