@@ -183,7 +183,7 @@ ABLATION: dict[str, dict[str, Any]] = {
 # every doc_stride tokens (run_squad.py's flags), the other tasks truncate to max_seq_length.
 # task_options are the builders' harder constructions (negatives, distractors and companions chosen
 # by word overlap; at most two sentences an NER article), so that no word rule solves a task.
-# * smoke: a few items, one epoch, one learning rate: seconds.
+# * smoke: a few items, one epoch, one learning rate, MiniLM feature-based only: seconds.
 # * cpu: every training and test item for the small arms (a step of chapter 09's model costs
 #   milliseconds), fine-tuned for as many epochs as dev keeps improving (patience 2), one learning
 #   rate per task (measured on runs of every item: 1e-4 won on dev for QNLI, 1e-3 for NER, SWAG and
@@ -201,7 +201,8 @@ def _f4_lrs(small: tuple[float, ...], minilm: tuple[float, ...]) -> dict[str, tu
     return {"random": small, "pretrained": small, "minilm": minilm}
 
 
-_F4_SMOKE = dict(max_train=16, max_eval=12, minilm_train=8, minilm_eval=12, max_seq_length=96, doc_stride=32,
+_F4_SMOKE = dict(max_train=16, max_eval=12, minilm_train=8, minilm_eval=12, minilm_finetune=False, max_seq_length=96,
+                 doc_stride=32,
                  max_query_length=64, max_answer_length=10, epochs=1, batch_size=8, min_steps=2,
                  learning_rates=_f4_lrs(_F4_SMALL["smoke"], (1e-4,)), feature_epochs=2, feature_patience=1,
                  feature_min_epochs=1)
@@ -214,8 +215,8 @@ _F4_GPU = dict(max_train=None, max_eval=None, minilm_train=None, minilm_eval=Non
                **_F4_SPAN)
 ANALOGS: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {t: dict(_F4_SMOKE, task_options=_F4_HARD[t]) for t in ("qnli", "squad11", "squad20", "ner", "swag")},
-    "cpu": {"qnli": dict(_F4_CPU, max_seq_length=64, epochs=12, patience=3, learning_rates=_f4_lrs((1e-4,), (5e-5,)),
-                         task_options=_F4_HARD["qnli"]),
+    "cpu": {"qnli": dict(_F4_CPU, max_seq_length=64, epochs=12, patience=3,
+                         learning_rates=_f4_lrs((1e-4,), (5e-5,)), task_options=_F4_HARD["qnli"]),
             "squad11": dict(_F4_CPU, task_options=_F4_HARD["squad11"]),
             "squad20": dict(_F4_CPU, task_options=_F4_HARD["squad20"]),
             "ner": dict(_F4_CPU, max_seq_length=64, epochs=5, task_options=_F4_HARD["ner"]),

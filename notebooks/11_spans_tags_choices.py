@@ -374,7 +374,7 @@ display(
 # (`run_squad.py`). A token then sits in several windows; its start counts only in the
 # one where it has the most context,
 # $\text{score}(t, w) = \min(t - \text{start}_w,\ \text{end}_w - t) + 0.01\,|w|$,
-# the first window on ties. Below, a passage in three windows of 32 tokens, with an
+# the first window on ties. Below, a passage cut into windows of 32 tokens, with an
 # answer that crosses the end of the first: that window cannot hold it and points at
 # `[CLS]` instead.
 
