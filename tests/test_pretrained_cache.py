@@ -65,6 +65,10 @@ def test_trains_once_then_reads_the_cache(tmp_path, small_presets):
     # another seed is another run
     with pytest.raises(FileNotFoundError, match="no finished pre-training run"):
         pt.pretrained_model("smoke", 1, tmp_path, device="cpu", build=False)
+    # a reader of the model alone skips the corpus: no data, no tokenizer, the same weights and folder
+    bare = pt.pretrained_model("smoke", 0, tmp_path, device="cpu", build=False, with_data=False)
+    assert bare.data is None and bare.tokenizer is None and bare.model_dir == first.model_dir
+    assert same_weights(bare.model, first.model)
 
 
 def test_interrupted_run_is_resumed(tmp_path, small_presets):
