@@ -48,7 +48,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
-from . import progress, report
+from . import plan, progress, report
 from .cache import ARTIFACTS_ENV
 from .chapters import (NOTEBOOKS_DIR, find_chapters, hide_injected_parameters,
                        notebook_parameters, pairing_differences, read_notebook, select_chapters,
@@ -496,6 +496,7 @@ def build(profile: str | None = None, chapters: Sequence[str] | None = None, see
     summary = report.render_summary(records, timings, profile=prof, provenance=prov,
                                     failure=None if failure is None else " — ".join(
                                         ln.strip() for ln in str(failure).splitlines()[:2]))
+    summary += "\n" + plan.predicted_vs_actual(prof, timings)
     report.atomic_write_text(output / "summary.md", summary)
     if failure is not None:
         raise failure
@@ -574,12 +575,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=BUILD_DIR, help=f"output folder (default {BUILD_DIR})")
     p.add_argument("--notebooks", type=Path, default=NOTEBOOKS_DIR,
                    help=f"folder of NN_slug.ipynb chapters (default {NOTEBOOKS_DIR})")
+    plan.add_plan_arguments(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry; returns the exit status (0 ok, 1 a chapter or the HTML failed, 2 bad input)."""
     args = _parser().parse_args(argv)
+    if args.plan or args.json or args.measure:
+        return plan.plan_main(args)
     try:
         build(profile=args.profile, chapters=args.chapters, seed=args.seed, device=args.device,
               online=args.online, html=args.html, output=args.output, notebooks_dir=args.notebooks)

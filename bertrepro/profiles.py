@@ -22,7 +22,7 @@ import torch
 
 __all__ = ["PROFILES", "OFFLINE_ENV", "default_profile", "check_profile", "resolve_profile", "resolve_device", "pick",
            "set_offline", "PRETRAIN", "FINETUNE", "ABLATION", "PAPER_LEARNING_RATES", "PAPER_BATCH_SIZE",
-           "PAPER_EPOCHS", "PAPER_WARMUP_PROPORTION", "FIGURE4"]
+           "PAPER_EPOCHS", "PAPER_WARMUP_PROPORTION", "FIGURE4", "PLAN", "PLAN_RATE_PROFILE"]
 
 PROFILES = ("smoke", "cpu", "gpu")
 
@@ -103,8 +103,8 @@ PAPER_WARMUP_PROPORTION = 0.1
 #   slowly; 2e-3 and 4e-3 left NSP at chance longer), 10 % warm-up, no dropout (dropout 0.1 ended
 #   lower on both tasks in equal time, as did H=256).
 # * gpu: BERT-base with the paper's optimiser (lr 1e-4, batch 256, 128 tokens, dropout 0.1) and the
-#   released 30,522-piece uncased vocabulary; 4k steps with 400 warm-up instead of 1M/10k (the bundled
-#   corpus is about 1.2M tokens, so 4k steps are about 100 passes).
+#   released 30,522-piece uncased vocabulary; 2k steps with 200 warm-up instead of 1M/10k (the bundled
+#   corpus is about 1.2M tokens, so 2k steps are about 50 passes).
 PRETRAIN: dict[str, dict[str, Any]] = {
     "smoke": dict(max_documents=200, eval_documents=40, vocab_size=600, max_seq_length=32,
                   max_predictions_per_seq=5, num_hidden_layers=2, hidden_size=32, num_attention_heads=2,
@@ -114,10 +114,12 @@ PRETRAIN: dict[str, dict[str, Any]] = {
                 hidden_size=128, num_attention_heads=2, batch_size=32, learning_rate=1e-3,
                 warmup_steps=600, total_steps=6000, log_every=50, checkpoint_every=1000,
                 keep_checkpoints=6, eval_batch_size=128, dropout=0.0, num_threads=2),
+    # gpu cut to fit the 10-minute plan (bertrepro.plan): 2k steps (was 4k; ~50 passes over the corpus,
+    # a less-trained model for chapters 10-13 to fine-tune), warm-up 200, a checkpoint every 400 steps.
     "gpu": dict(vocab="bert-base-uncased", vocab_size=30522, max_seq_length=128,
                 max_predictions_per_seq=20, num_hidden_layers=12, hidden_size=768, num_attention_heads=12,
-                batch_size=256, learning_rate=1e-4, warmup_steps=400, total_steps=4_000,
-                log_every=100, eval_every=1_000, checkpoint_every=800, keep_checkpoints=5, eval_batch_size=256,
+                batch_size=256, learning_rate=1e-4, warmup_steps=200, total_steps=2_000,
+                log_every=100, eval_every=500, checkpoint_every=400, keep_checkpoints=5, eval_batch_size=256,
                 dropout=0.1),
 }
 
@@ -169,9 +171,12 @@ ABLATION: dict[str, dict[str, Any]] = {
                 sizes=(), table6_steps=1000, table8_shape=(1, 64, 2), table8_mixes=(),
                 table8_steps=1000, cloze_items=2000, cloze_context=4, probe_sizes=(10, "all"), probe_seeds=3,
                 finetune_sizes=(10,), finetune_seeds=2, learning_rates=_SMALL_MODEL_LEARNING_RATES["cpu"]),
-    "gpu": dict(matched_step=800, snapshots=5,
-                sizes=((3, 768, 12), (6, 768, 12)), table6_steps=800, table8_shape=(4, 256, 4),
-                table8_mixes=_MIXES, table8_steps=1000, cloze_items=5000, cloze_context=5, probe_sizes=(10, "all"),
+    # gpu cut to fit the 10-minute plan: Table 5 at step 400 of 2,000 (a fifth of chapter 09's FLOPs:
+    # the arms are compared early in training), Table 6 runs of 400 steps (was 800: less separation),
+    # Table 8 runs of 500 steps (was 1,000: the mixes' differences, a point or less in the paper, shrink).
+    "gpu": dict(matched_step=400, snapshots=5,
+                sizes=((3, 768, 12), (6, 768, 12)), table6_steps=400, table8_shape=(4, 256, 4),
+                table8_mixes=_MIXES, table8_steps=500, cloze_items=5000, cloze_context=5, probe_sizes=(10, "all"),
                 probe_seeds=5, finetune_sizes=(10,), finetune_seeds=3,
                 learning_rates=_SMALL_MODEL_LEARNING_RATES["gpu"]),
 }
@@ -223,4 +228,22 @@ FIGURE4: dict[str, dict[str, dict[str, Any]]] = {
                             learning_rates=_f4_lrs((5e-5,), (5e-5,))),
             "ner": dict(_F4_GPU),
             "swag": dict(_F4_GPU, max_seq_length=128, batch_size=16, learning_rates=_f4_lrs((2e-5,), (2e-5,)))},
+}
+
+# The compute plan's per-profile numbers (bertrepro.plan): where its seconds are priced ("h100": FLOPs at
+# 40 % of an H100's bf16 peak; "cpu": at chapter 09's measured cpu rate) and the fixed seconds of each
+# chapter (kernel start, data, tokenizers, figures, checks that are not training) and of the HTML build.
+# cpu: from the measured cpu build (chapters 01-08 and 13 took 119 s together, about 13 s each; chapter
+# 09 494 s, of which its 6,000 steps at 12.5 steps/s are 480 s). Chapters 10-12's are their measured
+# times less their planned runs (10: 267 - 149 s; 11: 209 - 140 s; 12: 1,029 s less 805 s of runs and
+# ~90 s that the tiny Table 6/8 shapes ran over their FLOP rate, for 9 final models, scaled to the 3 it
+# now evaluates at cpu). gpu: the same CPU-side work, more for BERT-base's loading and chapter 13.
+PLAN_RATE_PROFILE = "cpu"  # the profile whose chapter 09 speed anchors the CPU rate (bertrepro.plan)
+_PLAN_CPU_FIXED = {**{f"{c:02d}": 13.0 for c in range(1, 14)}, "09": 14.0, "10": 118.0, "11": 69.0, "12": 100.0,
+                   "html": 60.0}
+PLAN: dict[str, dict[str, Any]] = {
+    "smoke": dict(device="cpu", fixed={**{f"{c:02d}": 8.0 for c in range(1, 14)}, "html": 30.0}),
+    "cpu": dict(device="cpu", fixed=_PLAN_CPU_FIXED),
+    "gpu": dict(device="h100", fixed={**_PLAN_CPU_FIXED, "09": 30.0, "10": 40.0, "11": 60.0, "12": 60.0,
+                                      "13": 30.0}),
 }
