@@ -75,3 +75,15 @@ def test_predicted_against_actual_table():
     pred = plan.plan("cpu")["chapters"]
     assert f"| 09_pretraining | {pred['09']:.0f} | 600 | {600 / pred['09']:.2f} |" in md
     assert "12_ablations" in md
+
+
+def test_workflow_gpu_timeout_covers_the_plan():
+    import yaml
+
+    from pathlib import Path
+
+    wf = yaml.safe_load((Path(__file__).resolve().parents[1] / ".github" / "workflows" / "book.yml").read_text())
+    gpu = wf["jobs"]["gpu"]
+    minutes = plan.plan("gpu")["total_seconds"] / 60
+    assert minutes + 5 <= gpu["timeout-minutes"] <= 3 * minutes  # room for install, not a blank cheque
+    assert any("--plan --profile gpu" in step.get("run", "") for step in gpu["steps"])
