@@ -48,7 +48,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
-from . import plan, progress, report
+from . import dryrun, plan, progress, report
 from .cache import ARTIFACTS_ENV
 from .chapters import (NOTEBOOKS_DIR, find_chapters, hide_injected_parameters,
                        notebook_parameters, pairing_differences, read_notebook, select_chapters,
@@ -576,6 +576,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--notebooks", type=Path, default=NOTEBOOKS_DIR,
                    help=f"folder of NN_slug.ipynb chapters (default {NOTEBOOKS_DIR})")
     plan.add_plan_arguments(p)
+    p.add_argument("--dry-run", action="store_true",
+                   help=f"run the gpu profile on the CPU with its counts cut (bertrepro.dryrun), into "
+                        f"{dryrun.DRY_RUN_OUTPUT} unless --output is given")
     return p
 
 
@@ -584,9 +587,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.plan or args.json or args.measure:
         return plan.plan_main(args)
+    dry = {}
+    if args.dry_run:
+        if args.profile not in (None, "gpu"):
+            print(f"error: --dry-run runs the gpu profile; drop --profile {args.profile} or --dry-run", file=sys.stderr)
+            return 2
+        args.profile, args.device = "gpu", args.device or "cpu"
+        args.output = BOOK_DIR.parent / dryrun.DRY_RUN_OUTPUT if args.output == BUILD_DIR else args.output
+        dry = {dryrun.DRY_RUN_ENV: "1"}
     try:
-        build(profile=args.profile, chapters=args.chapters, seed=args.seed, device=args.device,
-              online=args.online, html=args.html, output=args.output, notebooks_dir=args.notebooks)
+        with _environ(dry):
+            build(profile=args.profile, chapters=args.chapters, seed=args.seed, device=args.device,
+                  online=args.online, html=args.html, output=args.output, notebooks_dir=args.notebooks)
     except ChapterError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

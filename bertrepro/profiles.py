@@ -20,6 +20,8 @@ from typing import Any, Mapping
 
 import torch
 
+from .dryrun import cut_counts, is_dry_run
+
 __all__ = ["PROFILES", "OFFLINE_ENV", "default_profile", "check_profile", "resolve_profile", "resolve_device", "pick",
            "set_offline", "PRETRAIN", "FINETUNE", "ABLATION", "PAPER_LEARNING_RATES", "PAPER_BATCH_SIZE",
            "PAPER_EPOCHS", "PAPER_WARMUP_PROPORTION", "FIGURE4", "PLAN", "PLAN_RATE_PROFILE"]
@@ -247,3 +249,7 @@ PLAN: dict[str, dict[str, Any]] = {
     "gpu": dict(device="h100", fixed={**_PLAN_CPU_FIXED, "09": 30.0, "10": 40.0, "11": 60.0, "12": 60.0,
                                       "13": 30.0}),
 }
+
+# A dry run (bertrepro.dryrun, the runner's --dry-run) executes the gpu profile on the CPU with its counts cut.
+if is_dry_run():
+    cut_counts(PRETRAIN["gpu"], FINETUNE["gpu"], ABLATION["gpu"], FIGURE4["gpu"])
