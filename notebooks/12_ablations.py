@@ -361,7 +361,7 @@ def crossover_sentence(key, c):
 
 curve_learned = all(gates[names[o]]["learned"] for o in ("mlm_nsp", "ltr"))
 caveat = "" if curve_learned else (
-    "\n\n*The final models of MLM + NSP and LTR did not both pass their learning "
+    "\n\n*The Table 5 models of MLM + NSP and LTR did not both pass their learning "
     "checks, so the curve decides nothing at this profile.*")
 display(Markdown("\n".join(crossover_sentence(k, c) for k, c in cross.items()) + caveat
                  + "\n\n" + "\n\n".join("* " + gated_sentence(c) for c in c1)))
