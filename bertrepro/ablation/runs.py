@@ -206,11 +206,11 @@ def pretrain_config(settings: AblationSettings, objective: str, seed: int = 0, d
     else:
         flops = flops or equal_flop_ltr_steps(settings, seed)
         total = int(flops["ltr_total_steps"])
-        stop = min(total, max(settings.snapshots, int(flops["ltr_stop_step"])))  # never past the schedule
+        stop = min(total, max(1, int(flops["ltr_stop_step"])))  # equal FLOPs, and never past the schedule
         warmup = round(total * base.warmup_steps / base.total_steps)
     return dataclasses.replace(base, objective=objective, total_steps=total, warmup_steps=warmup,
                                max_steps=None if stop == total else stop,
-                               checkpoint_every=math.ceil(stop / settings.snapshots),
+                               checkpoint_every=max(1, math.ceil(stop / settings.snapshots)),
                                keep_checkpoints=settings.snapshots + 1)
 
 
