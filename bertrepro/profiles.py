@@ -244,7 +244,9 @@ PLAN_RATE_PROFILE = "cpu"  # the profile whose chapter 09 speed anchors the CPU 
 _PLAN_CPU_FIXED = {**{f"{c:02d}": 13.0 for c in range(1, 14)}, "09": 14.0, "10": 118.0, "11": 69.0, "12": 100.0,
                    "html": 60.0}
 PLAN: dict[str, dict[str, Any]] = {
-    "smoke": dict(device="cpu", fixed={**{f"{c:02d}": 8.0 for c in range(1, 14)}, "html": 30.0}),
+    # smoke: 8 s a chapter, but 11 (29-33 s measured) and 12 (104-106 s on a contended 2-core machine)
+    "smoke": dict(device="cpu", fixed={**{f"{c:02d}": 8.0 for c in range(1, 14)}, "11": 30.0, "12": 95.0,
+                                       "html": 30.0}),
     "cpu": dict(device="cpu", fixed=_PLAN_CPU_FIXED),
     "gpu": dict(device="h100", fixed={**_PLAN_CPU_FIXED, "09": 30.0, "10": 40.0, "11": 60.0, "12": 60.0,
                                       "13": 30.0}),
