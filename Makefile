@@ -64,7 +64,7 @@ wheelhouse:
 	$(or $(wildcard $(PY)),$(PYTHON)) -P bertrepro/wheelhouse.py collect $(WHEELHOUSE) --python-version $(WHEELHOUSE_PYTHON)
 
 book: $(STAMP)
-	$(PY) -m bertrepro.book $(if $(PROFILE),--profile $(PROFILE)) $(if $(ONLINE),--online)
+	$(PY) -m bertrepro.book $(if $(PROFILE),--profile $(PROFILE)) $(if $(ONLINE),--online) $(if $(DRY_RUN),--dry-run --no-html)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

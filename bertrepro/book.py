@@ -51,7 +51,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
-from . import bookguard, progress, report, scorecard
+from . import bookguard, dryrun, plan, progress, report, scorecard
 from .arguments import INTERRUPTED, plain_text
 from .cache import ARTIFACTS_ENV
 from .chapters import (NOTEBOOKS_DIR, find_chapters, hide_injected_parameters,
@@ -515,6 +515,7 @@ def _build_locked(profile: str | None, chapters: Sequence[str] | None, seed: int
     summary = scorecard.render_summary(records, timings, profile=prof, provenance=prov,
                                     failure=None if failure is None else " — ".join(
                                         ln.strip() for ln in str(failure).splitlines()[:2]))
+    summary += "\n" + plan.predicted_vs_actual(prof, timings)
     report.atomic_write_text(output / "summary.md", summary)
     if failure is not None:
         raise failure
@@ -607,15 +608,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=BUILD_DIR, help=f"output folder (default {BUILD_DIR})")
     p.add_argument("--notebooks", type=Path, default=NOTEBOOKS_DIR,
                    help=f"folder of NN_slug.ipynb chapters (default {NOTEBOOKS_DIR})")
+    plan.add_plan_arguments(p)
+    p.add_argument("--dry-run", action="store_true",
+                   help=f"run the gpu profile on the CPU with its counts cut (bertrepro.dryrun), into "
+                        f"{dryrun.DRY_RUN_OUTPUT} unless --output is given")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry; returns the exit status (0 ok, 1 a chapter or the HTML failed, 2 bad input)."""
     args = _parser().parse_args(argv)
+    if args.plan or args.json or args.measure:
+        return plan.plan_main(args)
+    dry = {}
+    if args.dry_run:
+        if args.profile not in (None, "gpu"):
+            print(f"error: --dry-run runs the gpu profile; drop --profile {args.profile} or --dry-run", file=sys.stderr)
+            return 2
+        args.profile, args.device = "gpu", args.device or "cpu"
+        args.output = BOOK_DIR.parent / dryrun.DRY_RUN_OUTPUT if args.output == BUILD_DIR else args.output
+        dry = {dryrun.DRY_RUN_ENV: "1"}
     try:
-        build(profile=args.profile, chapters=args.chapters, seed=args.seed, device=args.device,
-              online=args.online, html=args.html, output=args.output, notebooks_dir=args.notebooks)
+        with _environ(dry):
+            build(profile=args.profile, chapters=args.chapters, seed=args.seed, device=args.device,
+                  online=args.online, html=args.html, output=args.output, notebooks_dir=args.notebooks)
     except ChapterError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

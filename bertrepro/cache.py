@@ -28,6 +28,7 @@ from __future__ import annotations
 import ast
 import fcntl
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -43,8 +44,8 @@ from . import progress
 from .data import DEFAULT_CORPUS, wiki_vital_path
 from .io import append_jsonl, atomic_write_text, sha256_file
 
-__all__ = ["ARTIFACTS_ENV", "PACKAGE_DIR", "PRESENTATION", "code_closure", "corpus_digests", "artifact_inputs", "fingerprint",
-           "describe_changes", "manifest_path", "check", "commit", "lock", "cached_file", "cached_dir",
+__all__ = ["ARTIFACTS_ENV", "PACKAGE_DIR", "PRESENTATION", "code_closure", "corpus_digests", "artifact_inputs", "fingerprint", "VERSIONED",
+           "library_versions", "describe_changes", "manifest_path", "check", "commit", "lock", "cached_file", "cached_dir",
            "log_artifact", "announce", "BOOK_ROOTS", "cache_key", "main"]
 
 ARTIFACTS_ENV = "BERTREPRO_ARTIFACTS_LOG"
@@ -155,10 +156,27 @@ def artifact_inputs(roots: Iterable[str], config: Mapping[str, Any], corpus: Any
                     device: str | torch.device = "cpu", package_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Everything an artifact depends on: ``code`` (:func:`code_closure` of ``roots``), ``config``
     (flattened to dotted keys, e.g. ``pretrain.max_steps``), ``corpus`` (:func:`corpus_digests`;
-    None: no corpus), the ``torch`` version and the ``device`` type."""
+    None: no corpus), the ``torch`` version, the ``versions`` of the other libraries whose code makes
+    artifacts (:data:`VERSIONED`) and the ``device`` type."""
     return {"code": code_closure(roots, package_dir), "config": _flatten(config),
             "corpus": corpus_digests(corpus) if corpus is not None else {},
-            "torch": torch.__version__, "device": torch.device(device).type}
+            "torch": torch.__version__, "versions": library_versions(), "device": torch.device(device).type}
+
+
+#: Libraries besides torch whose versions are fingerprinted: the fast tokenizers, transformers'
+#: models and tokenizers (the reference implementations), numpy (random draws and arrays).
+VERSIONED = ("tokenizers", "transformers", "numpy")
+
+
+def library_versions() -> dict[str, str]:
+    """``{name: version}`` of :data:`VERSIONED` as installed ("absent" when not installed)."""
+    out = {}
+    for name in VERSIONED:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
 
 
 def fingerprint(inputs: Mapping[str, Any]) -> str:
@@ -182,9 +200,14 @@ def describe_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
         parts.append("config changed: " + ", ".join(shown) + (f" (and {len(keys) - 4} more)" if len(keys) > 4 else ""))
     if names := _changed_keys(old.get("corpus", {}), new.get("corpus", {})):
         parts.append("corpus changed: " + ", ".join(names))
-    for what in ("torch", "device"):
-        if old.get(what) != new.get(what):
-            parts.append(f"{what} changed: {old.get(what)} -> {new.get(what)}")
+    if old.get("torch") != new.get("torch"):
+        parts.append(f"torch changed: {old.get('torch')} -> {new.get('torch')}")
+    ov, nv = old.get("versions", {}), new.get("versions", {})
+    if names := _changed_keys(ov, nv):
+        parts.append("versions changed: " + ", ".join(f"{n} {ov.get(n, '<absent>')} -> {nv.get(n, '<absent>')}"
+                                                       for n in names))
+    if old.get("device") != new.get("device"):
+        parts.append(f"device changed: {old.get('device')} -> {new.get('device')}")
     return "; ".join(parts) or "the inputs differ"
 
 

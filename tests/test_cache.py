@@ -194,3 +194,18 @@ def test_cache_key_command(capsys):
     assert cache.main(["key"]) == 0
     assert re.fullmatch(r"[0-9a-f]{64}\n", capsys.readouterr().out)
     assert cache.main([]) == 2
+
+
+@pytest.mark.parametrize("library", ["tokenizers", "transformers", "numpy"])
+def test_library_versions_are_inputs(library, monkeypatch):
+    """A new tokenizers, transformers or numpy changes every fingerprint (the vocabulary's included),
+    and the stale line names it."""
+    import importlib.metadata
+
+    before = cache.artifact_inputs(VOCAB_ROOTS, {}, None, "cpu")
+    assert before["versions"][library] == importlib.metadata.version(library)
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda n: "9.9.9" if n == library else real(n))
+    after = cache.artifact_inputs(VOCAB_ROOTS, {}, None, "cpu")
+    assert cache.fingerprint(before) != cache.fingerprint(after)
+    assert cache.describe_changes(before, after) == f"versions changed: {library} {before['versions'][library]} -> 9.9.9"

@@ -32,28 +32,30 @@ from .appendix import (PAPER_TABLE8_ROWS, arm_table, crossover, crossover_claim,
                        table8_claims, table8_summary)
 from .cloze import (ARM_CLOZE_MODE, CLOZE_MODES, MIN_NSP_BALANCED, MIN_OVER_BASELINE, MIN_Z, ClozeItems, ClozeScores,
                     cloze_inputs, cloze_scores, gate_note, learning_check, make_cloze_items, word_token_mask)
-from .experiment import results_inputs, run_ablation
+from .experiment import learning_curve, results_inputs, run_ablation
 from .measure import finetune_rows, measure, probe_rows, run_summary, topic_encoder
-from .runs import (SETTINGS, AblationSettings, TrainedRun, ablation_dir, differing_fields, equal_flop_ltr_steps,
+from .runs import (SETTINGS, AblationSettings, TrainedRun, ablation_dir, at_step, differing_fields, equal_flop_ltr_steps,
                    load_run, mix_label, mix_name, planned_runs, pretrain_config, run_dir, run_name, run_role,
                    settings_for, snapshot_dirs, table6_name, table8_name, train_or_load)
-from .tables import (PAPER_ROWS, PAPER_TABLE5_COLUMNS, PAPER_TABLE6_COLUMNS, claim_size, gate_claim, gated_sentence,
-                     paper_difference, plot_table5, plot_table6, table5_claims, table5_summary, table6_claims,
+from .tables import (GPU_ONLY, PAPER_ROWS, PAPER_TABLE5_COLUMNS, PAPER_TABLE6_COLUMNS, claim_size, gate_claim,
+                     gated_sentence, gpu_only_sentence, matched_flops, nsp_sentence, paper_difference,
+                     plateau_exit, plateau_sentence, plot_learning_curve, plot_table5, plot_table6, table5_claims, table5_summary, table6_claims,
                      table6_summary, topic_correct)
 
 __all__ = [
     # runs
     "run_name", "table6_name", "table8_name", "mix_name", "mix_label", "run_role", "AblationSettings", "SETTINGS",
     "settings_for", "pretrain_config", "differing_fields", "planned_runs", "ablation_dir", "TrainedRun", "run_dir",
-    "train_or_load", "load_run", "snapshot_dirs", "equal_flop_ltr_steps",
+    "train_or_load", "at_step", "load_run", "snapshot_dirs", "equal_flop_ltr_steps",
     # cloze
     "CLOZE_MODES", "ARM_CLOZE_MODE", "ClozeItems", "word_token_mask", "make_cloze_items", "cloze_inputs",
     "ClozeScores", "cloze_scores", "MIN_OVER_BASELINE", "MIN_Z", "MIN_NSP_BALANCED", "learning_check", "gate_note",
     # measure, experiment
-    "topic_encoder", "probe_rows", "finetune_rows", "run_summary", "measure", "results_inputs", "run_ablation",
+    "topic_encoder", "probe_rows", "finetune_rows", "run_summary", "measure", "results_inputs", "learning_curve", "run_ablation",
     # tables, appendix
     "PAPER_ROWS", "PAPER_TABLE5_COLUMNS", "PAPER_TABLE6_COLUMNS", "topic_correct", "claim_size", "table5_summary",
     "table6_summary", "table5_claims", "table6_claims", "paper_difference", "plot_table5", "plot_table6",
-    "gate_claim", "gated_sentence", "PAPER_TABLE8_ROWS", "arm_table", "curve_rows", "crossover", "crossover_claim",
+    "gate_claim", "gated_sentence", "GPU_ONLY", "matched_flops", "nsp_sentence", "plateau_sentence", "plateau_exit",
+    "gpu_only_sentence", "plot_learning_curve", "PAPER_TABLE8_ROWS", "arm_table", "curve_rows", "crossover", "crossover_claim",
     "table8_summary", "table8_claims", "plot_crossover",
 ]

@@ -86,8 +86,8 @@ def run_summary(run: TrainedRun, data: PretrainData) -> dict[str, Any]:
     """Steps, counted FLOPs, wall time and final losses of one run (the compact per-arm table).
 
     ``steps`` is the step the run's model is at (a run that trained past a since-lowered
-    ``max_steps`` is not cut back); ``wall_seconds`` its training wall time over every restart
-    (``elapsed_s`` of its last log line); ``final_lm_loss`` the masked-LM (LTR: next-token) loss
+    ``max_steps`` is not cut back; a run read at a kept checkpoint is at that step);
+    ``wall_seconds`` its training wall time over every restart (``elapsed_s`` of its last log line); ``final_lm_loss`` the masked-LM (LTR: next-token) loss
     of its last log window, without NSP, the same loss as ``heldout_loss``.
     """
     c = run.config
@@ -95,7 +95,7 @@ def run_summary(run: TrainedRun, data: PretrainData) -> dict[str, Any]:
     predicted = mean_predictions(data, c)
     sf = train_step_flops(bert, c.batch_size, c.max_seq_length, predicted)
     last = run.metrics[-1] if run.metrics else {}
-    steps = int(last.get("step", c.stop_step))
+    steps = run.step if run.step is not None else int(last.get("step", c.stop_step))
     ev = run.evaluation
     return {"objective": c.objective, "role": run_role(run.name),
             "shape": [c.num_hidden_layers, c.hidden_size, c.num_attention_heads],

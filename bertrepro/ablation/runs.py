@@ -16,20 +16,22 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ..finetune.curves import BUDGETS, Budget
 from ..io import cache_dir
+from ..checkpoints import load_pretrained
 from ..model import BertForPreTraining
 from ..pretrain.config import OBJECTIVES, PretrainConfig, differences
-from ..pretrain.data import mean_predictions, prepare_data
+from ..pretrain.data import PretrainData, mean_predictions, prepare_data, validation_examples
+from ..pretrain.evaluate import evaluate
 from ..pretrain.runs import load_or_train, pretrained_dir
 from ..profiles import ABLATION, PRETRAIN, PROFILES, check_profile
 from ..train.flops import steps_for_flops, train_step_flops
 
 __all__ = ["run_name", "table6_name", "table8_name", "mix_name", "mix_label", "run_role", "AblationSettings",
            "SETTINGS", "settings_for", "pretrain_config", "differing_fields", "planned_runs", "ablation_dir",
-           "TrainedRun", "run_dir", "train_or_load", "load_run", "snapshot_dirs", "equal_flop_ltr_steps"]
+           "TrainedRun", "run_dir", "train_or_load", "at_step", "load_run", "snapshot_dirs", "equal_flop_ltr_steps"]
 
 
 def run_name(objective: str, shape: Sequence[int]) -> str:
@@ -68,12 +70,12 @@ class AblationSettings:
     """What chapter 12 runs at one profile (see :data:`bertrepro.profiles.ABLATION`)."""
 
     profile: str  # smoke | cpu | gpu: the PretrainConfig preset every run starts from
-    ltr_fraction: float  # the LTR arm stops at this fraction of its equal-FLOP schedule
-    ltr_snapshots: int  # kept LTR checkpoints (evenly spaced up to its stop)
-    sizes: tuple[tuple[int, int, int], ...]  # the Table 6 grid (MLM + NSP), smallest first
+    matched_step: int  # Table 5 compares the arms at the FLOPs of chapter 09's run at this step (a kept checkpoint)
+    snapshots: int  # kept checkpoints of the MLM and LTR arms (evenly spaced up to their stop)
+    sizes: tuple[tuple[int, int, int], ...]  # the Table 6 grid (MLM + NSP), smallest first; () = gpu profile only
     table6_steps: int  # schedule of every Table 6 run (10 % warm-up)
     table8_shape: tuple[int, int, int]  # the Table 8 runs' shape (MLM, no NSP)
-    table8_mixes: tuple[tuple[float, float, float], ...]  # MASK/SAME/RND rows; the first is the reference
+    table8_mixes: tuple[tuple[float, float, float], ...]  # MASK/SAME/RND rows, the first the reference; () = gpu only
     table8_steps: int
     cloze_items: int = 2000  # held-out cloze items (one blank each)
     cloze_context: int = 4  # at least this many word pieces on EACH side of a blank
@@ -89,16 +91,21 @@ class AblationSettings:
             L, H, A = shape
             if min(L, H, A) < 1 or H % A:
                 raise ValueError(f"shape L/H/A = {L}/{H}/{A} is invalid: all must be positive and A must divide H")
-        if len(set(self.sizes)) != len(self.sizes) or len(self.sizes) < 2:
-            raise ValueError(f"the size grid needs at least two distinct shapes, got {self.sizes}")
-        if not 0 < self.ltr_fraction <= 1 or self.ltr_snapshots < 2:
-            raise ValueError(f"need 0 < ltr_fraction <= 1 and ltr_snapshots >= 2, got {self.ltr_fraction!r}, "
-                             f"{self.ltr_snapshots!r}")
+        if len(set(self.sizes)) != len(self.sizes) or len(self.sizes) == 1:
+            raise ValueError(f"the size grid needs at least two distinct shapes (or none), got {self.sizes}")
+        if self.snapshots < 2:
+            raise ValueError(f"need snapshots >= 2, got {self.snapshots!r}")
+        preset = PRETRAIN[self.profile]
+        every, total = preset["checkpoint_every"], preset["total_steps"]
+        kept = range(max(every, total - (preset["keep_checkpoints"] - 1) * every), total + 1, every)
+        if not isinstance(self.matched_step, int) or self.matched_step not in kept:
+            raise ValueError(f"matched_step must be a kept checkpoint step of chapter 09's run ({list(kept)}), "
+                             f"got {self.matched_step!r}")
         for name in ("table6_steps", "table8_steps"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 2:
                 raise ValueError(f"{name} must be an int >= 2, got {getattr(self, name)!r}")
-        if len(self.table8_mixes) < 2 or len({mix_name(m) for m in self.table8_mixes}) != len(self.table8_mixes):
-            raise ValueError(f"Table 8 needs at least two distinct mixes, got {self.table8_mixes}")
+        if len(self.table8_mixes) == 1 or len({mix_name(m) for m in self.table8_mixes}) != len(self.table8_mixes):
+            raise ValueError(f"Table 8 needs at least two distinct mixes (or none), got {self.table8_mixes}")
         if self.cloze_items < 1 or self.cloze_context < 1:
             raise ValueError(f"need cloze_items >= 1 and cloze_context >= 1, got {self.cloze_items}, {self.cloze_context}")
         if self.probe_seeds < 1 or self.finetune_seeds < 1 or not self.learning_rates:
@@ -111,6 +118,16 @@ class AblationSettings:
         """(L, H, A) of the Table 5 arms: chapter 09's preset (the MLM + NSP arm is chapter 09's run)."""
         preset = PRETRAIN[self.profile]
         return preset["num_hidden_layers"], preset["hidden_size"], preset["num_attention_heads"]
+
+    @property
+    def table6(self) -> bool:
+        """Whether this profile runs Table 6 (else its claims are decided at the gpu profile)."""
+        return bool(self.sizes)
+
+    @property
+    def table8(self) -> bool:
+        """Whether this profile runs Table 8 (else its claims are decided at the gpu profile)."""
+        return bool(self.table8_mixes)
 
     @property
     def budget(self) -> Budget:
@@ -143,11 +160,15 @@ def _short(settings: AblationSettings, objective: str, shape: Sequence[int], ste
 
 
 def equal_flop_ltr_steps(settings: AblationSettings, seed: int = 0) -> dict[str, float]:
-    """The LTR schedule with the FLOPs of chapter 09's run, from counted predicted positions.
+    """The LTR schedule with the FLOPs of chapter 09's run, and the stop steps of equal FLOPs, from counted
+    predicted positions.
 
     Returns ``mlm_predicted`` / ``ltr_predicted`` (positions per step, counted on epoch 0 of each
     run's own data), ``mlm_step_flops`` / ``ltr_step_flops`` (:func:`bertrepro.train.flops.train_step_flops`),
-    ``ch09_flops`` and ``ltr_total_steps``.
+    ``mlm_long_step_flops`` / ``ltr_long_step_flops`` (a step of the second phase, Appendix A.2),
+    ``ch09_flops`` and ``ltr_total_steps`` (the LTR schedule), ``matched_flops`` (chapter 09's run at
+    ``settings.matched_step``), ``matched_step`` and ``ltr_stop_step`` (the LTR step closest to
+    ``matched_flops``: Table 5's arms are compared there).
     """
     base = PretrainConfig.for_profile(settings.profile, seed=seed)
     ltr = dataclasses.replace(base, objective="ltr")
@@ -157,18 +178,35 @@ def equal_flop_ltr_steps(settings: AblationSettings, seed: int = 0) -> dict[str,
     B, T = base.batch_size, base.max_seq_length
     out["mlm_step_flops"] = train_step_flops(bert, B, T, out["mlm_predicted"])
     out["ltr_step_flops"] = train_step_flops(bert, B, T, out["ltr_predicted"])
-    out["ch09_flops"] = base.total_steps * out["mlm_step_flops"]
-    out["ltr_total_steps"] = steps_for_flops(out["ch09_flops"], out["ltr_step_flops"])
+    # the second phase (Appendix A.2): the last steps of chapter 09's run are longer, and so are the LTR
+    # schedule's, which shares its phases (it stops long before its own second phase)
+    p1, p2 = base.phase_steps()
+    long_T = base.phase_config(1).max_seq_length
+    out["mlm_long_step_flops"] = train_step_flops(bert, B, long_T, mean_predictions(data, base, phase=1)) \
+        if p2 else out["mlm_step_flops"]
+    out["ltr_long_step_flops"] = train_step_flops(bert, B, long_T, mean_predictions(data, ltr, phase=1)) \
+        if p2 else out["ltr_step_flops"]
+    out["ch09_flops"] = p1 * out["mlm_step_flops"] + p2 * out["mlm_long_step_flops"]
+    share = p2 / base.total_steps
+    ltr_mean_step = (1 - share) * out["ltr_step_flops"] + share * out["ltr_long_step_flops"]
+    out["ltr_total_steps"] = steps_for_flops(out["ch09_flops"], ltr_mean_step)
+    out["matched_step"] = settings.matched_step
+    out["matched_flops"] = (min(settings.matched_step, p1) * out["mlm_step_flops"]
+                            + max(0, settings.matched_step - p1) * out["mlm_long_step_flops"])
+    out["ltr_stop_step"] = steps_for_flops(out["matched_flops"], out["ltr_step_flops"])
     return out
 
 
 def pretrain_config(settings: AblationSettings, objective: str, seed: int = 0, device: str | None = None,
-                    ltr_total_steps: int | None = None) -> PretrainConfig:
+                    flops: Mapping[str, float] | None = None) -> PretrainConfig:
     """The configuration of one Table 5 arm.
 
-    ``mlm_nsp`` is chapter 09's preset itself; ``mlm`` differs in the objective only (the NSP
-    comparison of Table 5 compares the two final models at equal steps); ``ltr`` has the equal-FLOP schedule (``ltr_total_steps``, default
-    :func:`equal_flop_ltr_steps`), chapter 09's warm-up share, and stops at ``ltr_fraction`` of it.
+    ``mlm_nsp`` is chapter 09's preset itself (Table 5 reads its kept checkpoint at
+    ``settings.matched_step``); ``mlm`` differs in the objective and stops at ``matched_step``
+    (equal steps and, NSP's head aside, equal FLOPs); ``ltr`` has the schedule with chapter 09's
+    FLOPs and its warm-up share, and stops at the step closest to the FLOPs of ``matched_step``
+    MLM steps. ``flops`` is :func:`equal_flop_ltr_steps`' output (computed when None). The MLM and
+    LTR arms keep ``settings.snapshots`` evenly spaced checkpoints (the crossover curve).
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; valid objectives are {', '.join(OBJECTIVES)}")
@@ -176,13 +214,16 @@ def pretrain_config(settings: AblationSettings, objective: str, seed: int = 0, d
     if objective == "mlm_nsp":
         return base
     if objective == "mlm":
-        return dataclasses.replace(base, objective="mlm")
-    total = ltr_total_steps or int(equal_flop_ltr_steps(settings, seed)["ltr_total_steps"])
-    stop = max(settings.ltr_snapshots, math.ceil(settings.ltr_fraction * total))
-    return dataclasses.replace(base, objective="ltr", total_steps=total,
-                               warmup_steps=round(total * base.warmup_steps / base.total_steps), max_steps=stop,
-                               checkpoint_every=math.ceil(stop / settings.ltr_snapshots),
-                               keep_checkpoints=settings.ltr_snapshots + 1)
+        stop, total, warmup = settings.matched_step, base.total_steps, base.warmup_steps
+    else:
+        flops = flops or equal_flop_ltr_steps(settings, seed)
+        total = int(flops["ltr_total_steps"])
+        stop = min(total, max(1, int(flops["ltr_stop_step"])))  # equal FLOPs, and never past the schedule
+        warmup = round(total * base.warmup_steps / base.total_steps)
+    return dataclasses.replace(base, objective=objective, total_steps=total, warmup_steps=warmup,
+                               max_steps=None if stop == total else stop,
+                               checkpoint_every=max(1, math.ceil(stop / settings.snapshots)),
+                               keep_checkpoints=settings.snapshots + 1)
 
 
 def differing_fields(a: PretrainConfig, b: PretrainConfig) -> set[str]:
@@ -192,8 +233,8 @@ def differing_fields(a: PretrainConfig, b: PretrainConfig) -> set[str]:
 
 def planned_runs(settings: AblationSettings, seed: int = 0, device: str | None = None) -> dict[str, PretrainConfig]:
     """Every pre-training run: the three Table 5 arms, the Table 6 grid, the Table 8 mixes."""
-    ltr_total = int(equal_flop_ltr_steps(settings, seed)["ltr_total_steps"])
-    runs = {run_name(o, settings.arm_shape): pretrain_config(settings, o, seed, device, ltr_total)
+    flops = equal_flop_ltr_steps(settings, seed)
+    runs = {run_name(o, settings.arm_shape): pretrain_config(settings, o, seed, device, flops)
             for o in OBJECTIVES}
     for shape in settings.sizes:
         runs[table6_name(shape)] = _short(settings, "mlm_nsp", shape, settings.table6_steps, seed, device)
@@ -218,6 +259,8 @@ class TrainedRun:
     train_seconds: float | None  # None when loaded from the cache
     model_dir: Path
     metrics: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    step: int | None = None  # the model's step when read at a kept checkpoint (at_step); None: its last logged
+
 
     @property
     def output_dir(self) -> Path:
@@ -248,6 +291,22 @@ def snapshot_dirs(output_dir: str | Path) -> dict[int, Path]:
     root = Path(output_dir) / "checkpoints"
     dirs = sorted(p for p in root.glob("step-*") if p.is_dir()) if root.is_dir() else []
     return {int(p.name.split("-")[1]): p for p in dirs}
+
+
+def at_step(run: TrainedRun, step: int, data: PretrainData, device: str | None = None) -> TrainedRun:
+    """``run`` read at its kept checkpoint ``step``: that model, a held-out evaluation of it (as
+    pre-training evaluates at its end), and the log up to ``step``; the directory stays the run's, so
+    its snapshots are all found. Table 5 reads chapter 09's run this way at ``matched_step``."""
+    snaps = snapshot_dirs(run.output_dir)
+    if step not in snaps:
+        raise ValueError(f"run {run.name} kept no checkpoint at step {step} (kept: {sorted(snaps)}); delete "
+                         f"{run.output_dir} to train it again with its checkpoints")
+    device = device or str(next(run.model.parameters()).device)
+    model = load_pretrained(snaps[step], target="BertForPreTraining").to(device).eval()
+    config = dataclasses.replace(run.config, max_steps=step)
+    evaluation = evaluate(model, validation_examples(data, config), data, config, device=device)
+    metrics = [m for m in run.metrics if int(m["step"]) <= step]
+    return TrainedRun(run.name, config, model, evaluation, run.train_seconds, run.model_dir, metrics, step)
 
 
 def load_run(settings: AblationSettings, name: str, seed: int = 0, device: str | None = None,

@@ -12,17 +12,19 @@ import torch
 from ..labels import ARM_LABELS
 from ..pretrain.config import OBJECTIVES
 from ..report import PAPER_TABLES, paper_value
-from ..stats import claim_sentence, in_points, mean_se, ordering_claim, paired_difference
+from ..stats import claim_sentence, in_points, mean_se, ordering_claim, paired_difference, unmeasured_claim
 from .cloze import ARM_CLOZE_MODE
 from .runs import AblationSettings, run_name, table6_name
 
 __all__ = ["PAPER_ROWS", "PAPER_TABLE5_COLUMNS", "PAPER_TABLE6_COLUMNS", "topic_correct", "claim_size",
            "table5_summary", "table6_summary", "table5_claims", "table6_claims", "paper_difference", "plot_table5",
-           "plot_table6", "gate_claim", "gated_sentence"]
+           "plot_table6", "gate_claim", "gated_sentence", "GPU_ONLY", "matched_flops", "nsp_sentence",
+           "plateau_sentence", "plateau_exit", "gpu_only_sentence", "plot_learning_curve"]
 
 PAPER_ROWS = {"mlm_nsp": "BERT-base", "mlm": "No NSP", "ltr": "LTR & No NSP"}  # rows of report's table5
 PAPER_TABLE5_COLUMNS = ("MNLI-m", "QNLI", "MRPC", "SST-2")  # the classification columns of Table 5
 PAPER_TABLE6_COLUMNS = ("MNLI-m", "MRPC", "SST-2")
+GPU_ONLY = "decided at the gpu profile; this profile does not run it"  # the reason of a claim left to the gpu profile
 
 
 def gate_claim(claim: dict[str, Any], results: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
@@ -116,6 +118,7 @@ def table5_claims(results: Mapping[str, Any], settings: AblationSettings) -> lis
     p, f = claim_size(settings), settings.finetune_sizes[0]
     cloze = in_points(paired_difference([cz[f"{arm['mlm']}:bidirectional"]["correct"]],
                                       [cz[f"{arm['ltr']}:left_to_right"]["correct"]]))
+    pairs = [("mlm", "ltr")] * 3 + [("mlm_nsp", "mlm")] * 2
     claims = [
         ordering_claim("table5.cloze.bidirectional_minus_ltr",
                        "A bidirectional MLM fills held-out blanks better than a left-to-right LM", [cloze], None, "points"),
@@ -132,8 +135,71 @@ def table5_claims(results: Mapping[str, Any], settings: AblationSettings) -> lis
                        f"NSP helps: BERT beats No NSP (fine-tuned, {f} labels per topic)",
                        [_topic_difference(results, arm["mlm_nsp"], arm["mlm"], "finetune", f)], nsp, "points"),
     ]
-    pairs = [("mlm", "ltr")] * 3 + [("mlm_nsp", "mlm")] * 2
-    return [gate_claim(c, results, [arm[a], arm[b]]) for c, (a, b) in zip(claims, pairs)]
+    return [gate_claim(_with_flops(c, results, arm[a], arm[b]), results, [arm[a], arm[b]])
+            for c, (a, b) in zip(claims, pairs)]
+
+
+def _with_flops(claim: dict[str, Any], results: Mapping[str, Any], a: str, b: str) -> dict[str, Any]:
+    """The claim with the counted pre-training FLOPs of its two runs, in its text and as ``flops``."""
+    fa, fb = results["runs"][a]["flops"], results["runs"][b]["flops"]
+    la, lb = (ARM_LABELS[results["runs"][n]["objective"]] for n in (a, b))
+    return {**claim, "flops": (fa, fb), "claim": f"{claim['claim']}; {la} at {fa / 1e12:.3g} TFLOP, "
+                                                 f"{lb} at {fb / 1e12:.3g} TFLOP"}
+
+
+def matched_flops(results: Mapping[str, Any], settings: AblationSettings, rtol: float = 0.02) -> bool:
+    """Whether Table 5's three models had equal counted FLOPs: MLM + NSP and MLM within ``rtol`` (the
+    same steps; their predicted positions differ a little, since NSP's random second segments have other
+    lengths than the true continuations), LTR within half of one of its steps (its stop is a whole step)."""
+    r = {o: results["runs"][run_name(o, settings.arm_shape)] for o in OBJECTIVES}
+    f_nsp, f_mlm, f_ltr = r["mlm_nsp"]["flops"], r["mlm"]["flops"], r["ltr"]["flops"]
+    return abs(f_nsp - f_mlm) <= rtol * f_mlm and abs(f_ltr - f_mlm) <= r["ltr"]["step_flops"] / 2 + rtol * f_mlm
+
+
+def nsp_sentence(claims: Sequence[Mapping[str, Any]]) -> str:
+    """What the NSP claims measured, from their sign and standard error (not from expectation)."""
+    parts, signs = [], set()
+    for c in claims:
+        if c["value"] is None:
+            continue
+        how = "linear probe" if ".probe." in c["key"] else "fine-tuned"
+        v, se = c["value"], c["se"]
+        sign = "helps" if v > 2 * se else "hurts" if v < -2 * se else "within noise"
+        signs.add(sign)
+        parts.append(f"{v:+.2f} ± {se:.2f} points ({how}: {'NSP ' + sign if sign != 'within noise' else sign})")
+    if not parts:
+        return "NSP's effect was not measured here."
+    learned = all(not c["unlearned"] for c in claims)
+    head = "Here NSP's measured effect, BERT minus No NSP at equal steps, is " + " and ".join(parts) + "."
+    if not learned:
+        return head + " An arm did not pass its learning check, so these numbers decide nothing."
+    if signs == {"hurts"} or ("hurts" in signs and "helps" not in signs):
+        tail = (" NSP *hurts* here beyond two standard errors in at least one regime: this sides with RoBERTa, "
+                "and at this scale it contradicts the paper's small gain.")
+    elif "helps" in signs and "hurts" not in signs:
+        tail = " NSP helps here beyond two standard errors in at least one regime, as in the paper."
+    elif signs == {"within noise"}:
+        tail = " Both lie within two standard errors: the data cannot tell a small gain from none."
+    else:
+        tail = " The two regimes disagree in sign beyond noise: the data give no single answer."
+    return head + tail
+
+
+def plateau_sentence(results: Mapping[str, Any], name: str) -> str:
+    """One sentence on a run that failed its learning check: whether it ever left the unigram plateau
+    (held-out LM perplexity against the unigram model's on the same positions; NSP at chance)."""
+    r = results["runs"][name]
+    ev = r["evaluation"]
+    ppl = ev.get("mlm_perplexity", ev.get("lm_perplexity"))
+    uni = ev.get("unigram_perplexity")
+    nsp = r.get("nsp_balanced_accuracy")
+    nsp_s = "" if nsp is None else f", NSP {100 * nsp:.1f} % balanced (chance 50 %)"
+    if ppl is None or uni is None:
+        return f"`{name}` did not pass its learning check{nsp_s}."
+    where = ("never got below the unigram plateau" if ppl >= 0.9 * uni
+             else "got below the unigram plateau but did not pass its check")
+    return (f"`{name}` {where}: held-out perplexity {ppl:,.0f} against the unigram model's {uni:,.0f} after "
+            f"{r['steps']:,} steps{nsp_s}.")
 
 
 def _perplexity_difference(results, a: str, b: str) -> dict[str, float]:
@@ -153,6 +219,11 @@ def table6_claims(results: Mapping[str, Any], settings: AblationSettings) -> lis
     The value is the end-to-end difference (smallest vs largest); the paper's, that of its first and
     last rows (3/768/12 and 24/1024/16; accuracy: mean over MNLI-m, MRPC, SST-2).
     """
+    if not settings.table6:
+        return [gate_claim(unmeasured_claim(k, c, GPU_ONLY, u), results, []) for k, c, u in (
+            ("table6.ppl.smallest_minus_largest", "Held-out MLM perplexity falls at every step up the size grid",
+             "perplexity"),
+            ("table6.probe.largest_minus_smallest", "Probe accuracy rises at every step up the size grid", "points"))]
     names = [table6_name(s) for s in settings.sizes]
     paper_rows = [r for r, _ in PAPER_TABLES["table6"].rows]
     paper_ppl = paper_difference("table6", paper_rows[0], paper_rows[-1], ("LM ppl",))
@@ -169,6 +240,44 @@ def table6_claims(results: Mapping[str, Any], settings: AblationSettings) -> lis
                        overall=_topic_difference(results, names[-1], names[0], "probe", p)),
     ]
     return [gate_claim(c, results, names) for c in claims]
+
+
+def plateau_exit(curve: Mapping[str, Any], margin: float = 0.1) -> int | None:
+    """The first logged step whose training LM loss is ``margin`` below the unigram plateau, the log
+    of the held-out unigram perplexity (a model that ignores context); None if the run never gets there."""
+    plateau = math.log(curve["unigram_perplexity"])
+    return next((s for s, loss in zip(curve["steps"], curve["lm_loss"]) if loss <= (1 - margin) * plateau), None)
+
+
+def gpu_only_sentence(curve: Mapping[str, Any], steps: int, margin: float = 0.1) -> str:
+    """Why Tables 6 and 8 leave a profile, from chapter 09's measured learning curve: the step at which
+    even the larger arm shape left the plateau, against the ``steps`` a smaller-shape run would get."""
+    plateau = math.log(curve["unigram_perplexity"])
+    n = plateau_exit(curve, margin)
+    where = (f"never left it in {curve['steps'][-1]:,} steps" if n is None else
+             f"left it (a training LM loss {100 * margin:.0f} % below) only at step {n:,}")
+    verdict = ("more steps than" if n is None or n > steps else "within the")
+    return (f"Tables 6 and 8 are decided at the gpu profile: their shapes are smaller than chapter 09's, and "
+            f"chapter 09's own run sat on the unigram plateau (loss {plateau:.2f} nats, the log of the unigram "
+            f"perplexity {curve['unigram_perplexity']:,.0f}) and {where}, {verdict} {steps:,} steps a "
+            f"smaller-shape run gets in this profile's minutes.")
+
+
+def plot_learning_curve(curve: Mapping[str, Any], ax=None, margin: float = 0.1):
+    """A run's training LM loss against steps, with the unigram plateau and the line ``margin`` below it."""
+    import matplotlib.pyplot as plt  # lazily: plotting is optional, and pyplot is slow to import
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.0))
+    plateau = math.log(curve["unigram_perplexity"])
+    ax.plot(curve["steps"], curve["lm_loss"], color="tab:blue", label=f"{curve['run']} (training LM loss)")
+    ax.axhline(plateau, color="k", ls="--", lw=0.8, label="unigram plateau")
+    ax.axhline((1 - margin) * plateau, color="k", ls=":", lw=0.8, label=f"{100 * margin:.0f} % below it")
+    ax.set_xlabel("step", fontsize=9)
+    ax.set_ylabel("loss (nats)", fontsize=9)
+    ax.tick_params(labelsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    return ax
 
 
 def paper_difference(table: str, row_a: str, row_b: str, columns: Sequence[str]) -> float:
