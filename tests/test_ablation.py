@@ -279,8 +279,12 @@ def test_equal_flop_ltr_schedule_at_smoke():
     s = ab.settings_for("smoke")
     f = ab.equal_flop_ltr_steps(s)
     assert f["ltr_predicted"] > f["mlm_predicted"] > 0
-    assert f["ch09_flops"] == pytest.approx(pt.PretrainConfig.for_profile("smoke").total_steps * f["mlm_step_flops"])
-    assert abs(f["ltr_total_steps"] * f["ltr_step_flops"] - f["ch09_flops"]) <= f["ltr_step_flops"] / 2
+    p1, p2 = pt.PretrainConfig.for_profile("smoke").phase_steps()
+    assert p2 > 0 and f["mlm_long_step_flops"] > f["mlm_step_flops"]  # the second phase's longer sequences
+    assert f["ch09_flops"] == pytest.approx(p1 * f["mlm_step_flops"] + p2 * f["mlm_long_step_flops"])
+    share = p2 / (p1 + p2)  # the LTR schedule has the same phases
+    ltr_step = (1 - share) * f["ltr_step_flops"] + share * f["ltr_long_step_flops"]
+    assert abs(f["ltr_total_steps"] * ltr_step - f["ch09_flops"]) <= ltr_step / 2
     # Table 5's equal compute: LTR stops at the step whose FLOPs are closest to chapter 09's at matched_step
     assert f["matched_flops"] == pytest.approx(s.matched_step * f["mlm_step_flops"])
     assert abs(f["ltr_stop_step"] * f["ltr_step_flops"] - f["matched_flops"]) <= f["ltr_step_flops"] / 2

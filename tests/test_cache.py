@@ -209,3 +209,13 @@ def test_library_versions_are_inputs(library, monkeypatch):
     after = cache.artifact_inputs(VOCAB_ROOTS, {}, None, "cpu")
     assert cache.fingerprint(before) != cache.fingerprint(after)
     assert cache.describe_changes(before, after) == f"versions changed: {library} {before['versions'][library]} -> 9.9.9"
+
+
+def test_the_vocabulary_fingerprint_covers_the_code_that_makes_its_text():
+    """The sentence splitting (bertrepro/data.py) and the document loading (bertrepro/pretrain/data.py)
+    decide the text WordPiece is trained on: both are in the vocabulary's closure, as is the tokenizer."""
+    from bertrepro.cache import code_closure
+    from bertrepro.pretrain.data import VOCAB_CODE
+
+    files = set(code_closure(VOCAB_CODE))
+    assert {"bertrepro/tokenization.py", "bertrepro/data.py", "bertrepro/pretrain/data.py"} <= files, sorted(files)

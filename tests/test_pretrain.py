@@ -589,21 +589,27 @@ def test_elapsed_time_continues_across_a_resume(tmp_path, cache):
     assert resumed.metrics[-1]["elapsed_s"] > before
 
 
-def test_a_lowered_max_steps_loads_the_finished_run(tmp_path, cache, monkeypatch):
-    """A run trained to step 6, then asked for with max_steps=4, is finished: loaded, not resumed for nothing."""
-    done = train(tmp_path, cache, max_steps=6)
-    commit(tmp_path, pt.runs.run_inputs(tiny(max_steps=6)))  # what load_or_train records after training
+def test_a_lowered_max_steps_loads_the_kept_checkpoint_at_its_stop(tmp_path, cache, monkeypatch):
+    """A run trained to step 8, then asked for with max_steps=4, is read at its kept step-4 checkpoint:
+    the model a run stopped at 4 makes, bit for bit, and nothing trains. Without a checkpoint at the
+    stop step it trains."""
+    done = train(tmp_path, cache, max_steps=8, checkpoint_every=4)
+    commit(tmp_path, pt.runs.run_inputs(tiny(max_steps=8, checkpoint_every=4)))  # as load_or_train records it
     stamp = (done.model_dir / "model.safetensors").stat().st_mtime_ns
+    short = train(tmp_path / "short", cache, max_steps=4, checkpoint_every=4)
 
     def no_training(*args, **kwargs):
-        raise AssertionError("a finished run must not be trained again")
+        raise AssertionError("a kept checkpoint must be read, not trained again")
 
     monkeypatch.setattr(pt.runs, "pretrain", no_training)
-    with pytest.warns(UserWarning, match="past this configuration's stop step 4"):
-        loaded = pt.load_or_train(tiny(max_steps=4), tmp_path, cache_dir=cache, progress=False, with_data=False)
-    assert loaded.step == 6 and loaded.steps_run == 0
-    assert (done.model_dir / "model.safetensors").stat().st_mtime_ns == stamp
-    assert_same_weights(loaded.model, done.model)
+    loaded = pt.load_or_train(tiny(max_steps=4, checkpoint_every=4), tmp_path, cache_dir=cache, progress=False,
+                              with_data=False)
+    assert loaded.step == 4 and loaded.steps_run == 0 and [m["step"] for m in loaded.metrics][-1] == 4
+    assert (done.model_dir / "model.safetensors").stat().st_mtime_ns == stamp  # the longer run is kept
+    assert_same_weights(loaded.model, short.model)
+    assert (loaded.model_dir / "vocab.txt").is_file()  # a model folder the chapters load as they load model/
+    with pytest.raises(AssertionError, match="must be read, not trained"):  # no checkpoint at step 6: it trains
+        pt.load_or_train(tiny(max_steps=6, checkpoint_every=4), tmp_path, cache_dir=cache, progress=False)
 
 
 # ----------------------------------------------------------------------------- the second phase (App. A.2)

@@ -69,6 +69,11 @@ class PretrainData:
 CorpusLike = Any  # a corpus name, a DatasetDict, or {"train": docs, "validation": docs}
 
 
+# The code a trained vocabulary depends on: WordPiece itself, the sentence splitting of bertrepro.data
+# and the document loading here (an edit to either changes the text the vocabulary is trained on).
+VOCAB_CODE = ("bertrepro.tokenization", "bertrepro.data", "bertrepro.pretrain.data")
+
+
 def _documents(split: Any) -> list[list[str]]:
     """One split -> documents as lists of sentence strings.
 
@@ -142,7 +147,7 @@ def prepare_data(config: PretrainConfig, corpus: CorpusLike | None = None, cache
             cache_dir = default_cache_dir("pretrain")
         key = hashlib.sha256(json.dumps([name, config.max_documents, config.vocab_size]).encode()).hexdigest()[:16]
         vocab_path = Path(cache_dir) / f"wordpiece-{key}" / "vocab.txt"
-        inputs = artifact_inputs(("bertrepro.tokenization",), {"vocab": {
+        inputs = artifact_inputs(VOCAB_CODE, {"vocab": {
             "corpus": name, "max_documents": config.max_documents, "vocab_size": config.vocab_size}},
             name if isinstance(corpus if corpus is not None else config.corpus, str) else None)
         cached_file(vocab_path, inputs,

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
 from ..cache import announce, artifact_inputs, check, commit, fingerprint, lock, log_artifact, manifest_path
-from ..checkpoints import CheckpointError, load_pretrained
+from ..checkpoints import CheckpointError, load_pretrained, save_pretrained
 from ..io import atomic_write_text, cache_dir as default_cache_dir, sha256_file
 from ..profiles import resolve_profile
 from .config import PretrainConfig
 from .data import prepare_data
 from .loop import PretrainResult, pretrain, read_metrics, resolve_run_device
-from .state import latest_checkpoint
+from .state import latest_checkpoint, load_checkpoint
 
 __all__ = ["pretrained_dir", "pretrained_model", "run_inputs", "load_or_train"]
 
@@ -71,24 +70,43 @@ def _resumable(out: Path, inputs: Mapping[str, Any]) -> bool:
     return _resume_key(saved) == _resume_key(inputs) and old_stop is not None and (new_stop is None or new_stop > old_stop)
 
 
-def _finished_past_stop(out: Path, inputs: Mapping[str, Any], config: PretrainConfig) -> bool:
-    """True when ``out`` holds this very run, intact and finished at a later ``max_steps`` than
-    ``config``'s (it was lowered since): its model is used as it is, with a warning, and nothing is
-    trained again."""
+def _kept_at_stop(out: Path, inputs: Mapping[str, Any], config: PretrainConfig) -> Path | None:
+    """The kept checkpoint at ``config``'s stop step when ``out`` holds this very run, intact, finished
+    past that step (``max_steps`` was lowered since): the model the lowered run would have made, loaded
+    instead of training again. None when there is no such run, or it kept no checkpoint at that step
+    (then the run is trained to the stop step)."""
     try:
         saved = json.loads(manifest_path(out).read_text())["inputs"]
     except (OSError, ValueError, KeyError):
-        return False
+        return None
     if _resume_key(saved) != _resume_key(inputs) or check(out, saved) is not None:
-        return False
+        return None
     metrics = read_metrics(out / "metrics.jsonl")
     last = int(metrics[-1]["step"]) if metrics else -1
-    if last < config.stop_step:
-        return False
-    warnings.warn(f"the run in {out} trained to step {last}, past this configuration's stop step "
-                  f"{config.stop_step}; its model is used as it is (delete {out} to train it to "
-                  f"{config.stop_step} steps)")
-    return True
+    ckpt = out / "checkpoints" / f"step-{config.stop_step:08d}"
+    if last <= config.stop_step or not (ckpt / "trainer_state.json").is_file():
+        return None
+    return ckpt
+
+
+def _load_at(config: PretrainConfig, out: Path, ckpt: Path, cache_dir: Any, with_data: bool) -> PretrainResult:
+    """A finished run read at its kept checkpoint ``ckpt``: its model then, and its logs up to that step."""
+    state = load_checkpoint(ckpt)
+    data = prepare_data(config, cache_dir=cache_dir) if with_data else None
+    step = state.step
+    metrics = [m for m in read_metrics(out / "metrics.jsonl") if m["step"] <= step]
+    evaluations = [e for e in read_metrics(out / "eval.jsonl") if e["step"] <= step]
+    model_dir = out / f"model-step-{step:08d}"  # the Hugging Face layout of that step, as model/ holds the last
+    if not (model_dir / "vocab.txt").is_file():
+        save_pretrained(state.model, model_dir)
+        atomic_write_text(model_dir / "vocab.txt", (out / "vocab.txt").read_text())
+    model = state.model.to(resolve_run_device(config)).eval()
+    return PretrainResult(
+        model=model, config=config, output_dir=out, vocab_path=out / "vocab.txt",
+        tokenizer=data.tokenizer if data is not None else None, metrics=metrics, evaluations=evaluations,
+        evaluation=evaluations[-1] if evaluations and evaluations[-1]["step"] == step else {}, step=step,
+        train_time_s=0.0, steps_run=0, world_size=state.world_size, checkpoint=ckpt, model_dir=model_dir,
+        data=data)
 
 
 def _load(config: PretrainConfig, out: Path, cache_dir: Any, with_data: bool) -> PretrainResult:
@@ -124,9 +142,13 @@ def load_or_train(config: PretrainConfig, out: str | os.PathLike, *, cache_dir: 
     inputs = run_inputs(config)
     with lock(out):
         reason = check(out, inputs)
-        if reason is None or _finished_past_stop(out, inputs, config):
+        if reason is None:
             log_artifact(out, inputs, "reused")
             return _load(config, out, cache_dir, with_data)
+        kept = _kept_at_stop(out, inputs, config)
+        if kept is not None:  # a longer run of these settings: read at its checkpoint at the stop step
+            log_artifact(out, inputs, "reused")
+            return _load_at(config, out, kept, cache_dir, with_data)
         if not build:
             raise FileNotFoundError(f"no finished pre-training run in {out} for these inputs ({reason}); run "
                                     f"chapter 09, or call pretrained_model({config.profile!r}, {config.seed}) with "
