@@ -69,6 +69,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bertrepro.config import BertConfig
 from bertrepro.data import load_corpus
+from bertrepro.dryrun import is_dry_run
 from bertrepro.model import IGNORE_INDEX, IS_NEXT, NOT_NEXT, BertForPreTraining
 from bertrepro.params import count_parameters
 from bertrepro.pretrain import (
@@ -465,7 +466,8 @@ assert_close(
 )
 losses = torch.tensor([[m["mlm_loss"], m["nsp_loss"]] for m in metrics])
 assert torch.isfinite(losses).all()
-assert metrics[-1]["loss"] < metrics[0]["loss"], (
+# a dry run (the gpu profile's code on the CPU, a few steps) checks that cells run, not learning
+assert is_dry_run() or metrics[-1]["loss"] < metrics[0]["loss"], (
     metrics[0]["loss"],
     metrics[-1]["loss"],
 )
@@ -776,7 +778,7 @@ for v in (
     z_mft,
 ):
     assert math.isfinite(v), v
-if run.profile in ("cpu", "gpu"):
+if run.profile in ("cpu", "gpu") and not is_dry_run():
     assert (
         ev["nsp_accuracy"] >= 0.60
     ), f"balanced NSP accuracy {ev['nsp_accuracy']:.3f} < 0.60"
