@@ -55,7 +55,7 @@ _MANIFEST_SUFFIX = ".manifest.json"
 #: Modules that only present results (the scorecard's rendering and the paper's values, the book
 #: runner, benchmarks) or manage the cache itself: an edit to them cannot change an artifact, so no
 #: closure follows them.
-PRESENTATION = ("report.py", "book.py", "bench.py", "chapters.py", "cache.py")
+PRESENTATION = ("report.py", "scorecard.py", "book.py", "bookguard.py", "plan.py", "bench.py", "chapters.py", "cache.py")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -32,10 +32,11 @@ import threading
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 from urllib.parse import urlparse
 
 __all__ = [
+    "corpus_documents", "load_document_splits",
     "CORPORA", "DEFAULT_CORPUS", "SPLITS", "TOPICS", "UNCATEGORIZED", "NetworkRequiredError",
     "load_corpus", "split_sentences", "wiki_vital_path", "wikitext_documents", "topic_labels", "topic_task", "load_hub_dataset",
 ]
@@ -457,3 +458,45 @@ def load_corpus(name: str = DEFAULT_CORPUS, *, seed: int = 0,
     if name in _WIKITEXT:
         return _load_wikitext(name, max_documents)
     raise ValueError(f"unknown corpus {name!r}; valid corpora are {', '.join(repr(c) for c in CORPORA)}")
+
+
+def corpus_documents(split: Any) -> list[list[str]]:
+    """One split -> documents as lists of sentence strings.
+
+    Accepts a ``datasets.Dataset`` (or list of dicts) with a ``sentences`` column, or a list whose
+    items are lists of sentences (or strings, each then a one-sentence document).
+    """
+    if split is None:
+        return []
+    if hasattr(split, "column_names"):
+        if "sentences" not in split.column_names:
+            raise ValueError(f"corpus split has columns {split.column_names}; a 'sentences' column is required")
+        return [list(s) for s in split["sentences"]]
+    docs = []
+    for i, d in enumerate(split):
+        if isinstance(d, Mapping):
+            if "sentences" not in d:
+                raise ValueError(f"document {i} has keys {sorted(d)}; a 'sentences' list is required")
+            d = d["sentences"]
+        if isinstance(d, str):
+            d = [d]
+        docs.append([str(s) for s in d])
+    return docs
+
+
+def load_document_splits(corpus: Any) -> tuple[str, list[list[str]], list[list[str]]]:
+    """``(name, train documents, validation documents)`` of a corpus name (:func:`load_corpus`), a
+    ``DatasetDict`` or a mapping of splits: what pre-training and its vocabulary read."""
+    if isinstance(corpus, str):
+        name, splits = corpus, load_corpus(corpus)
+    elif isinstance(corpus, Mapping) or hasattr(corpus, "keys"):
+        splits = corpus
+        name = "documents-" + hashlib.sha256(
+            json.dumps({k: corpus_documents(splits[k]) for k in sorted(splits.keys())}).encode()).hexdigest()[:12]
+    else:
+        raise TypeError(f"corpus must be a name, a DatasetDict or a mapping of splits, got {type(corpus).__name__}")
+    keys = set(splits.keys())
+    if "train" not in keys:
+        raise ValueError(f"corpus {name!r} has splits {sorted(keys)}; a 'train' split is required")
+    valid = splits["validation"] if "validation" in keys else None
+    return name, corpus_documents(splits["train"]), corpus_documents(valid)

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import torch
 
 from ..cache import artifact_inputs, cached_file
-from ..data import load_corpus
+from ..data import corpus_documents, load_corpus, load_document_splits
 from ..io import cache_dir as default_cache_dir
 from ..masking import mask_tokens
 from ..model import IGNORE_INDEX, IS_NEXT
@@ -69,49 +69,10 @@ class PretrainData:
 CorpusLike = Any  # a corpus name, a DatasetDict, or {"train": docs, "validation": docs}
 
 
-# The code a trained vocabulary depends on: WordPiece itself, the sentence splitting of bertrepro.data
-# and the document loading here (an edit to either changes the text the vocabulary is trained on).
-VOCAB_CODE = ("bertrepro.tokenization", "bertrepro.data", "bertrepro.pretrain.data")
-
-
-def _documents(split: Any) -> list[list[str]]:
-    """One split -> documents as lists of sentence strings.
-
-    Accepts a ``datasets.Dataset`` (or list of dicts) with a ``sentences`` column, or a list whose
-    items are lists of sentences (or strings, each then a one-sentence document).
-    """
-    if split is None:
-        return []
-    if hasattr(split, "column_names"):
-        if "sentences" not in split.column_names:
-            raise ValueError(f"corpus split has columns {split.column_names}; a 'sentences' column is required")
-        return [list(s) for s in split["sentences"]]
-    docs = []
-    for i, d in enumerate(split):
-        if isinstance(d, Mapping):
-            if "sentences" not in d:
-                raise ValueError(f"document {i} has keys {sorted(d)}; a 'sentences' list is required")
-            d = d["sentences"]
-        if isinstance(d, str):
-            d = [d]
-        docs.append([str(s) for s in d])
-    return docs
-
-
-def _load_splits(corpus: CorpusLike) -> tuple[str, list[list[str]], list[list[str]]]:
-    if isinstance(corpus, str):
-        name, splits = corpus, load_corpus(corpus)
-    elif isinstance(corpus, Mapping) or hasattr(corpus, "keys"):
-        splits = corpus
-        name = "documents-" + hashlib.sha256(
-            json.dumps({k: _documents(splits[k]) for k in sorted(splits.keys())}).encode()).hexdigest()[:12]
-    else:
-        raise TypeError(f"corpus must be a name, a DatasetDict or a mapping of splits, got {type(corpus).__name__}")
-    keys = set(splits.keys())
-    if "train" not in keys:
-        raise ValueError(f"corpus {name!r} has splits {sorted(keys)}; a 'train' split is required")
-    valid = splits["validation"] if "validation" in keys else None
-    return name, _documents(splits["train"]), _documents(valid)
+# The code a trained vocabulary depends on: WordPiece itself, and bertrepro.data, whose sentence
+# splitting and document loading (load_document_splits) make the text it is trained on.
+VOCAB_CODE = ("bertrepro.tokenization", "bertrepro.data")
+_documents, _load_splits = corpus_documents, load_document_splits  # the names this module used
 
 
 def special_ids(tokenizer: Any) -> dict[str, int]:
