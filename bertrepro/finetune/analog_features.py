@@ -64,10 +64,16 @@ def encode_feature_splits(task_name: str, arm: Arm, enc: Mapping[str, EncodedSpl
 
 def run_features(task_name: str, arm: Arm, enc: Mapping[str, EncodedSplit], budget: AnalogBudget,
                  cache: FeatureCache, choices: Sequence[str] = LAYER_CHOICES, seed: int = 0,
-                 device: torch.device | str = "cpu", tagger: str = "mlp") -> dict[str, FeatureResult]:
+                 device: torch.device | str = "cpu", tagger: str | None = None) -> dict[str, FeatureResult]:
     """Train a head on each layer choice of ``arm``'s frozen features; choices that coincide at this
-    depth (:func:`collapsed_choices`) reuse the result of the one they equal."""
+    depth (:func:`collapsed_choices`) reuse the result of the one they equal.
+
+    ``tagger`` (:class:`~bertrepro.finetune.features.FeatureHead`): None picks a linear layer for spans
+    (the start and end vectors of §4.2, on every token of every window: an MLP there costs minutes on a
+    CPU) and the MLP otherwise (a linear layer on frozen word vectors barely finds a name).
+    """
     kind, metric, v2 = TASK_KINDS[task_name], MAIN_METRIC[task_name], task_name == "squad20"
+    tagger = tagger or ("linear" if kind == "span" else "mlp")
     fs = encode_feature_splits(task_name, arm, enc, cache, device)
     L, H = arm.encoder.config.num_hidden_layers, arm.encoder.config.hidden_size
     same = collapsed_choices(L)
