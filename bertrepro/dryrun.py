@@ -51,5 +51,6 @@ def cut_counts(pretrain: dict[str, Any], finetune: dict[str, Any], ablation: dic
                     probe_seeds=1, finetune_sizes=(1,), finetune_seeds=1,
                     learning_rates=_first(ablation["learning_rates"]))
     for task in analogs.values():
-        task.update(max_train=4, minilm_train=4, max_eval=4, minilm_eval=4, batch_size=2, epochs=1, min_steps=2,
-                    patience=0, feature_epochs=1, feature_min_epochs=1, learning_rates=_first(task["learning_rates"]))
+        task.update(max_train=4, minilm_train=4, max_eval=4, minilm_eval=4, minilm_dev=4, batch_size=2, epochs=1,
+                    min_steps=2, patience=0, feature_epochs=1, feature_min_epochs=1,
+                    learning_rates=_first(task["learning_rates"]))
