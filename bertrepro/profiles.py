@@ -232,12 +232,13 @@ _F4_GPU = dict(max_train=None, max_eval=None, minilm_train=None, minilm_eval=Non
                **_F4_SPAN)
 ANALOGS: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {t: dict(_F4_SMOKE, task_options=_F4_HARD[t]) for t in ("qnli", "squad11", "squad20", "ner", "swag")},
-    "cpu": {"qnli": dict(_F4_CPU, max_seq_length=64, epochs=12, patience=3,
+    "cpu": {"qnli": dict(_F4_CPU, max_seq_length=64, epochs=8, patience=3,
                          learning_rates=_f4_lrs((1e-4,), (5e-5,)), task_options=_F4_HARD["qnli"]),
             "squad11": dict(_F4_CPU, task_options=_F4_HARD["squad11"]),
             "squad20": dict(_F4_CPU, task_options=_F4_HARD["squad20"]),
             "ner": dict(_F4_CPU, max_seq_length=64, epochs=5, feature_choices=None, task_options=_F4_HARD["ner"]),
-            "swag": dict(_F4_CPU, max_seq_length=64, max_train=1000, batch_size=16, task_options=_F4_HARD["swag"])},
+            "swag": dict(_F4_CPU, max_seq_length=64, max_train=800, epochs=3, batch_size=16,
+                         task_options=_F4_HARD["swag"])},
     "gpu": {"qnli": dict(_F4_GPU, task_options=_F4_HARD["qnli"]),
             "squad11": dict(_F4_GPU, max_seq_length=384, doc_stride=128, learning_rates=_f4_lrs((5e-5,), (5e-5,)),
                             task_options=_F4_HARD["squad11"]),
