@@ -122,7 +122,7 @@ def test_a_run_killed_with_sigkill_does_not_block_the_next(tmp_path, books):
 def test_ctrl_c_stops_the_chapter_keeps_its_notebook_and_says_so_in_one_line(tmp_path, books, target):
     out = tmp_path / "book"
     out.mkdir()
-    rec = report.make_record("earlier.claim", 1.0, paper=1.0, tolerance=0.0)
+    rec = report.make_record("earlier.claim", 1.0, paper=1.0, tolerance=0.0, kind="claim")
     report.write_scorecard([rec], out / "scorecard.json", profile="smoke")  # the last finished run's
     before = (out / "scorecard.json").read_bytes()
     run = books(out)

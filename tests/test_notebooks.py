@@ -68,7 +68,7 @@ def _run_alone(py, tmp_path, **kwargs):
 
 # Chapters whose record calls are being rewritten elsewhere to pass kind= (record refuses a record
 # without it); the marks go once they do.
-KIND_PENDING = {"12_ablations"}
+KIND_PENDING: set[str] = set()
 RUNNABLE = [pytest.param(p, marks=pytest.mark.xfail(reason="records adopt kind= in this chapter's rewrite"))
             if p.stem in KIND_PENDING else p for p in NOTEBOOKS]
 
