@@ -466,7 +466,8 @@ assert_close(
 )
 losses = torch.tensor([[m["mlm_loss"], m["nsp_loss"]] for m in metrics])
 assert torch.isfinite(losses).all()
-# a dry run (the gpu profile's code on the CPU, a few steps) checks that cells run, not learning
+# a dry run (the gpu profile's code on the CPU, a few steps) checks that cells run, not
+# learning
 assert is_dry_run() or metrics[-1]["loss"] < metrics[0]["loss"], (
     metrics[0]["loss"],
     metrics[-1]["loss"],
@@ -540,9 +541,11 @@ moved_1 = float((rows_after[:T1] - rows_before.detach()[:T1]).norm(dim=1).mean()
 assert moved_2 > 0
 display(
     Markdown(
-        f"Phase 1 ran {phase1_steps:,} steps at {T1} tokens, phase 2 {phase2_steps:,} at "
+        f"Phase 1 ran {phase1_steps:,} steps at {T1} tokens, phase 2 {phase2_steps:,} "
+        "at "
         f"{T2}. In phase 2 rows {T1}–{T2 - 1} moved by {moved_2:.3f} on average (rows "
-        f"0–{T1 - 1}, already trained, by {moved_1:.3f}); rows {T2}–511 are still their "
+        f"0–{T1 - 1}, already trained, by {moved_1:.3f}); rows {T2}–511 are still "
+        "their "
         "initialization, scaled by weight decay."
     )
 )
@@ -735,12 +738,24 @@ breakdown.style.format("{:.3f}", subset=breakdown.columns[1:])
 fig, axes = plt.subplots(3, 1, figsize=(7.5, 4.8))
 row = breakdown.loc["[MASK]"]
 panels = [
-    ("accuracy at [MASK]", ["model", "no context", "most frequent"],
-     row.iloc[1:].to_numpy(), ["C0", "C1", "gray"]),
-    ("MLM perplexity (lower is better)", ["model", "unigram"],
-     [ev["mlm_perplexity"], ev["unigram_perplexity"]], ["C0", "gray"]),
-    ("NSP balanced accuracy", ["model", "lengths only", "paper"],
-     [ev["nsp_accuracy"], ev["nsp_length_baseline"], 0.975], ["C0", "gray", "C2"]),
+    (
+        "accuracy at [MASK]",
+        ["model", "no context", "most frequent"],
+        row.iloc[1:].to_numpy(),
+        ["C0", "C1", "gray"],
+    ),
+    (
+        "MLM perplexity (lower is better)",
+        ["model", "unigram"],
+        [ev["mlm_perplexity"], ev["unigram_perplexity"]],
+        ["C0", "gray"],
+    ),
+    (
+        "NSP balanced accuracy",
+        ["model", "lengths only", "paper"],
+        [ev["nsp_accuracy"], ev["nsp_length_baseline"], 0.975],
+        ["C0", "gray", "C2"],
+    ),
 ]
 for ax, (title, labels, values, colors) in zip(axes, panels):
     ax.barh(labels, values, color=colors)

@@ -141,7 +141,8 @@ display(
                     caps(b),
                     caps(b, "minilm") + ("" if b.minilm_finetune else ", features"),
                     b.max_seq_length,
-                    f"≤ {b.epochs:g}" + (f", patience {b.patience}" if b.patience else ""),
+                    f"≤ {b.epochs:g}"
+                    + (f", patience {b.patience}" if b.patience else ""),
                     ", ".join(f"{x:g}" for x in b.learning_rates["pretrained"]),
                 ]
                 for t, b in budgets.items()
@@ -422,9 +423,12 @@ display(
                     k,
                     f"{s0}–{s0 + n - 1}",
                     sum(b == k for b in best_w),
-                    f"yes: tokens {int(f.start_positions[k])}–{int(f.end_positions[k])}"
-                    if holds[k]
-                    else "no: target [CLS]",
+                    (
+                        f"yes: tokens "
+                        f"{int(f.start_positions[k])}–{int(f.end_positions[k])}"
+                        if holds[k]
+                        else "no: target [CLS]"
+                    ),
                 ]
                 for k, (s0, n) in enumerate(wins)
             ],
@@ -473,9 +477,11 @@ display(Markdown(markdown_table(["piece", "word", "label"], piece_rows)))
 #   second sentence). The negative is the sentence of another article of the topic that
 #   shares the most content words with the description.
 # * **SQuAD v1.1 analog** (Table 2): the question is an article's description; the
-#   passage is its lead sentence among the two lead sentences of the topic that share the
+#   passage is its lead sentence among the two lead sentences of the topic that share
+#   the
 #   most words with the question; the answer is the article's title in its sentence.
-# * **SQuAD v2.0 analog** (Table 3): the same, with the answer sentence replaced in about
+# * **SQuAD v2.0 analog** (Table 3): the same, with the answer sentence replaced in
+#   about
 #   a third of the passages: "no answer".
 # * **NER analog** (Table 7): the model is uncased, so it never sees case; the tags mark
 #   the words the original text capitalizes away from a sentence start (names). At most
@@ -513,7 +519,10 @@ display(
     Markdown(
         markdown_table(
             ["task", "train", "dev", "test"],
-            [[t, *(f"{v:,}" for v in task.sizes().values())] for t, task in tasks.items()],
+            [
+                [t, *(f"{v:,}" for v in task.sizes().values())]
+                for t, task in tasks.items()
+            ],
         )
         + f"\n\nNER sentences left out because a word falls past the "
         f"{budgets['ner'].max_seq_length}-token window in one vocabulary: "
@@ -589,7 +598,9 @@ moved = []
 for t, opts in EASY.items():
     easy = load_analog(t, dataclasses.replace(budgets[t], task_options=opts), run.seed)
     m = MAIN_METRIC[t]
-    before, after = rule_scores(t, easy, seed=run.seed), rule_scores(t, tasks[t], seed=run.seed)
+    before, after = rule_scores(t, easy, seed=run.seed), rule_scores(
+        t, tasks[t], seed=run.seed
+    )
     for name in after:
         if name != TRIVIAL[t] and name in before:
             moved.append([t, name, f"{before[name][m]:.1f}", f"{after[name][m]:.1f}"])
@@ -616,8 +627,12 @@ display(
         markdown_table(
             ["task", "rule", "test score (%)", "n"],
             [
-                [t, name + (" (trivial)" if name == TRIVIAL[t] else ""),
-                 fmt(s, MAIN_METRIC[t]), s["n"]]
+                [
+                    t,
+                    name + (" (trivial)" if name == TRIVIAL[t] else ""),
+                    fmt(s, MAIN_METRIC[t]),
+                    s["n"],
+                ]
                 for t in TASKS
                 for name, s in rules[t].items()
             ],
@@ -641,7 +656,8 @@ display(
 # $h^{(\ell)}_i$ side by side. Each split is encoded **once** per encoder, every layer
 # kept; every head shares those features, and each trains on every training item,
 # epoch by epoch, keeping the epoch that scores best on dev. NER tries all six of Table
-# 7's choices; the other tasks try those the profile lists, and report the best on dev. The paper puts a two-layer
+# 7's choices; the other tasks try those the profile lists, and report the best on dev.
+# The paper puts a two-layer
 # BiLSTM under the NER classifier; here every task's head is a one-hidden-layer MLP,
 # compared below with a linear layer and with the BiLSTM. First, the weighted sum by
 # hand against `LayerMix`:
@@ -666,8 +682,11 @@ display(
                 [
                     c,
                     ", ".join(map(str, layer_indices(c, L_small)))
-                    + (f" (= {collapsed_choices(L_small)[c]})"
-                       if c in collapsed_choices(L_small) else ""),
+                    + (
+                        f" (= {collapsed_choices(L_small)[c]})"
+                        if c in collapsed_choices(L_small)
+                        else ""
+                    ),
                     ", ".join(map(str, layer_indices(c, L_minilm))),
                 ]
                 for c in LAYER_CHOICES
@@ -675,7 +694,7 @@ display(
         )
         + "\n\nLayer 0 is the embedding output."
         + (
-            f" With {L_small} layers, \"the last four\" are all of them, so the weighted "
+            f' With {L_small} layers, "the last four" are all of them, so the weighted '
             "sum of the last four is the weighted sum of all."
             if collapsed_choices(L_small)
             else ""
@@ -688,10 +707,15 @@ fcache, encodings = FeatureCache(), {}
 
 
 def encoded(t, a):
-    """Each split once per vocabulary: the random and pretrained arms share chapter 09's."""
+    """Each split once per vocabulary: random and pretrained share chapter 09's."""
     return encode_splits(
-        t, tasks[t], arms[a].tokenizer, budgets[t], cache=encodings,
-        key=str(arms[a].tokenizer.vocab_path), limits=arm_limits(a, budgets[t]),
+        t,
+        tasks[t],
+        arms[a].tokenizer,
+        budgets[t],
+        cache=encodings,
+        key=str(arms[a].tokenizer.vocab_path),
+        limits=arm_limits(a, budgets[t]),
     )
 
 
@@ -699,7 +723,13 @@ feat = {}
 t0 = time.perf_counter()
 for t, a in bar([(t, a) for t in TASKS for a in arms], desc="feature-based heads"):
     feat[t, a] = run_features(
-        t, arms[a], encoded(t, a), budgets[t], fcache, seed=run.seed, device=run.device,
+        t,
+        arms[a],
+        encoded(t, a),
+        budgets[t],
+        fcache,
+        seed=run.seed,
+        device=run.device,
         choices=budgets[t].feature_choices or LAYER_CHOICES,
     )
 feature_seconds = time.perf_counter() - t0
@@ -731,11 +761,20 @@ display(
 # %%
 fig, ax = plt.subplots(figsize=(7.5, 3.4))
 x = range(len(LAYER_CHOICES))
-ax.plot(x, [PAPER_TABLE7[c] for c in LAYER_CHOICES], "k--o", label="paper (BERT-base, dev)")
+ax.plot(
+    x, [PAPER_TABLE7[c] for c in LAYER_CHOICES], "k--o", label="paper (BERT-base, dev)"
+)
 for a, c in zip(arms, ["#999999", "#4c72b0", "#55a868"]):
     vals = [feat["ner", a][ch].test for ch in LAYER_CHOICES]
-    ax.errorbar(x, [v["f1"] for v in vals], yerr=[2 * v["f1_se"] for v in vals],
-                marker="o", capsize=3, color=c, label=a)
+    ax.errorbar(
+        x,
+        [v["f1"] for v in vals],
+        yerr=[2 * v["f1_se"] for v in vals],
+        marker="o",
+        capsize=3,
+        color=c,
+        label=a,
+    )
 ax.set_xticks(list(x), [c.replace("_", "\n") for c in LAYER_CHOICES], fontsize=9)
 ax.set_ylabel("entity F1 (%), ± 2 SE", fontsize=9)
 ax.set_title("Table 7: feature-based NER by layer choice", fontsize=10)
@@ -757,8 +796,15 @@ names = {"linear": "linear", "bilstm": "two-layer BiLSTM"}
 for tagger in (h for h in budgets["ner"].feature_heads if h != "mlp"):
     name = names[tagger]
     heads_cmp[name] = run_features(
-        "ner", arms["pretrained"], encoded("ner", "pretrained"), short, fcache,
-        choices=(ner_best,), seed=run.seed, device=run.device, tagger=tagger,
+        "ner",
+        arms["pretrained"],
+        encoded("ner", "pretrained"),
+        short,
+        fcache,
+        choices=(ner_best,),
+        seed=run.seed,
+        device=run.device,
+        tagger=tagger,
     )[ner_best]
 mlp = heads_cmp["MLP"]
 display(
@@ -769,8 +815,11 @@ display(
                 [
                     name,
                     f"{r.test['f1']:.1f} ± {r.test['f1_se']:.1f}",
-                    "–" if name == "MLP"
-                    else "{:+.1f} ± {:.1f}".format(*paired("ner", r.test, mlp.test)),
+                    (
+                        "–"
+                        if name == "MLP"
+                        else "{:+.1f} ± {:.1f}".format(*paired("ner", r.test, mlp.test))
+                    ),
                     r.training["epochs"],
                     f"{r.training['seconds']:.0f}",
                 ]
@@ -781,7 +830,8 @@ display(
         + (
             ""
             if "bilstm" in budgets["ner"].feature_heads
-            else " Table 7's BiLSTM reads every sentence in order, several times the MLP's "
+            else " Table 7's BiLSTM reads every sentence in order, several times the "
+                 "MLP's "
             f"cost on a CPU: it runs at the `gpu` profile, not at `{run.profile}`."
         )
     )
@@ -801,11 +851,18 @@ results = {}
 ft_arms = [a for a in arms if a != "minilm" or budgets[TASKS[0]].minilm_finetune]
 for t, a in bar([(t, a) for t in TASKS for a in ft_arms], desc="fine-tuning"):
     results[t, a] = run_task(
-        t, arms[a], tasks[t], budgets[t], seed=run.seed, device=run.device,
+        t,
+        arms[a],
+        tasks[t],
+        budgets[t],
+        seed=run.seed,
+        device=run.device,
         encoded=encoded(t, a),
     )
 minilm_note = ""
-if "minilm" not in ft_arms:  # what one MiniLM step costs here, against one of the small model
+if (
+    "minilm" not in ft_arms
+):  # what one MiniLM step costs here, against one of the small model
     step_cost = {}
     for a in ("pretrained", "minilm"):
         enc_ = encoded("ner", a)["train"].inputs
@@ -818,7 +875,8 @@ if "minilm" not in ft_arms:  # what one MiniLM step costs here, against one of t
         f"At `{run.profile}` MiniLM is feature-based only: one training step on "
         f"{budgets['ner'].batch_size} NER sentences took {step_cost['minilm']:.2f} s, "
         f"{step_cost['minilm'] / step_cost['pretrained']:.0f}× the "
-        f"{1000 * step_cost['pretrained']:.0f} ms of chapter 09's model, so fine-tuning "
+        f"{1000 * step_cost['pretrained']:.0f} ms of chapter 09's model, so "
+        "fine-tuning "
         "it on every task is left to the `gpu` profile."
     )
 
@@ -832,16 +890,21 @@ for t in TASKS:
     m = MAIN_METRIC[t]
     for a in arms:
         fr = best_feat[t, a]
-        rows.append([
-            t, a,
-            f"{score_cell(fr.test, m)} ({fr.choice.replace('_', ' ')})",
-            score_cell(results[t, a].test, m) if (t, a) in results else "–",
-            fr.test["n"],
-        ])
+        rows.append(
+            [
+                t,
+                a,
+                f"{score_cell(fr.test, m)} ({fr.choice.replace('_', ' ')})",
+                score_cell(results[t, a].test, m) if (t, a) in results else "–",
+                fr.test["n"],
+            ]
+        )
 display(
     Markdown(
-        markdown_table(["task", "arm", "feature-based (best layers on dev)",
-                        "fine-tuned", "n"], rows)
+        markdown_table(
+            ["task", "arm", "feature-based (best layers on dev)", "fine-tuned", "n"],
+            rows,
+        )
         + ("\n\n" + minilm_note if minilm_note else "")
     )
 )
@@ -853,13 +916,24 @@ for ax, t in zip(axes.flat, TASKS):
     m = MAIN_METRIC[t]
     for k, a in enumerate(arms):
         fr = best_feat[t, a].test
-        ax.bar(k - 0.2, fr[m], 0.4, yerr=2 * fr[m + "_se"], capsize=2, color=colors[a],
-               hatch="//", edgecolor="white")
+        ax.bar(
+            k - 0.2,
+            fr[m],
+            0.4,
+            yerr=2 * fr[m + "_se"],
+            capsize=2,
+            color=colors[a],
+            hatch="//",
+            edgecolor="white",
+        )
         if (t, a) in results:
             r = results[t, a].test
-            ax.bar(k + 0.2, r[m], 0.4, yerr=2 * r[m + "_se"], capsize=2, color=colors[a])
-    best_rule = max((s for n_, s in rules[t].items() if n_ != TRIVIAL[t]),
-                    key=lambda s: s[m])
+            ax.bar(
+                k + 0.2, r[m], 0.4, yerr=2 * r[m + "_se"], capsize=2, color=colors[a]
+            )
+    best_rule = max(
+        (s for n_, s in rules[t].items() if n_ != TRIVIAL[t]), key=lambda s: s[m]
+    )
     ax.axhline(best_rule[m], color="#c44e52", ls="--", lw=1)
     ax.axhline(rules[t][TRIVIAL[t]][m], color="black", ls=":", lw=1)
     ax.set_xticks(range(len(arms)), list(arms), fontsize=9)
@@ -874,8 +948,12 @@ handles = [
     plt.Line2D([], [], color="#c44e52", ls="--"),
     plt.Line2D([], [], color="black", ls=":"),
 ]
-axes[1, 2].legend(handles, ["feature-based", "fine-tuned", "best word rule",
-                            "trivial rule"], loc="center", fontsize=9)
+axes[1, 2].legend(
+    handles,
+    ["feature-based", "fine-tuned", "best word rule", "trivial rule"],
+    loc="center",
+    fontsize=9,
+)
 fig.tight_layout()
 
 # %% [markdown]
@@ -904,74 +982,136 @@ PAPER = {
     ("ner", "f1"): (96.4, "Table 7, fine-tuned BERT-base dev F1"),
     ("qnli", "accuracy"): (90.5, "Table 1, BERT-base"),
 }
-METRICS = {"squad11": ("em", "f1"), "squad20": ("em", "f1"), "ner": ("f1",),
-           "qnli": ("accuracy",), "swag": ("accuracy",)}
+METRICS = {
+    "squad11": ("em", "f1"),
+    "squad20": ("em", "f1"),
+    "ner": ("f1",),
+    "qnli": ("accuracy",),
+    "swag": ("accuracy",),
+}
 
 
 PREMISE = (
     '"pre-trained representations reduce the need for many heavily-engineered '
     'task-specific architectures" (§1)'
 )
-BOTH_WAYS = '"BERT is effective for both fine-tuning and feature-based approaches" (§5.3)'
+BOTH_WAYS = (
+    '"BERT is effective for both fine-tuning and feature-based approaches" (§5.3)'
+)
 
 
 def put(key, s, m, what, paper):
-    record(key, round(s[m], 2), kind="claim", paper=paper[0], status="not comparable",
-           se=round(s[m + "_se"], 2), unit="%", n=s["n"],
-           note=f"{what}: test {m} {s[m]:.1f} ± {s[m + '_se']:.1f} (n={s['n']}); the "
-           f"paper: {paper[1]}, on its own data and model")
+    record(
+        key,
+        round(s[m], 2),
+        kind="claim",
+        paper=paper[0],
+        status="not comparable",
+        se=round(s[m + "_se"], 2),
+        unit="%",
+        n=s["n"],
+        note=f"{what}: test {m} {s[m]:.1f} ± {s[m + '_se']:.1f} (n={s['n']}); the "
+        f"paper: {paper[1]}, on its own data and model",
+    )
 
 
 for t in TASKS:
     for a in arms:
         for m in METRICS[t]:
             if (t, a) in results and (t, m) in PAPER:
-                put(f"{t}.{a}.{m}", results[t, a].test, m, f"{t} analog, {a}, fine-tuned",
-                    PAPER[t, m])
+                put(
+                    f"{t}.{a}.{m}",
+                    results[t, a].test,
+                    m,
+                    f"{t} analog, {a}, fine-tuned",
+                    PAPER[t, m],
+                )
         fr = best_feat[t, a]
-        put(f"{t}.{a}.features.{MAIN_METRIC[t]}", fr.test, MAIN_METRIC[t],
+        put(
+            f"{t}.{a}.features.{MAIN_METRIC[t]}",
+            fr.test,
+            MAIN_METRIC[t],
             f"{t} analog, {a}, feature-based ({fr.choice}, best on dev)",
-            (BOTH_WAYS, "a quote: no feature-based number for this task"))
+            (BOTH_WAYS, "a quote: no feature-based number for this task"),
+        )
 for a in arms:
     for c in LAYER_CHOICES:
-        put(f"ner.{a}.features.{c}.f1", feat["ner", a][c].test, "f1",
-            f"NER analog, {a}, frozen, layers {c}", (PAPER_TABLE7[c],
-            f"Table 7, feature-based BERT-base dev F1, {c}"))
+        put(
+            f"ner.{a}.features.{c}.f1",
+            feat["ner", a][c].test,
+            "f1",
+            f"NER analog, {a}, frozen, layers {c}",
+            (PAPER_TABLE7[c], f"Table 7, feature-based BERT-base dev F1, {c}"),
+        )
 
 verdicts = {}
 for t in TASKS:
     triv, m = rules[t][TRIVIAL[t]], MAIN_METRIC[t]
-    for how, get in (("", lambda a: results[t, a].test),
-                     (".features", lambda a: best_feat[t, a].test)):
-        c = verdicts[f"{t}.pretraining_helps{how}"] = pretraining_helps(t, get("pretrained"), get("random"), triv)
-        record(f"{t}.pretraining_helps{how}", round(c["difference"], 2), kind="claim",
-               paper=PREMISE, status=c["status"], se=round(c["se"], 2), unit="points", n=c["n"],
-               note=f"pretrained − random, {'feature-based' if how else 'fine-tuned'}, "
-               f"test {m}: {c['difference']:+.1f} ± {c['se']:.1f} (paired); learned "
-               f"(3 SE over '{TRIVIAL[t]}'): pretrained {c['pretrained_learned']}, "
-               f"random {c['random_learned']}")
+    for how, get in (
+        ("", lambda a: results[t, a].test),
+        (".features", lambda a: best_feat[t, a].test),
+    ):
+        c = verdicts[f"{t}.pretraining_helps{how}"] = pretraining_helps(
+            t, get("pretrained"), get("random"), triv
+        )
+        record(
+            f"{t}.pretraining_helps{how}",
+            round(c["difference"], 2),
+            kind="claim",
+            paper=PREMISE,
+            status=c["status"],
+            se=round(c["se"], 2),
+            unit="points",
+            n=c["n"],
+            note=f"pretrained − random, {'feature-based' if how else 'fine-tuned'}, "
+            f"test {m}: {c['difference']:+.1f} ± {c['se']:.1f} (paired); learned "
+            f"(3 SE over '{TRIVIAL[t]}'): pretrained {c['pretrained_learned']}, "
+            f"random {c['random_learned']}",
+        )
     mini = best_feat[t, "minilm"].test
-    if (t, "minilm") in results and results[t, "minilm"].dev[m] > best_feat[t, "minilm"].dev[m]:
+    if (t, "minilm") in results and results[t, "minilm"].dev[m] > best_feat[
+        t, "minilm"
+    ].dev[m]:
         mini = results[t, "minilm"].test
-    b = verdicts[f"{t}.minilm_beats_rules"] = beats_rules(t, mini, {k: v for k, v in rules_minilm[t].items()
-                                                        if k != TRIVIAL[t]},
-                                              rules_minilm[t][TRIVIAL[t]])
-    record(f"{t}.minilm_beats_rules", round(b["difference"], 2), kind="check",
-           status="pass" if b["status"] == "qualitatively reproduced" else "fail",
-           se=round(b["se"], 2), unit="points", n=b["n"],
-           note=f"MiniLM minus the best word rule ('{b['rule']}') on {b['n']} test items: "
-           f"{b['difference']:+.1f} ± {b['se']:.1f}; passes above 2 SE, when MiniLM learned "
-           "the task: the task asks what no word rule answers")
+    b = verdicts[f"{t}.minilm_beats_rules"] = beats_rules(
+        t,
+        mini,
+        {k: v for k, v in rules_minilm[t].items() if k != TRIVIAL[t]},
+        rules_minilm[t][TRIVIAL[t]],
+    )
+    record(
+        f"{t}.minilm_beats_rules",
+        round(b["difference"], 2),
+        kind="check",
+        status="pass" if b["status"] == "qualitatively reproduced" else "fail",
+        se=round(b["se"], 2),
+        unit="points",
+        n=b["n"],
+        note=f"MiniLM minus the best word rule ('{b['rule']}') on {b['n']} test items: "
+        f"{b['difference']:+.1f} ± {b['se']:.1f}; passes above 2 SE, when MiniLM "
+        "learned "
+        "the task: the task asks what no word rule answers",
+    )
 
 # Table 7's gap: the best feature-based NER score against the fine-tuned one
 gap_arm = "minilm" if ("ner", "minilm") in results else "pretrained"
 ft_ner, fb_ner = results["ner", gap_arm].test, best_feat["ner", gap_arm]
 gap, gap_se = paired("ner", ft_ner, fb_ner.test)
-record("ner.features_vs_finetune", round(gap, 2), kind="claim",
-       paper=round(PAPER_TABLE7_FINETUNED - max(PAPER_TABLE7.values()), 1), status="not comparable", se=round(gap_se, 2), unit="points", n=ft_ner["n"],
-       note=f"fine-tuned minus best feature-based ({fb_ner.choice}) entity F1, {gap_arm} arm"
-       f"{'' if gap_arm == 'minilm' else ' (MiniLM is fine-tuned at the gpu profile only)'}: "
-       f"{gap:+.1f} ± {gap_se:.1f}; the paper: 96.4 − 96.1 = 0.3 on CoNLL dev")
+record(
+    "ner.features_vs_finetune",
+    round(gap, 2),
+    kind="claim",
+    paper=round(PAPER_TABLE7_FINETUNED - max(PAPER_TABLE7.values()), 1),
+    status="not comparable",
+    se=round(gap_se, 2),
+    unit="points",
+    n=ft_ner["n"],
+    note=f"fine-tuned minus best feature-based ({fb_ner.choice}) entity F1, "
+    f"{gap_arm} arm"
+    + ("" if gap_arm == "minilm" else " (MiniLM is fine-tuned at the gpu profile only)")
+    + ": "
+    f"{gap:+.1f} ± {gap_se:.1f}; the paper: 96.4 − 96.1 = 0.3 on CoNLL dev",
+)
 display(
     Markdown(
         "\n".join(
@@ -1004,13 +1144,21 @@ other_topic = load_analog(
     run.seed,
 )
 nsp = {}
-for name, items in (("same topic, matched overlap", tasks["swag"].test),
-                    ("other topics", other_topic.test)):
-    pred = nsp_zero_shot(nsp_model, arms["pretrained"].tokenizer, items, b_swag.max_seq_length)
+for name, items in (
+    ("same topic, matched overlap", tasks["swag"].test),
+    ("other topics", other_topic.test),
+):
+    pred = nsp_zero_shot(
+        nsp_model, arms["pretrained"].tokenizer, items, b_swag.max_seq_length
+    )
     correct = pred.cpu() == torch.tensor([it.label for it in items])
     acc, se = accuracy_se(correct)
-    nsp[name] = {"accuracy": 100 * acc, "accuracy_se": 100 * se, "n": len(items),
-                 "per_item": (100 * correct.double()).tolist()}
+    nsp[name] = {
+        "accuracy": 100 * acc,
+        "accuracy_se": 100 * se,
+        "n": len(items),
+        "per_item": (100 * correct.double()).tolist(),
+    }
 s_same, s_other = nsp["same topic, matched overlap"], nsp["other topics"]
 gap_nsp = s_other["accuracy"] - s_same["accuracy"]
 gap_nsp_se = (s_other["accuracy_se"] ** 2 + s_same["accuracy_se"] ** 2) ** 0.5
@@ -1030,8 +1178,10 @@ display(
     Markdown(
         markdown_table(
             ["distractors", "NSP zero-shot accuracy (%)", "n"],
-            [[k, f"{v['accuracy']:.1f} ± {v['accuracy_se']:.1f}", v["n"]]
-             for k, v in nsp.items()],
+            [
+                [k, f"{v['accuracy']:.1f} ± {v['accuracy_se']:.1f}", v["n"]]
+                for k, v in nsp.items()
+            ],
         )
         + f"\n\nChance is 25 %. Other topics minus same topic: {gap_nsp:+.1f} ± "
         f"{gap_nsp_se:.1f} points: {reading}"
@@ -1100,7 +1250,9 @@ display(
 # %% tags=["hide-input"]
 minutes = (time.perf_counter() - chapter_start) / 60
 n_inc = sum(
-    v["status"] == "inconclusive" for k, v in verdicts.items() if "pretraining_helps" in k
+    v["status"] == "inconclusive"
+    for k, v in verdicts.items()
+    if "pretraining_helps" in k
 )
 display(
     Markdown(
@@ -1108,7 +1260,8 @@ display(
             [
                 "* Four heads derived in plain PyTorch equal `bertrepro`'s and "
                 "transformers' (logits and loss within 1e-5); span decoding, the null "
-                "score, the max-context rule and first sub-token labels are checked by hand.",
+                "score, the max-context rule and first sub-token labels are checked by "
+                "hand.",
                 "* Pre-training helps (pretrained − random, both arms learned, 2 SE): "
                 + ", ".join(
                     f"{k.replace('.pretraining_helps', '')} *{v['status']}*"
@@ -1123,11 +1276,14 @@ display(
                     if k.endswith("minilm_beats_rules")
                 )
                 + ".",
-                f"* Table 7 at this scale: the best frozen layers of chapter 09's model "
+                f"* Table 7 at this scale: the best frozen layers of chapter 09's "
+                "model "
                 f"reach {best_feat['ner', 'pretrained'].test['f1']:.1f} entity F1 "
                 f"({best_feat['ner', 'pretrained'].choice}); fine-tuned minus "
-                f"feature-based ({gap_arm}) = {gap:+.1f} ± {gap_se:.1f} (the paper: 0.3).",
-                f"* NSP zero-shot on the SWAG analog: {s_same['accuracy']:.1f} % against "
+                f"feature-based ({gap_arm}) = {gap:+.1f} ± {gap_se:.1f} (the paper: "
+                "0.3).",
+                f"* NSP zero-shot on the SWAG analog: {s_same['accuracy']:.1f} % "
+                "against "
                 f"same-topic distractors, {s_other['accuracy']:.1f} % against other "
                 "topics (chance 25 %).",
                 "* transformers agrees with our answers: "
@@ -1174,11 +1330,20 @@ print(f"EM {exact_match(pred_x, gold_x):.0f}, F1 {f1_score(pred_x, gold_x):.3f}"
 # Solution 3: the first piece of each word carries its tag, later pieces -100
 words_x = ["Anglo", "-", "Saxon", "poetry", "is", "read", "in", "Oxford", "."]
 tags_x = ["B-NAME", "I-NAME", "I-NAME", "O", "O", "O", "O", "B-NAME", "O"]
-ids_x, _, _, lab_x, wi_x = align_first_subtoken(minilm_tok, [words_x], [tags_x], NAME_TAGS, 24)
+ids_x, _, _, lab_x, wi_x = align_first_subtoken(
+    minilm_tok, [words_x], [tags_x], NAME_TAGS, 24
+)
 expected = []
 for k in range(int((ids_x[0] != 0).sum())):
     w = int(wi_x[0, k])
     first = w >= 0 and (k == 0 or int(wi_x[0, k - 1]) != w)
     expected.append(NAME_TAGS.index(tags_x[w]) if first else -100)
 assert lab_x[0, : len(expected)].tolist() == expected
-print(list(zip(minilm_tok.convert_ids_to_tokens(ids_x[0, : len(expected)].tolist()), expected)))
+print(
+    list(
+        zip(
+            minilm_tok.convert_ids_to_tokens(ids_x[0, : len(expected)].tolist()),
+            expected,
+        )
+    )
+)

@@ -32,7 +32,8 @@
 #   Fine-tuning is "surprisingly robust" to it; MASK-only is "problematic" for
 #   feature-based use.
 #
-# Tables 6 and 8 train models smaller than chapter 09's; at the `cpu` profile they could not
+# Tables 6 and 8 train models smaller than chapter 09's; at the `cpu` profile they could
+# not
 # leave their starting plateau within the minutes the book has, so they run at the `gpu`
 # profile only (the section "Table 6 analog" shows the curve that says why).
 #
@@ -64,20 +65,42 @@ from IPython.display import Markdown, display
 from torch.testing import assert_close
 
 from bertrepro.ablation.appendix import (
-    arm_table, crossover, crossover_claim, curve_rows, plot_crossover,
-    table8_claims, table8_summary,
+    arm_table,
+    crossover,
+    crossover_claim,
+    curve_rows,
+    plot_crossover,
+    table8_claims,
+    table8_summary,
 )
 from bertrepro.ablation.cloze import (
-    ARM_CLOZE_MODE, cloze_scores, gate_note, learning_check, make_cloze_items,
+    ARM_CLOZE_MODE,
+    cloze_scores,
+    gate_note,
+    learning_check,
+    make_cloze_items,
 )
 from bertrepro.ablation.experiment import run_ablation
 from bertrepro.ablation.runs import (
-    differing_fields, equal_flop_ltr_steps, load_run, mix_name, pretrain_config,
-    run_name, settings_for,
+    differing_fields,
+    equal_flop_ltr_steps,
+    load_run,
+    mix_name,
+    pretrain_config,
+    run_name,
+    settings_for,
 )
 from bertrepro.ablation.tables import (
-    gated_sentence, gpu_only_sentence, matched_flops, nsp_sentence, plateau_sentence,
-    plot_learning_curve, plot_table5, table5_claims, table5_summary, table6_claims,
+    gated_sentence,
+    gpu_only_sentence,
+    matched_flops,
+    nsp_sentence,
+    plateau_sentence,
+    plot_learning_curve,
+    plot_table5,
+    table5_claims,
+    table5_summary,
+    table6_claims,
     table6_summary,
 )
 from bertrepro.attention import scaled_dot_product_attention
@@ -119,11 +142,12 @@ g = run.generator()
 q, k, v = (torch.randn(2, 3, 7, 8, generator=g) for _ in range(3))  # (B, heads, T, hs)
 rows = []
 for i in range(7):  # query i sees keys 0..i only
-    s = q[:, :, i:i + 1] @ k[:, :, : i + 1].transpose(-1, -2) / math.sqrt(8)
+    s = q[:, :, i : i + 1] @ k[:, :, : i + 1].transpose(-1, -2) / math.sqrt(8)
     rows.append(torch.softmax(s, dim=-1) @ v[:, :, : i + 1])
 naive = torch.cat(rows, dim=2)  # (B, h, T, hs)
-causal_out, causal_weights = scaled_dot_product_attention(q, k, v, is_causal=True,
-                                                          training=False)
+causal_out, causal_weights = scaled_dot_product_attention(
+    q, k, v, is_causal=True, training=False
+)
 assert_close(naive, causal_out)
 assert causal_weights.triu(diagonal=1).abs().max() == 0  # no weight on a future key
 
@@ -164,54 +188,94 @@ tok = data.tokenizer
 bert_cfg = base_cfg.bert_config(data.vocab_size)
 for o in ("mlm_nsp", "ltr"):
     cfg = dataclasses.replace(base_cfg, objective=o, batch_size=4)
-    batch = make_batch(epoch_examples(data, cfg, 0).select(slice(0, 4)), data, cfg,
-                       torch.Generator().manual_seed(0))
+    batch = make_batch(
+        epoch_examples(data, cfg, 0).select(slice(0, 4)),
+        data,
+        cfg,
+        torch.Generator().manual_seed(0),
+    )
     torch.manual_seed(0)
     m = BertForPreTraining(bert_cfg)
     measured = count_step_flops(m, batch, is_causal=o == "ltr")
     predicted = int((batch["labels"] != -100).sum())
     formula = train_step_flops(bert_cfg, 4, cfg.max_seq_length, predicted)
     assert abs(formula - measured) / measured < 1e-3, (o, formula, measured)
-    print(f"{o}: formula {formula / 1e9:.4f} GFLOP, "
-          f"FlopCounterMode {measured / 1e9:.4f}")
+    print(
+        f"{o}: formula {formula / 1e9:.4f} GFLOP, "
+        f"FlopCounterMode {measured / 1e9:.4f}"
+    )
 ch09_steps = base_cfg.total_steps
-display(Markdown(md_table([
-    {"objective": "MLM (+NSP)", "predicted per step": flops["mlm_predicted"],
-     "GFLOP per step": flops["mlm_step_flops"] / 1e9, "schedule (steps)": ch09_steps,
-     "TFLOP": ch09_steps * flops["mlm_step_flops"] / 1e12},
-    {"objective": "LTR", "predicted per step": flops["ltr_predicted"],
-     "GFLOP per step": flops["ltr_step_flops"] / 1e9,
-     "schedule (steps)": flops["ltr_total_steps"],
-     "TFLOP": flops["ltr_total_steps"] * flops["ltr_step_flops"] / 1e12}])))
-print(f"Table 5 compares the arms at {flops['matched_flops'] / 1e12:.3g} TFLOP: "
-      f"MLM step {flops['matched_step']:,}, LTR step {flops['ltr_stop_step']:,}")
+display(
+    Markdown(
+        md_table(
+            [
+                {
+                    "objective": "MLM (+NSP)",
+                    "predicted per step": flops["mlm_predicted"],
+                    "GFLOP per step": flops["mlm_step_flops"] / 1e9,
+                    "schedule (steps)": ch09_steps,
+                    "TFLOP": ch09_steps * flops["mlm_step_flops"] / 1e12,
+                },
+                {
+                    "objective": "LTR",
+                    "predicted per step": flops["ltr_predicted"],
+                    "GFLOP per step": flops["ltr_step_flops"] / 1e9,
+                    "schedule (steps)": flops["ltr_total_steps"],
+                    "TFLOP": flops["ltr_total_steps"] * flops["ltr_step_flops"] / 1e12,
+                },
+            ]
+        )
+    )
+)
+print(
+    f"Table 5 compares the arms at {flops['matched_flops'] / 1e12:.3g} TFLOP: "
+    f"MLM step {flops['matched_step']:,}, LTR step {flops['ltr_stop_step']:,}"
+)
 
 # %% [markdown]
 # **What is held equal.** The MLM + NSP arm **is** chapter 09's run
-# (`bertrepro.pretrain.pretrained_model`), read for Table 5 at one of its kept checkpoints,
-# the *matched step*. The MLM arm repeats its schedule without NSP and stops at that step
+# (`bertrepro.pretrain.pretrained_model`), read for Table 5 at one of its kept
+# checkpoints,
+# the *matched step*. The MLM arm repeats its schedule without NSP and stops at that
+# step
 # (equal steps *and*, since NSP adds 0.03 % of the FLOPs, equal FLOPs). The LTR arm's
 # schedule (warm-up share, linear decay) is as long as gives the **same FLOPs** as
-# chapter 09's whole run, and it stops at the step whose FLOPs are closest to the matched
+# chapter 09's whole run, and it stops at the step whose FLOPs are closest to the
+# matched
 # step's. So Table 5 compares three models that had **the same counted compute**; the
-# crossover curve then follows chapter 09's run to its end. The cell asserts what differs
+# crossover curve then follows chapter 09's run to its end. The cell asserts what
+# differs
 # between the arms' configurations.
 
 # %%
 configs = {o: pretrain_config(settings, o, run.seed, flops=flops) for o in OBJECTIVES}
 assert configs["mlm_nsp"] == base_cfg
 mlm_diff = differing_fields(configs["mlm_nsp"], configs["mlm"])
-assert mlm_diff <= {"objective", "max_steps", "checkpoint_every", "keep_checkpoints"}, mlm_diff
+assert mlm_diff <= {
+    "objective",
+    "max_steps",
+    "checkpoint_every",
+    "keep_checkpoints",
+}, mlm_diff
 assert configs["mlm"].stop_step == settings.matched_step
 ltr_diff = differing_fields(configs["mlm_nsp"], configs["ltr"])
-assert ltr_diff <= {"objective", "total_steps", "warmup_steps", "max_steps",
-                    "checkpoint_every", "keep_checkpoints"}, ltr_diff
+assert ltr_diff <= {
+    "objective",
+    "total_steps",
+    "warmup_steps",
+    "max_steps",
+    "checkpoint_every",
+    "keep_checkpoints",
+}, ltr_diff
 ltr_cfg = configs["ltr"]
 share = base_cfg.warmup_steps / base_cfg.total_steps  # chapter 09's warm-up share
 assert ltr_cfg.warmup_steps == round(share * ltr_cfg.total_steps)
 print("MLM differs from chapter 09's run in", sorted(mlm_diff))
-print("LTR differs in", sorted(ltr_diff), f"- it stops at step {ltr_cfg.stop_step} of "
-      f"{ltr_cfg.total_steps}")
+print(
+    "LTR differs in",
+    sorted(ltr_diff),
+    f"- it stops at step {ltr_cfg.stop_step} of " f"{ltr_cfg.total_steps}",
+)
 
 # %% [markdown]
 # ## The runs and their learning checks
@@ -235,9 +299,13 @@ print("LTR differs in", sorted(ltr_diff), f"- it stops at step {ltr_cfg.stop_ste
 results = run_ablation(settings, seed=run.seed, device=run.device)
 sec = results["seconds"]
 built = sum(line.startswith("cache: computing") for line in results["cache_log"])
-print("read from the cache" if results["cached"] else
-      f"built {built} cached artifacts in {sec['pretraining']:.0f} s of pre-training + "
-      f"{sec['evaluation']:.0f} s of evaluation")
+print(
+    "read from the cache"
+    if results["cached"]
+    else f"built {built} cached artifacts in {sec['pretraining']:.0f} s of "
+         "pre-training + "
+    f"{sec['evaluation']:.0f} s of evaluation"
+)
 arm_rows = arm_table(results)
 display(Markdown(md_table(arm_rows)))
 
@@ -261,13 +329,25 @@ def gate_key(name, r):
 for name, r in results["runs"].items():
     gk, gt = gate_key(name, r), gates[name]
     note = f"{name}: " + gate_note(gt) + f"; {run.profile} profile"
-    status = "pass" if gt["learned"] else "fail"  # the book's learning check, not a claim
-    record(f"{gk}.cloze_over_baseline", round(min(gt["cloze_over_baseline"], 1e6), 4),
-           kind="check", status=status, note=note)
+    status = (
+        "pass" if gt["learned"] else "fail"
+    )  # the book's learning check, not a claim
+    record(
+        f"{gk}.cloze_over_baseline",
+        round(min(gt["cloze_over_baseline"], 1e6), 4),
+        kind="check",
+        status=status,
+        note=note,
+    )
     record(f"{gk}.learned", gt["learned"], kind="check", expected=True, note=note)
     if gt["nsp_balanced_accuracy"] is not None:
-        record(f"{gk}.nsp_balanced_accuracy", round(gt["nsp_balanced_accuracy"], 4),
-               kind="check", status=status, note=note)
+        record(
+            f"{gk}.nsp_balanced_accuracy",
+            round(gt["nsp_balanced_accuracy"], 4),
+            kind="check",
+            status=status,
+            note=note,
+        )
 unlearned = [n for n, gt in gates.items() if not gt["learned"]]
 print(f"{len(gates) - len(unlearned)} of {len(gates)} runs passed their learning check")
 if unlearned:
@@ -279,11 +359,18 @@ if unlearned:
 
 # %%
 names = {o: run_name(o, settings.arm_shape) for o in OBJECTIVES}
-arms = {o: load_run(settings, names[o], run.seed, str(run.device), progress=False)
-        for o in ("mlm", "ltr")}
+arms = {
+    o: load_run(settings, names[o], run.seed, str(run.device), progress=False)
+    for o in ("mlm", "ltr")
+}
 items = make_cloze_items(
-    data.validation_documents, tok, base_cfg.max_seq_length, settings.cloze_items,
-    settings.cloze_context, EVAL_SEED)
+    data.validation_documents,
+    tok,
+    base_cfg.max_seq_length,
+    settings.cloze_items,
+    settings.cloze_context,
+    EVAL_SEED,
+)
 assert len(items) == results["cloze"]["items"]
 i = 0
 t, n = int(items.position[i]), int(items.attention_mask[i].sum())
@@ -295,25 +382,33 @@ with torch.no_grad():
     bi_naive = arms["mlm"].model(masked[None].to(run.device)).prediction_logits[0, t]
     prefix = x[None, :t].to(run.device)  # [CLS] w_1 .. w_{t-1}: no right context
     ltr_naive = arms["ltr"].model(prefix, is_causal=True).prediction_logits[0, -1]
-bi = cloze_scores(arms["mlm"].model, one, "bidirectional", tok,
-                          device=run.device)
-ltr = cloze_scores(arms["ltr"].model, one, "left_to_right", tok,
-                           device=run.device)
+bi = cloze_scores(arms["mlm"].model, one, "bidirectional", tok, device=run.device)
+ltr = cloze_scores(arms["ltr"].model, one, "left_to_right", tok, device=run.device)
 target = int(items.target[i])
 tol = 1e-4 if run.device.type == "cpu" else 5e-2  # bf16 autocast on CUDA
-assert_close(bi.log_prob[0], bi_naive.float().log_softmax(-1)[target].double().cpu(),
-             atol=tol, rtol=tol)
-assert_close(ltr.log_prob[0], ltr_naive.float().log_softmax(-1)[target].double().cpu(),
-             atol=tol, rtol=tol)
+assert_close(
+    bi.log_prob[0],
+    bi_naive.float().log_softmax(-1)[target].double().cpu(),
+    atol=tol,
+    rtol=tol,
+)
+assert_close(
+    ltr.log_prob[0],
+    ltr_naive.float().log_softmax(-1)[target].double().cpu(),
+    atol=tol,
+    rtol=tol,
+)
 for o, s in (("mlm", bi), ("ltr", ltr)):
     mode = ARM_CLOZE_MODE[o]
     cached = results["cloze"]["scores"][f"{names[o]}:{mode}"]["log_prob"][i]
-    assert_close(torch.tensor(cached, dtype=torch.float64), s.log_prob[0], atol=tol,
-                 rtol=tol)
+    assert_close(
+        torch.tensor(cached, dtype=torch.float64), s.log_prob[0], atol=tol, rtol=tol
+    )
 words = tok.convert_ids_to_tokens(x.tolist())
-print(" ".join(words[1:t]), "[ ____ ]", " ".join(words[t + 1:n - 1]))
-print("answer:", words[t],
-      f"| log p: MLM {bi.log_prob[0]:.3f}, LTR {ltr.log_prob[0]:.3f}")
+print(" ".join(words[1:t]), "[ ____ ]", " ".join(words[t + 1 : n - 1]))
+print(
+    "answer:", words[t], f"| log p: MLM {bi.log_prob[0]:.3f}, LTR {ltr.log_prob[0]:.3f}"
+)
 
 # %% [markdown]
 # ## Appendix C.1: the crossover curve
@@ -334,12 +429,27 @@ axes[0].set_title("cloze, equal FLOPs on the x-axis", fontsize=9)
 axes[1].set_title("topic probe (all labels), equal FLOPs", fontsize=9)
 plt.tight_layout(rect=(0, 0.12, 1, 1))  # room for the legend below the panels
 plt.show()
-display(Markdown(md_table([{
-    "arm": r["label"], "step": r["step"], "TFLOP": r["tflop"],
-    "cloze %": f"{100 * r['cloze'][0]:.1f} ± {100 * r['cloze'][1]:.1f}",
-    "left only %": "" if r["left_only"] is None else f"{100 * r['left_only'][0]:.1f}",
-    "probe %": f"{100 * r['probe'][0]:.1f} ± {100 * r['probe'][1]:.1f}"}
-    for r in curve])))
+display(
+    Markdown(
+        md_table(
+            [
+                {
+                    "arm": r["label"],
+                    "step": r["step"],
+                    "TFLOP": r["tflop"],
+                    "cloze %": f"{100 * r['cloze'][0]:.1f} ± {100 * r['cloze'][1]:.1f}",
+                    "left only %": (
+                        ""
+                        if r["left_only"] is None
+                        else f"{100 * r['left_only'][0]:.1f}"
+                    ),
+                    "probe %": f"{100 * r['probe'][0]:.1f} ± {100 * r['probe'][1]:.1f}",
+                }
+                for r in curve
+            ]
+        )
+    )
+)
 
 # %%
 cross = {key: crossover(results, key) for key in ("cloze", "probe")}
@@ -350,21 +460,36 @@ steps_per = {o: max(p["step"] for p in results["curves"][o]) for o in results["c
 def crossover_sentence(key, c):
     what = "cloze" if key == "cloze" else "topic probe"
     if c is None:
-        return (f"* **{what}:** MLM + NSP never beats LTR by two standard errors "
-                "at any of its snapshots (LTR read at its latest snapshot with no "
-                "more FLOPs): no crossover within this budget.")
-    return (f"* **{what}:** MLM + NSP first beats LTR at step {c['step']} "
-            f"({c['flops'] / 1e12:.2f} TFLOP), by {100 * c['difference']:+.1f} ± "
-            f"{100 * c['se']:.1f} points against LTR's step {c['ltr_step']} "
-            f"({c['ltr_flops'] / 1e12:.2f} TFLOP).")
+        return (
+            f"* **{what}:** MLM + NSP never beats LTR by two standard errors "
+            "at any of its snapshots (LTR read at its latest snapshot with no "
+            "more FLOPs): no crossover within this budget."
+        )
+    return (
+        f"* **{what}:** MLM + NSP first beats LTR at step {c['step']} "
+        f"({c['flops'] / 1e12:.2f} TFLOP), by {100 * c['difference']:+.1f} ± "
+        f"{100 * c['se']:.1f} points against LTR's step {c['ltr_step']} "
+        f"({c['ltr_flops'] / 1e12:.2f} TFLOP)."
+    )
 
 
 curve_learned = all(gates[names[o]]["learned"] for o in ("mlm_nsp", "ltr"))
-caveat = "" if curve_learned else (
-    "\n\n*The Table 5 models of MLM + NSP and LTR did not both pass their learning "
-    "checks, so the curve decides nothing at this profile.*")
-display(Markdown("\n".join(crossover_sentence(k, c) for k, c in cross.items()) + caveat
-                 + "\n\n" + "\n\n".join("* " + gated_sentence(c) for c in c1)))
+caveat = (
+    ""
+    if curve_learned
+    else (
+        "\n\n*The Table 5 models of MLM + NSP and LTR did not both pass their learning "
+        "checks, so the curve decides nothing at this profile.*"
+    )
+)
+display(
+    Markdown(
+        "\n".join(crossover_sentence(k, c) for k, c in cross.items())
+        + caveat
+        + "\n\n"
+        + "\n\n".join("* " + gated_sentence(c) for c in c1)
+    )
+)
 
 # %% [markdown]
 # **Against Figure 5.** Figure 5's x-axis starts at 200k steps of 128k tokens ($2.6
@@ -377,16 +502,23 @@ display(Markdown("\n".join(crossover_sentence(k, c) for k, c in cross.items()) +
 # has learned.
 
 # %%
-tokens = {o: configs[o].stop_step * base_cfg.batch_size * base_cfg.max_seq_length
-          for o in configs}
+tokens = {
+    o: configs[o].stop_step * base_cfg.batch_size * base_cfg.max_seq_length
+    for o in configs
+}
 fig5_first = 200_000 * 128_000
-print(f"tokens read: MLM + NSP {tokens['mlm_nsp']:,}, LTR {tokens['ltr']:,}; "
-      f"Figure 5's first point: {fig5_first:,} "
-      f"({fig5_first / tokens['mlm_nsp']:,.0f}x)")
-targets_per_tflop = {o: flops[f"{o}_predicted"] / flops[f"{o}_step_flops"] * 1e12
-                     for o in ("mlm", "ltr")}
-print(f"training targets per TFLOP: MLM {targets_per_tflop['mlm']:,.0f}, "
-      f"LTR {targets_per_tflop['ltr']:,.0f}")
+print(
+    f"tokens read: MLM + NSP {tokens['mlm_nsp']:,}, LTR {tokens['ltr']:,}; "
+    f"Figure 5's first point: {fig5_first:,} "
+    f"({fig5_first / tokens['mlm_nsp']:,.0f}x)"
+)
+targets_per_tflop = {
+    o: flops[f"{o}_predicted"] / flops[f"{o}_step_flops"] * 1e12 for o in ("mlm", "ltr")
+}
+print(
+    f"training targets per TFLOP: MLM {targets_per_tflop['mlm']:,.0f}, "
+    f"LTR {targets_per_tflop['ltr']:,.0f}"
+)
 
 # %% [markdown]
 # ## Table 5 analog
@@ -402,24 +534,47 @@ print(f"training targets per TFLOP: MLM {targets_per_tflop['mlm']:,.0f}, "
 # %%
 assert matched_flops(results, settings)
 tflop5 = {o: results["runs"][names[o]]["flops"] / 1e12 for o in OBJECTIVES}
-print("counted pre-training TFLOP: " + ", ".join(
-    f"{o} {tflop5[o]:.3g} (step {results['runs'][names[o]]['steps']:,})" for o in OBJECTIVES))
+print(
+    "counted pre-training TFLOP: "
+    + ", ".join(
+        f"{o} {tflop5[o]:.3g} (step {results['runs'][names[o]]['steps']:,})"
+        for o in OBJECTIVES
+    )
+)
 summary5 = table5_summary(results, settings)
 p_small = min(s for s in settings.probe_sizes if s != "all")
 f_small = settings.finetune_sizes[0]
-metrics = [("cloze", "cloze"), ("cloze, left only", "cloze_left_context"),
-           (f"probe {p_small}/topic", f"probe@{p_small}"), ("probe all", "probe@all"),
-           (f"fine-tuned {f_small}/topic", f"finetune@{f_small}")]
+metrics = [
+    ("cloze", "cloze"),
+    ("cloze, left only", "cloze_left_context"),
+    (f"probe {p_small}/topic", f"probe@{p_small}"),
+    ("probe all", "probe@all"),
+    (f"fine-tuned {f_small}/topic", f"finetune@{f_small}"),
+]
 metrics = [m for m in metrics if m[1] in summary5[0]]
-display(Markdown(md_table([{
-    "pre-training": r["label"], "learned": r["learned"],
-    **{m: f"{100 * r[key][0]:.1f} ± {100 * r[key][1]:.1f}" for m, key in metrics},
-} for r in summary5])))
+display(
+    Markdown(
+        md_table(
+            [
+                {
+                    "pre-training": r["label"],
+                    "learned": r["learned"],
+                    **{
+                        m: f"{100 * r[key][0]:.1f} ± {100 * r[key][1]:.1f}"
+                        for m, key in metrics
+                    },
+                }
+                for r in summary5
+            ]
+        )
+    )
+)
 display(Markdown(PAPER_TABLES["table5"].to_markdown()))
 fig, ax = plt.subplots(figsize=(7.4, 3.4))
 plot_table5(summary5, metrics, ax=ax)
-ax.set_title(f"Table 5 analog: every arm at ≈ {tflop5['mlm']:.3g} TFLOP, ±2 SE",
-             fontsize=9)
+ax.set_title(
+    f"Table 5 analog: every arm at ≈ {tflop5['mlm']:.3g} TFLOP, ±2 SE", fontsize=9
+)
 plt.tight_layout()
 plt.show()
 
@@ -438,17 +593,29 @@ plt.show()
 # %%
 claims5 = table5_claims(results, settings)
 display(Markdown(nsp_sentence([c for c in claims5 if ".nsp_" in c["key"]])))
-reversed5 = [c for c in claims5 if "bidirectional" in c["key"] and c["verdict"] == "reversed"
-             and not c["unlearned"]]
+reversed5 = [
+    c
+    for c in claims5
+    if "bidirectional" in c["key"] and c["verdict"] == "reversed" and not c["unlearned"]
+]
 if reversed5:
-    where = ("MLM + NSP first leads at step "
-             f"{cross['probe']['step']:,} ({cross['probe']['flops'] / 1e12:.3g} TFLOP)"
-             if cross["probe"] else "MLM + NSP never leads LTR on the probe at equal FLOPs "
-             f"within chapter 09's {results['runs'][names['mlm_nsp']]['total_steps']:,} steps")
-    display(Markdown(
-        f"At equal compute LTR leads on {len(reversed5)} of the bidirectionality claims, "
-        "so they are *not reproduced at this scale*. The paper's ordering would need the "
-        f"crossover curve's MLM points above LTR's at equal FLOPs: {where}."))
+    where = (
+        "MLM + NSP first leads at step "
+        f"{cross['probe']['step']:,} ({cross['probe']['flops'] / 1e12:.3g} TFLOP)"
+        if cross["probe"]
+        else "MLM + NSP never leads LTR on the probe at equal FLOPs "
+        f"within chapter 09's {results['runs'][names['mlm_nsp']]['total_steps']:,} "
+        "steps"
+    )
+    display(
+        Markdown(
+            f"At equal compute LTR leads on {len(reversed5)} of the bidirectionality "
+            "claims, "
+            "so they are *not reproduced at this scale*. The paper's ordering would "
+            "need the "
+            f"crossover curve's MLM points above LTR's at equal FLOPs: {where}."
+        )
+    )
 
 # %% [markdown]
 # ## Table 6 analog
@@ -468,22 +635,44 @@ if settings.table6:
         rtol = 1e-3 if run.device.type == "cuda" else 1e-6
         assert_close(r["perplexity"], r["pretrain_perplexity"], rtol=rtol, atol=0)
     probe_key = "probe@all" if "all" in settings.probe_sizes else f"probe@{p_small}"
-    display(Markdown(md_table([{
-        "L/H/A": r["shape"], "parameters": f"{r['parameters']:,}", "learned": r["learned"],
-        "held-out MLM ppl": f"{r['perplexity']:.1f} ± {r['perplexity_se']:.1f}",
-        "probe %": f"{100 * r[probe_key][0]:.1f} ± {100 * r[probe_key][1]:.1f}",
-    } for r in summary6])))
+    display(
+        Markdown(
+            md_table(
+                [
+                    {
+                        "L/H/A": r["shape"],
+                        "parameters": f"{r['parameters']:,}",
+                        "learned": r["learned"],
+                        "held-out MLM ppl": f"{r['perplexity']:.1f} ± "
+                        f"{r['perplexity_se']:.1f}",
+                        "probe %": f"{100 * r[probe_key][0]:.1f} ± "
+                        f"{100 * r[probe_key][1]:.1f}",
+                    }
+                    for r in summary6
+                ]
+            )
+        )
+    )
     display(Markdown(PAPER_TABLES["table6"].to_markdown()))
     for rank, r in enumerate(summary6, 1):  # smallest first
-        record(f"table6.rank{rank}.perplexity", round(r["perplexity"], 3), kind="claim", paper=3.99,
-               status="not comparable", se=round(r["perplexity_se"], 3), unit="perplexity",
-               note=f"held-out MLM perplexity of {r['shape']}, {run.profile} profile; the "
-                    "paper's 3.99 (BERT-base) is over a 30k vocabulary on BooksCorpus + "
-                    "Wikipedia")
+        record(
+            f"table6.rank{rank}.perplexity",
+            round(r["perplexity"], 3),
+            kind="claim",
+            paper=3.99,
+            status="not comparable",
+            se=round(r["perplexity_se"], 3),
+            unit="perplexity",
+            note=f"held-out MLM perplexity of {r['shape']}, {run.profile} profile; the "
+            "paper's 3.99 (BERT-base) is over a 30k vocabulary on BooksCorpus + "
+            "Wikipedia",
+        )
 else:  # this profile leaves Tables 6 and 8 to the gpu profile: the curve that says why
     fig, ax = plt.subplots(figsize=(6.0, 3.0))
     plot_learning_curve(results["ch09_curve"], ax=ax)
-    ax.set_title("chapter 09's run: training LM loss against the unigram plateau", fontsize=9)
+    ax.set_title(
+        "chapter 09's run: training LM loss against the unigram plateau", fontsize=9
+    )
     plt.tight_layout()
     plt.show()
     display(Markdown(gpu_only_sentence(results["ch09_curve"], settings.table6_steps)))
@@ -500,6 +689,7 @@ else:  # this profile leaves Tables 6 and 8 to the gpu profile: the curve that s
 # trained on, so its check mixes learning with the mismatch; such a row stays
 # *inconclusive* rather than being judged on a test that is unfair to it.
 
+
 # %%
 def pm(pair):
     return f"{100 * pair[0]:.1f} ± {100 * pair[1]:.1f}"
@@ -508,16 +698,31 @@ def pm(pair):
 if settings.table8:
     summary8 = table8_summary(results, settings)
     p8 = "all" if "all" in settings.probe_sizes else p_small
-    display(Markdown(md_table([{
-        "MASK/SAME/RND": r["mix"], "learned": r["learned"],
-        "cloze ÷ baseline": f"{r['cloze_over_baseline']:.2f}",
-        f"probe {p8} %": pm(r[f"probe@{p8}"]),
-        f"fine-tuned {f_small} %": pm(r[f"finetune@{f_small}"]),
-        "paper MNLI": (r["paper"] or {}).get("MNLI"),
-        "paper NER feat.": (r["paper"] or {}).get("NER (feature-based)"),
-    } for r in summary8])))
+    display(
+        Markdown(
+            md_table(
+                [
+                    {
+                        "MASK/SAME/RND": r["mix"],
+                        "learned": r["learned"],
+                        "cloze ÷ baseline": f"{r['cloze_over_baseline']:.2f}",
+                        f"probe {p8} %": pm(r[f"probe@{p8}"]),
+                        f"fine-tuned {f_small} %": pm(r[f"finetune@{f_small}"]),
+                        "paper MNLI": (r["paper"] or {}).get("MNLI"),
+                        "paper NER feat.": (r["paper"] or {}).get(
+                            "NER (feature-based)"
+                        ),
+                    }
+                    for r in summary8
+                ]
+            )
+        )
+    )
 else:
-    print(f"Table 8 runs at the gpu profile only (the {run.profile} profile: see Table 6).")
+    print(
+        f"Table 8 runs at the gpu profile only (the {run.profile} profile: see Table "
+        "6)."
+    )
 display(Markdown(PAPER_TABLES["table8"].to_markdown()))
 
 # %% [markdown]
@@ -530,26 +735,39 @@ display(Markdown(PAPER_TABLES["table8"].to_markdown()))
 # it failed its learning check. The sentences are generated from the numbers.
 
 # %%
-claims = (claims5
-          + table6_claims(results, settings)
-          + table8_claims(results, settings) + c1)
+claims = (
+    claims5 + table6_claims(results, settings) + table8_claims(results, settings) + c1
+)
 display(Markdown("\n\n".join("* " + gated_sentence(cl) for cl in claims)))
 for cl in claims:
-    why = (" no verdict: did not learn: " + ", ".join(cl["unlearned"])) \
-        if cl["unlearned"] else ""
+    why = (
+        (" no verdict: did not learn: " + ", ".join(cl["unlearned"]))
+        if cl["unlearned"]
+        else ""
+    )
     measured = cl["value"] is not None  # None: nothing to compare (unmeasured_claim)
-    record(cl["key"], round(cl["value"], 4) if measured else "not measured", kind="claim",
-           paper=cl["claim"] if cl["paper"] is None else round(cl["paper"], 4),
-           status=cl["status"], se=round(cl["se"], 4) if measured else None,
-           unit=cl["unit"],
-           note=(f"{cl['claim']}: {cl['value']:+.2f} ± {cl['se']:.2f} {cl['unit']} "
-                 if measured else f"{cl['claim']}: {cl['reason']} ")
-                + f"({cl['verdict']}); {run.profile} profile, one seed;{why}")
-assert not any(cl["status"] == "not reproduced at this scale" and cl["unlearned"]
-               for cl in claims)
+    record(
+        cl["key"],
+        round(cl["value"], 4) if measured else "not measured",
+        kind="claim",
+        paper=cl["claim"] if cl["paper"] is None else round(cl["paper"], 4),
+        status=cl["status"],
+        se=round(cl["se"], 4) if measured else None,
+        unit=cl["unit"],
+        note=(
+            f"{cl['claim']}: {cl['value']:+.2f} ± {cl['se']:.2f} {cl['unit']} "
+            if measured
+            else f"{cl['claim']}: {cl['reason']} "
+        )
+        + f"({cl['verdict']}); {run.profile} profile, one seed;{why}",
+    )
+assert not any(
+    cl["status"] == "not reproduced at this scale" and cl["unlearned"] for cl in claims
+)
 
 # %% [markdown]
 # ## Summary
+
 
 # %%
 def pct(pair):
@@ -558,22 +776,39 @@ def pct(pair):
 
 by_arm = {r["objective"]: r for r in summary5}
 status_count = pd.Series([cl["status"] for cl in claims]).value_counts().to_dict()
-display(Markdown("\n".join([
-    f"* **Learning checks:** {len(gates) - len(unlearned)} of {len(gates)} runs "
-    "learned "
-    f"at the `{run.profile}` profile"
-    + (f"; not learned: {', '.join(unlearned)}." if unlearned else "."),
-    f"* **Table 5 (every arm at ≈ {tflop5['mlm']:.3g} TFLOP):** cloze MLM + NSP {pct(by_arm['mlm_nsp']['cloze'])}, "
-    f"MLM {pct(by_arm['mlm']['cloze'])}, LTR {pct(by_arm['ltr']['cloze'])} "
-    "(left context; "
-    f"most frequent word {100 * gates[names['mlm']]['baseline']:.1f} %).",
-    "* **Crossover (C.1):** "
-    + ("none within this budget on the cloze" if cross["cloze"] is None
-       else f"on the cloze at step {cross['cloze']['step']}") + "; "
-    + ("none on the probe." if cross["probe"] is None
-       else f"on the probe at step {cross['probe']['step']}."),
-    "* **Verdicts:** " + ", ".join(f"{v} {k}" for k, v in status_count.items()) + ".",
-])))
+display(
+    Markdown(
+        "\n".join(
+            [
+                f"* **Learning checks:** {len(gates) - len(unlearned)} of {len(gates)} "
+                "runs "
+                "learned "
+                f"at the `{run.profile}` profile"
+                + (f"; not learned: {', '.join(unlearned)}." if unlearned else "."),
+                f"* **Table 5 (every arm at ≈ {tflop5['mlm']:.3g} TFLOP):** cloze MLM "
+                f"+ NSP {pct(by_arm['mlm_nsp']['cloze'])}, "
+                f"MLM {pct(by_arm['mlm']['cloze'])}, LTR {pct(by_arm['ltr']['cloze'])} "
+                "(left context; "
+                f"most frequent word {100 * gates[names['mlm']]['baseline']:.1f} %).",
+                "* **Crossover (C.1):** "
+                + (
+                    "none within this budget on the cloze"
+                    if cross["cloze"] is None
+                    else f"on the cloze at step {cross['cloze']['step']}"
+                )
+                + "; "
+                + (
+                    "none on the probe."
+                    if cross["probe"] is None
+                    else f"on the probe at step {cross['probe']['step']}."
+                ),
+                "* **Verdicts:** "
+                + ", ".join(f"{v} {k}" for k, v in status_count.items())
+                + ".",
+            ]
+        )
+    )
+)
 
 # %% [markdown]
 # ## Exercises
@@ -583,14 +818,17 @@ display(Markdown("\n".join([
 # it against `learning_check`.
 
 # %% tags=["hide-input"]
-a = torch.tensor(results["cloze"]["scores"][f"{names['ltr']}:left_to_right"]["correct"],
-                 dtype=torch.float64)
+a = torch.tensor(
+    results["cloze"]["scores"][f"{names['ltr']}:left_to_right"]["correct"],
+    dtype=torch.float64,
+)
 bl = torch.tensor(results["cloze"]["baseline"]["correct"], dtype=torch.float64)
 d = a - bl
 z_hand = float(d.mean() / (d.std() / math.sqrt(len(d)))) if d.std() > 0 else 0.0
 z_lib = gates[names["ltr"]]["z"]
 assert math.isclose(z_hand, z_lib, rel_tol=1e-6, abs_tol=1e-9) or (
-    math.isinf(z_lib) and d.std() == 0), (z_hand, z_lib)
+    math.isinf(z_lib) and d.std() == 0
+), (z_hand, z_lib)
 print(f"z by hand {z_hand:.3f}, learning_check {z_lib:.3f}")
 
 # %% [markdown]

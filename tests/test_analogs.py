@@ -312,7 +312,8 @@ def hard():
 
 
 def test_hard_qnli_is_balanced_leak_free_and_beats_the_word_rule(hard, articles):
-    from bertrepro.finetune.baselines import content_words, pair_overlap
+    from bertrepro.finetune.analogs import content_words
+    from bertrepro.finetune.baselines import pair_overlap
 
     task = hard["qnli"]
     for split in ("train", "dev", "test"):
@@ -337,7 +338,8 @@ def test_hard_qnli_is_balanced_leak_free_and_beats_the_word_rule(hard, articles)
 
 
 def test_hard_swag_matches_the_true_endings_overlap(hard, articles):
-    from bertrepro.finetune.baselines import choice_overlap, content_words
+    from bertrepro.finetune.analogs import content_words
+    from bertrepro.finetune.baselines import choice_overlap
 
     task = hard["swag"]
     gaps, positions = [], []
@@ -365,7 +367,7 @@ def test_hard_swag_matches_the_true_endings_overlap(hard, articles):
 
 
 def test_hard_squad_companions_share_the_questions_words(hard):
-    from bertrepro.finetune.baselines import content_words
+    from bertrepro.finetune.analogs import content_words
 
     plain = squad_task("1.1", k=3)
 

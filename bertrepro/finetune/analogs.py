@@ -52,9 +52,10 @@ import torch
 
 from ..data import TOPICS, load_corpus
 from .tasks import TASK_SEED, Encoded, encode_texts
+from .words import closest_overlap, most_overlap, content_words
 
 __all__ = ["SpanItem", "PairItem", "TagItem", "ChoiceItem", "AnalogTask", "NAME_TAGS", "TASKS", "Article",
-           "content_words", "NAME_JOINERS",
+           "NAME_JOINERS",
            "task_articles", "title_pattern", "title_starts", "sentence_words", "name_tags", "squad_task", "qnli_task",
            "ner_task", "swag_task", "build_task", "align_first_subtoken", "first_subtoken_mask",
            "word_tags", "encode_pairs", "encode_choices", "fast_tokenizer"]
@@ -266,7 +267,7 @@ def _span_item(arts: Sequence[Article], i: int, lead_by_topic: dict[str, list[in
         chosen = rng.sample(others, k)  # k - 1 companions, and one more replacing the target when dropped
     else:  # the lead sentences sharing the most content words with the question
         question = content_words(art.description)
-        chosen = _most(others, [len(question & lead_words[j]) for j in others], k, rng)
+        chosen = most_overlap(others, [len(question & lead_words[j]) for j in others], k, rng)
         rng.shuffle(chosen)
     sents = [arts[j].sentences[0] for j in chosen[: k - 1]] + [arts[chosen[-1]].sentences[0] if drop else target]
     rng.shuffle(sents)
@@ -326,32 +327,6 @@ def squad_task(version: str = "1.1", corpus: Any = "wiki-vital", seed: int = 0, 
 # Sentence pairs (QNLI analog)
 # ---------------------------------------------------------------------------------------------
 
-# Not content: SQuAD-style articles and the most frequent function words of English.
-_STOP = frozenset("""
-    a an the of and or in on at by for from to with as is was are were be been being it its this that these those
-    which who whom whose he she his her they their them we our i you also not but than then there has have had
-""".split())
-
-
-def content_words(text: str) -> set[str]:
-    """Lower-cased words of ``text`` without the most frequent function words."""
-    return {w for w in re.findall(r"\w+", text.lower()) if w not in _STOP}
-
-
-def _closest(candidates: Sequence[int], overlap: Sequence[int], target: int, n: int,
-             rng: random.Random) -> list[int]:
-    """``n`` candidates whose overlap is closest to ``target``, those at or above it first (ties in a
-    seeded random order)."""
-    keys = [(o < target, abs(o - target), rng.random(), c) for c, o in zip(candidates, overlap)]
-    return [k[-1] for k in sorted(keys)[:n]]
-
-
-def _most(candidates: Sequence[int], overlap: Sequence[int], n: int, rng: random.Random) -> list[int]:
-    """The ``n`` candidates of largest overlap (ties in a seeded random order)."""
-    keys = [(-o, rng.random(), c) for c, o in zip(candidates, overlap)]
-    return [c for _, _, c in sorted(keys)[:n]]
-
-
 def _negative(arts: Sequence[Article], i: int, others: list[int], rng: random.Random,
               words: Sequence[Sequence[set[str]]] | None) -> str:
     """A sentence of another article: a random article's lead sentence, or (given every sentence's
@@ -361,7 +336,7 @@ def _negative(arts: Sequence[Article], i: int, others: list[int], rng: random.Ra
         return arts[rng.choice(others)].sentences[0]
     desc = content_words(arts[i].description)
     cands = [(j, k) for j in others for k in range(len(words[j]))]
-    j, k = _most(cands, [len(desc & words[j][k]) for j, k in cands], 1, rng)[0]
+    j, k = most_overlap(cands, [len(desc & words[j][k]) for j, k in cands], 1, rng)[0]
     return arts[j].sentences[k]
 
 
@@ -515,7 +490,7 @@ def _choice_item(arts: Sequence[Article], i: int, p: int, pool: list[int], rng: 
         if len(pool_sents) < num_choices - 1:
             return None
         overlap = [len(ctx & c[3]) for c in pool_sents]
-        chosen = _closest(range(len(pool_sents)), overlap, target, num_choices - 1, rng)
+        chosen = closest_overlap(range(len(pool_sents)), overlap, target, num_choices - 1, rng)
         picked = [(pool_sents[c][1], pool_sents[c][2]) for c in chosen]
     endings, sources = [e for e, _ in picked], [t for _, t in picked]
     label = rng.randrange(num_choices)

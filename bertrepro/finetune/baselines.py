@@ -28,12 +28,13 @@ import torch
 
 from ..data import split_sentences
 from ..model import IS_NEXT, BertForPreTraining
-from .analogs import NAME_JOINERS, ChoiceItem, PairItem, SpanItem, TagItem, content_words
+from .analogs import NAME_JOINERS, ChoiceItem, PairItem, SpanItem, TagItem
+from .words import content_words
 from .metrics import f1_score
 from .tasks import encode_texts
 
 __all__ = ["CHANCE", "title_shaped_spans", "qa_first_title_span", "qa_random_sentence", "qa_question_overlap",
-           "fit_abstain_threshold", "ner_lexicon", "content_words", "choice_overlap", "pair_majority",
+           "fit_abstain_threshold", "ner_lexicon", "choice_overlap", "pair_majority",
            "pair_overlap", "nsp_zero_shot"]
 
 CHANCE = 0.25  # multiple choice among four endings, a uniform guess
