@@ -991,6 +991,12 @@ METRICS = {
 }
 
 
+def record_quietly(key, value, *, kind, **kwargs):
+    """record(), without its one printed line per record: the verdicts below say what they hold."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return record(key, value, kind=kind, **kwargs)
+
+
 PREMISE = (
     '"pre-trained representations reduce the need for many heavily-engineered '
     'task-specific architectures" (§1)'
@@ -1001,7 +1007,7 @@ BOTH_WAYS = (
 
 
 def put(key, s, m, what, paper):
-    record(
+    record_quietly(
         key,
         round(s[m], 2),
         kind="claim",
@@ -1054,7 +1060,7 @@ for t in TASKS:
         c = verdicts[f"{t}.pretraining_helps{how}"] = pretraining_helps(
             t, get("pretrained"), get("random"), triv
         )
-        record(
+        record_quietly(
             f"{t}.pretraining_helps{how}",
             round(c["difference"], 2),
             kind="claim",
@@ -1079,7 +1085,7 @@ for t in TASKS:
         {k: v for k, v in rules_minilm[t].items() if k != TRIVIAL[t]},
         rules_minilm[t][TRIVIAL[t]],
     )
-    record(
+    record_quietly(
         f"{t}.minilm_beats_rules",
         round(b["difference"], 2),
         kind="check",
@@ -1097,7 +1103,7 @@ for t in TASKS:
 gap_arm = "minilm" if ("ner", "minilm") in results else "pretrained"
 ft_ner, fb_ner = results["ner", gap_arm].test, best_feat["ner", gap_arm]
 gap, gap_se = paired("ner", ft_ner, fb_ner.test)
-record(
+record_quietly(
     "ner.features_vs_finetune",
     round(gap, 2),
     kind="claim",

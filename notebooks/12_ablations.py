@@ -817,7 +817,7 @@ display(
 # by hand for the LTR arm from the per-blank correctness and the baseline's, and check
 # it against `learning_check`.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 a = torch.tensor(
     results["cloze"]["scores"][f"{names['ltr']}:left_to_right"]["correct"],
     dtype=torch.float64,
@@ -836,9 +836,26 @@ print(f"z by hand {z_hand:.3f}, learning_check {z_lib:.3f}")
 # the counted predictions, and check that the MLM arm's FLOPs in the per-run table are
 # its steps times its step FLOPs.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 ratio = flops["mlm_step_flops"] / flops["ltr_step_flops"]
 print(f"100 MLM steps = {100 * ratio:.1f} LTR steps")
 assert ratio < 1  # an LTR step predicts more positions, so it costs more
 mlm_run = results["runs"][names["mlm"]]
 assert math.isclose(mlm_run["flops"], mlm_run["steps"] * mlm_run["step_flops"])
+
+# %% [markdown]
+# **3.** A masked LM predicts at most `max_predictions_per_seq` positions of a sequence
+# (15 % of its tokens, capped); a left-to-right LM predicts every next real token. From
+# chapter 09's settings, what is each bound per sequence, and do the counted predictions
+# per step respect them?
+
+# %% tags=["hide-cell"]
+cap = min(base_cfg.max_predictions_per_seq, round(0.15 * base_cfg.max_seq_length))
+mlm_per_seq = flops["mlm_predicted"] / base_cfg.batch_size
+ltr_per_seq = flops["ltr_predicted"] / base_cfg.batch_size
+assert 0 < mlm_per_seq <= cap + 1e-9 and mlm_per_seq < ltr_per_seq
+assert ltr_per_seq <= base_cfg.max_seq_length - 1
+print(
+    f"MLM: at most {cap} a sequence, counted {mlm_per_seq:.2f}; LTR: at most "
+    f"{base_cfg.max_seq_length - 1}, counted {ltr_per_seq:.2f}"
+)
