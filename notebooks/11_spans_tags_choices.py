@@ -992,7 +992,7 @@ METRICS = {
 
 
 def record_quietly(key, value, *, kind, **kwargs):
-    """record(), without its one printed line per record: the verdicts below say what they hold."""
+    """record(), without its printed line: the verdicts below say what it holds."""
     with contextlib.redirect_stdout(io.StringIO()):
         return record(key, value, kind=kind, **kwargs)
 
