@@ -657,6 +657,9 @@ display(
 # kept; every head shares those features, and each trains on every training item,
 # epoch by epoch, keeping the epoch that scores best on dev. NER tries all six of Table
 # 7's choices; the other tasks try those the profile lists, and report the best on dev.
+# For pairs and choices the head reads `[CLS]`, as §4.1's task layer does, except on
+# MiniLM: it was trained as a sentence embedding read by mean pooling, so its features
+# there are each layer's mean over the real tokens.
 # The paper puts a two-layer
 # BiLSTM under the NER classifier; here every task's head is a one-hidden-layer MLP,
 # compared below with a linear layer and with the BiLSTM. First, the weighted sum by

@@ -92,6 +92,11 @@ def test_features_are_the_models_hidden_states_at_the_heads_positions(arm):
     want = torch.stack(o.hidden_states, 2)[:, 0]  # [CLS], every layer: (N, L+1, H)
     assert fs.x.shape == (6, 4, 16)
     assert_close(fs.x, want, atol=1e-5, rtol=1e-5)  # trimmed batches change nothing (padding is masked)
+    mean = encode_features(arm.encoder, "pair", enc.inputs, batch_size=4, pooling="mean")
+    m = enc.inputs["attention_mask"][:, :, None, None].float()
+    assert_close(mean.x, (torch.stack(o.hidden_states, 2) * m).sum(1) / m.sum(1), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="pooling must be"):
+        encode_features(arm.encoder, "pair", enc.inputs, pooling="max")
     tags = encode_task("tag", _tags(4), arm.tokenizer, BUDGET)
     inputs = {**tags.inputs, "word_index": tags.word_index}
     ft = encode_features(arm.encoder, "tag", inputs, batch_size=3)

@@ -53,12 +53,17 @@ def feature_inputs(enc: EncodedSplit) -> dict[str, torch.Tensor]:
 
 def encode_feature_splits(task_name: str, arm: Arm, enc: Mapping[str, EncodedSplit], cache: FeatureCache,
                           device: torch.device | str = "cpu") -> dict[str, FeatureSet]:
-    """Every split's frozen features, from ``cache`` when this arm's split was encoded before."""
+    """Every split's frozen features, from ``cache`` when this arm's split was encoded before.
+
+    Pairs and choices read ``[CLS]`` (§4.1), except on MiniLM, a sentence-embedding model trained to
+    be read by mean pooling: its ``[CLS]`` vector was never trained to hold the sentence.
+    """
     kind = TASK_KINDS[task_name]
     dtype = torch.float16 if kind == "span" else torch.float32  # token-level features are large
+    pooling = "mean" if arm.name.startswith("minilm") else "cls"
     return {s: cache.get((arm.name, task_name, s),
                          lambda s=s: encode_features(arm.encoder, kind, feature_inputs(enc[s]), device=device,
-                                                     store_dtype=dtype))
+                                                     store_dtype=dtype, pooling=pooling))
             for s in ITEM_SPLITS}
 
 

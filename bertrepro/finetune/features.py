@@ -138,14 +138,20 @@ _MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 
 @torch.no_grad()
 def encode_features(encoder: BertModel, kind: str, inputs: Mapping[str, torch.Tensor], batch_size: int = 64,
-                    device: torch.device | str = "cpu", store_dtype: torch.dtype = torch.float32) -> FeatureSet:
+                    device: torch.device | str = "cpu", store_dtype: torch.dtype = torch.float32,
+                    pooling: str = "cls") -> FeatureSet:
     """Every layer of frozen ``encoder`` at the positions a ``kind`` head reads, for every row of ``inputs``.
 
     ``inputs`` holds ``input_ids``, ``token_type_ids``, ``attention_mask`` ((N, T), or (N, K, T) for
     choices) and the targets: ``labels`` (pairs, choices, tags: per token, -100 off the first sub-token)
     or ``start_positions``/``end_positions`` (spans). Rows are batched in order and trimmed to the
     longest real sequence of the batch. Token-level features (spans) are stored as ``store_dtype``.
+    ``pooling`` (pairs and choices): ``"cls"``, the ``[CLS]`` vector the paper's task layer reads, or
+    ``"mean"``, each layer averaged over the real tokens (how a sentence-embedding model such as
+    all-MiniLM-L6-v2 was trained to be read).
     """
+    if pooling not in ("cls", "mean"):
+        raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
     if not isinstance(encoder, BertModel):
         raise TypeError(f"encoder must be a bertrepro BertModel, got {type(encoder).__name__}")
     if kind not in ("pair", "choice", "tag", "span"):
@@ -164,7 +170,10 @@ def encode_features(encoder: BertModel, kind: str, inputs: Mapping[str, torch.Te
             width = max(1, int(m.sum(-1).max()))
             o = encoder(*(flat[k][rows, :width].to(device) for k in _MODEL_INPUTS), output_hidden_states=True)
             h = torch.stack(o.hidden_states, dim=2).float().cpu()  # (b, width, L+1, H)
-            if kind in ("pair", "choice"):
+            if kind in ("pair", "choice") and pooling == "mean":
+                w = m[:, :width, None, None].to(h.dtype)  # (b, width, 1, 1): the real tokens
+                chunks.append((h * w).sum(1) / w.sum(1).clamp(min=1))
+            elif kind in ("pair", "choice"):
                 chunks.append(h[:, 0])
             elif kind == "tag":
                 chunks.append(h[first_subtoken_mask(_word_index(inputs, rows, width))])
