@@ -50,7 +50,6 @@ print(run)
 import contextlib
 import dataclasses
 import io
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -78,7 +77,6 @@ from bertrepro.finetune.analog_runs import (
 from bertrepro.finetune.analog_verdicts import (
     TRIVIAL,
     beats_rules,
-    learned,
     paired,
     pretraining_helps,
     rule_scores,

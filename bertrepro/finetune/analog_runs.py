@@ -39,7 +39,7 @@ from .tasks import Arm
 
 __all__ = ["TASK_KINDS", "MAIN_METRIC", "AnalogBudget", "ANALOG_BUDGETS", "analog_budget", "load_analog",
            "keep_fitting", "EncodedSplit", "encode_task", "encode_splits", "arm_limits", "forward_all", "evaluate",
-           "score_outputs", "AnalogResult", "run_task"]
+           "score_outputs", "span_scores", "tag_scores", "choice_scores", "AnalogResult", "run_task"]
 
 TASK_KINDS = {"qnli": "pair", "squad11": "span", "squad20": "span", "ner": "tag", "swag": "choice"}
 MAIN_METRIC = {"qnli": "accuracy", "squad11": "f1", "squad20": "f1", "ner": "f1", "swag": "accuracy"}
@@ -197,12 +197,28 @@ def forward_all(model: nn.Module, inputs: Mapping[str, torch.Tensor], names: Seq
     return out
 
 
-def _span_scores(enc: EncodedSplit, predictions: Mapping[str, str]) -> dict[str, Any]:
-    golds = {it.id: [a["text"] for a in it.answers] for it in enc.items}
+def span_scores(predictions: Mapping[str, str], items: Sequence[Any]) -> dict[str, Any]:
+    """SQuAD EM and F1 (percent, SE, n) of answers to span ``items``, with per-item F1 and the predictions."""
+    golds = {it.id: [a["text"] for a in it.answers] for it in items}
     s = squad_scores(predictions, golds)
     per_item = [100 * f1_score(predictions[k], golds[k]) for k in golds]
     return {"em": s["em"], "f1": s["f1"], "em_se": s["em_se"], "f1_se": s["f1_se"], "n": s["n"],
             "per_item": per_item, "predictions": dict(predictions)}
+
+
+def tag_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], se: bool = True) -> dict[str, Any]:
+    """Entity-level F1 (percent, bootstrap SE unless ``se`` is False), with per-sentence counts and the tags."""
+    s = entity_scores(gold, pred, bootstrap=1000 if se else 1)
+    return {"f1": 100 * s["f1"], "f1_se": 100 * s["f1_se"], "precision": 100 * s["precision"],
+            "recall": 100 * s["recall"], "n": s["n"], "predictions": [list(p) for p in pred],
+            "per_item": sentence_counts(gold, pred)}
+
+
+def choice_scores(correct: torch.Tensor) -> dict[str, Any]:
+    """Accuracy (percent, binomial SE, n) of per-item outcomes, with the per-item scores."""
+    acc, se = accuracy_se(correct)
+    return {"accuracy": 100 * acc, "accuracy_se": 100 * se, "n": len(correct),
+            "per_item": (100 * correct.double()).tolist()}
 
 
 def _midpoint(tau: float, margins: torch.Tensor) -> float:
@@ -244,18 +260,12 @@ def score_outputs(enc: EncodedSplit, o: Mapping[str, torch.Tensor], budget: Anal
         if choose_tau:
             tau = _choose_tau(enc, o, budget)
         preds = decode_spans(enc.features, o["start_logits"], o["end_logits"], budget.max_answer_length, tau)
-        return {**_span_scores(enc, preds), **({"tau": tau} if tau is not None else {})}
+        return {**span_scores(preds, enc.items), **({"tau": tau} if tau is not None else {})}
     if enc.kind == "tag":
         preds = word_tags(o["logits"].argmax(-1), enc.word_index, [len(it.words) for it in enc.items], NAME_TAGS)
-        s = entity_scores([it.tags for it in enc.items], preds, bootstrap=1000 if se else 1)
-        return {"f1": 100 * s["f1"], "f1_se": 100 * s["f1_se"], "precision": 100 * s["precision"],
-                "recall": 100 * s["recall"], "n": s["n"], "predictions": preds,
-                "per_item": sentence_counts([it.tags for it in enc.items], preds)}
+        return tag_scores([it.tags for it in enc.items], preds, se)
     pred = o["logits"].argmax(-1)
-    correct = pred == enc.inputs["labels"]
-    acc, se = accuracy_se(correct)
-    return {"accuracy": 100 * acc, "accuracy_se": 100 * se, "n": len(correct),
-            "per_item": (100 * correct.double()).tolist(), "predictions": pred.tolist()}
+    return {**choice_scores(pred == enc.inputs["labels"]), "predictions": pred.tolist()}
 
 
 def _choose_tau(enc: EncodedSplit, o: Mapping[str, torch.Tensor], budget: AnalogBudget) -> float:

@@ -19,35 +19,17 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ..stats import paired_difference
-from .analog_runs import MAIN_METRIC
+from .analog_runs import MAIN_METRIC, choice_scores, span_scores, tag_scores
 from .analogs import AnalogTask
 from .baselines import (CHANCE, choice_overlap, fit_abstain_threshold, ner_lexicon, pair_majority, pair_overlap,
                         qa_first_title_span, qa_question_overlap, qa_random_sentence)
-from .metrics import accuracy_se, entity_scores, f1_score, paired_f1_difference, sentence_counts, squad_scores
+from .metrics import paired_f1_difference
 
 __all__ = ["TRIVIAL", "rule_scores", "paired", "learned", "pretraining_helps", "beats_rules"]
 
 # The rule that knows nothing, per task: the bar a system must clear to count as having learned it.
 TRIVIAL = {"qnli": "majority class", "squad11": "random sentence's subject", "squad20": "always no answer",
            "ner": "no names", "swag": "chance"}
-
-
-def _span(preds: Mapping[str, str], items: Sequence[Any]) -> dict[str, Any]:
-    golds = {it.id: [a["text"] for a in it.answers] for it in items}
-    s = squad_scores(preds, golds)
-    return {**{k: s[k] for k in ("em", "f1", "em_se", "f1_se", "n")},
-            "per_item": [100 * f1_score(preds[k], golds[k]) for k in golds]}
-
-
-def _tags(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict[str, Any]:
-    s = entity_scores(gold, pred)
-    return {"f1": 100 * s["f1"], "f1_se": 100 * s["f1_se"], "n": s["n"], "per_item": sentence_counts(gold, pred)}
-
-
-def _choices(correct: torch.Tensor) -> dict[str, Any]:
-    acc, se = accuracy_se(correct)
-    return {"accuracy": 100 * acc, "accuracy_se": 100 * se, "n": len(correct),
-            "per_item": (100 * correct.double()).tolist()}
 
 
 def rule_scores(task_name: str, task: AnalogTask, items: Sequence[Any] | None = None,
@@ -63,25 +45,25 @@ def rule_scores(task_name: str, task: AnalogTask, items: Sequence[Any] | None = 
     if task_name in ("squad11", "squad20"):
         out = {}
         if task_name == "squad20":
-            out["always no answer"] = _span({it.id: "" for it in items}, items)
-        out["random sentence's subject"] = _span(qa_random_sentence(items, seed), items)
-        out["first title-shaped span"] = _span(qa_first_title_span(items), items)
-        out["question-overlap sentence"] = _span(qa_question_overlap(items), items)
+            out["always no answer"] = span_scores({it.id: "" for it in items}, items)
+        out["random sentence's subject"] = span_scores(qa_random_sentence(items, seed), items)
+        out["first title-shaped span"] = span_scores(qa_first_title_span(items), items)
+        out["question-overlap sentence"] = span_scores(qa_question_overlap(items), items)
         if task_name == "squad20":
             t = fit_abstain_threshold(task.train)
-            out[f"question overlap > {t:g}, else no answer"] = _span(qa_question_overlap(items, t), items)
+            out[f"question overlap > {t:g}, else no answer"] = span_scores(qa_question_overlap(items, t), items)
         return out
     if task_name == "ner":
         gold = [it.tags for it in items]
-        return {"no names": _tags(gold, [["O"] * len(g) for g in gold]),
-                "word lexicon + joiners": _tags(gold, ner_lexicon(task.train)(items))}
+        return {"no names": tag_scores(gold, [["O"] * len(g) for g in gold]),
+                "word lexicon + joiners": tag_scores(gold, ner_lexicon(task.train)(items))}
     labels = torch.tensor([it.label for it in items])
     if task_name == "qnli":
-        return {"majority class": _choices(pair_majority(task.train, items) == labels),
-                "word overlap": _choices(pair_overlap(task.train, items) == labels)}
+        return {"majority class": choice_scores(pair_majority(task.train, items) == labels),
+                "word overlap": choice_scores(pair_overlap(task.train, items) == labels)}
     if task_name == "swag":
         chance = {"accuracy": 100 * CHANCE, "accuracy_se": 0.0, "n": len(items), "per_item": [100 * CHANCE] * len(items)}
-        return {"chance": chance, "word overlap": _choices(choice_overlap(items) == labels)}
+        return {"chance": chance, "word overlap": choice_scores(choice_overlap(items) == labels)}
     raise ValueError(f"unknown task {task_name!r}; valid tasks are {', '.join(MAIN_METRIC)}")
 
 
